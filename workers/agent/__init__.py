@@ -1,0 +1,1 @@
+"""One IterResearch agent: workspace, output parser, round loop."""

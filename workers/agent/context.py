@@ -1,0 +1,64 @@
+"""What one job's agents share while they run: the model, the tools, the event sink, budgets."""
+
+from __future__ import annotations
+
+import logging
+import time
+from datetime import UTC, datetime
+from dataclasses import dataclass, field
+
+from workers.agent.prompts import PromptSet
+from workers.backend.base import Backend
+from workers.events import Event, NewEvent
+from workers.llm.types import ChatModel
+from workers.models import Usage
+from workers.tools.base import Tool
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class TokenBudget:
+    """A job-wide token budget shared by its agents (None = unlimited).
+
+    Forced final rounds and synthesis may spend past it: a job that hits its budget still
+    finishes with an answer.
+    """
+
+    limit: int | None
+    used: int = 0
+
+    def spend(self, usage: Usage) -> None:
+        self.used += usage.total_tokens
+
+    @property
+    def exhausted(self) -> bool:
+        return self.limit is not None and self.used >= self.limit
+
+
+@dataclass
+class JobContext:
+    job_id: str
+    question: str
+    backend: Backend
+    model: ChatModel
+    tools: dict[str, Tool]
+    prompts: PromptSet
+    max_rounds: int
+    deadline: float | None  # time.monotonic() value, None = no deadline
+    budget: TokenBudget
+    observation_max_chars: int = 6000
+    # After a deadline, a forced answer still gets this long to come back from the model.
+    grace_seconds: float = 20.0
+    date: str = field(default_factory=lambda: datetime.now(UTC).date().isoformat())
+
+    async def emit(self, event: NewEvent) -> Event | None:
+        return await self.backend.append_event(self.job_id, event)
+
+    def seconds_left(self) -> float | None:
+        if self.deadline is None:
+            return None
+        return self.deadline - time.monotonic()
+
+    def tool_list(self) -> str:
+        return "\n".join(f"- {tool.description}" for tool in self.tools.values())

@@ -1,0 +1,95 @@
+"""The backend seam: job store + event log + job queue + cache, behind one small interface.
+
+Two implementations: `memory` (one process, the embedded default) and `redis` (scale-out).
+The same contract test suite runs against both.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from typing import Protocol
+
+from workers.events import Event, NewEvent
+from workers.models import AgentCheckpoint, JobRecord, JobStatus, Source
+
+
+def new_job_id() -> str:
+    """Time-ordered ids, so listing newest-first and cursor pagination need no extra index."""
+    return f"job_{int(time.time() * 1000):012x}{os.urandom(5).hex()}"
+
+
+class Backend(Protocol):
+    name: str
+
+    # -- lifecycle ------------------------------------------------------------------------
+    async def ping(self) -> None:
+        """Raise `BackendUnavailable` if the backend cannot serve requests."""
+
+    async def close(self) -> None: ...
+
+    # -- job store --------------------------------------------------------------------------
+    async def create_job(self, record: JobRecord) -> tuple[JobRecord, bool]:
+        """Store a new job. With `record.idempotency_key` set and already used, return the
+        existing job and False instead (the caller compares `request_hash`)."""
+
+    async def get_job(self, job_id: str) -> JobRecord | None: ...
+
+    async def save_job(self, record: JobRecord) -> None: ...
+
+    async def list_jobs(
+        self, status: JobStatus | None, cursor: str | None, limit: int
+    ) -> tuple[list[JobRecord], str | None]:
+        """Newest first; `cursor` is the last id of the previous page; returns the next cursor."""
+
+    async def delete_job(self, job_id: str) -> bool:
+        """Remove a job with its events, checkpoints and sources. False if unknown."""
+
+    async def save_checkpoint(self, job_id: str, checkpoint: AgentCheckpoint) -> None: ...
+
+    async def load_checkpoints(self, job_id: str) -> dict[int, AgentCheckpoint]: ...
+
+    async def register_source(self, job_id: str, url: str, title: str) -> Source:
+        """Give `url` a stable id (`S1`, `S2`, …) in the job's registry; same url, same id."""
+
+    async def get_sources(self, job_id: str) -> dict[str, Source]: ...
+
+    async def request_cancel(self, job_id: str) -> None: ...
+
+    async def is_cancelled(self, job_id: str) -> bool: ...
+
+    # -- event log ----------------------------------------------------------------------------
+    async def append_event(self, job_id: str, event: NewEvent) -> Event | None:
+        """Append with the next `seq`. Returns None when `event.key` was already appended."""
+
+    async def read_events(self, job_id: str, after: int = 0, limit: int = 1000) -> list[Event]: ...
+
+    async def wait_events(self, job_id: str, after: int, timeout: float) -> list[Event]:
+        """Events with seq > `after`; blocks up to `timeout` seconds while there are none."""
+
+    # -- queue ------------------------------------------------------------------------------
+    async def enqueue(self, job_id: str) -> None:
+        """Raise `QueueFull` when the queue holds `max_queued_jobs` already."""
+
+    async def claim(self, worker_id: str, timeout: float) -> str | None:
+        """Take the next job (or one whose worker's lease lapsed); None after `timeout`."""
+
+    async def heartbeat(self, worker_id: str, job_id: str) -> None: ...
+
+    async def release(self, job_id: str) -> None:
+        """Hand a claimed, unfinished job back to the queue at once (worker draining)."""
+
+    async def ack(self, job_id: str) -> None:
+        """The job is finished; drop it from the queue."""
+
+    async def queue_depth(self) -> int: ...
+
+    # -- cache --------------------------------------------------------------------------------
+    async def cache_get(self, key: str) -> str | None: ...
+
+    async def cache_set(self, key: str, value: str, ttl: int) -> None: ...
+
+    async def try_lock(self, key: str, ttl: float) -> bool:
+        """Take a short-lived lock (tool-call coalescing across processes)."""
+
+    async def unlock(self, key: str) -> None: ...

@@ -1,0 +1,227 @@
+"""The in-memory backend: one process, nothing to install. State is lost when it exits."""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+
+import anyio
+
+from workers.errors import QueueFull
+from workers.events import Event, NewEvent
+from workers.models import AgentCheckpoint, JobRecord, JobStatus, Source
+
+
+class _JobLog:
+    def __init__(self) -> None:
+        self.events: list[Event] = []
+        self.keys: set[str] = set()
+        self.changed = anyio.Event()
+
+
+class MemoryBackend:
+    name = "memory"
+
+    def __init__(self, *, max_queued_jobs: int = 1000, lease_seconds: float = 30.0) -> None:
+        self._max_queued = max_queued_jobs
+        self._lease = lease_seconds
+        self._jobs: dict[str, JobRecord] = {}
+        self._idem: dict[str, str] = {}
+        self._logs: dict[str, _JobLog] = {}
+        self._checkpoints: dict[str, dict[int, AgentCheckpoint]] = {}
+        self._sources: dict[str, dict[str, Source]] = {}
+        self._cancelled: set[str] = set()
+        self._queue: deque[str] = deque()
+        self._claimed: dict[str, tuple[str, float]] = {}
+        self._queue_changed = anyio.Event()
+        self._cache: dict[str, tuple[str, float]] = {}
+        self._locks: dict[str, float] = {}
+
+    async def ping(self) -> None:
+        return None
+
+    async def close(self) -> None:
+        return None
+
+    # -- job store ----------------------------------------------------------------------------
+    async def create_job(self, record: JobRecord) -> tuple[JobRecord, bool]:
+        key = record.idempotency_key
+        if key is not None and key in self._idem:
+            existing = self._jobs.get(self._idem[key])
+            if existing is not None:
+                return existing.model_copy(deep=True), False
+        self._jobs[record.id] = record.model_copy(deep=True)
+        self._logs[record.id] = _JobLog()
+        if key is not None:
+            self._idem[key] = record.id
+        return record, True
+
+    async def get_job(self, job_id: str) -> JobRecord | None:
+        record = self._jobs.get(job_id)
+        return record.model_copy(deep=True) if record else None
+
+    async def save_job(self, record: JobRecord) -> None:
+        if record.id in self._jobs:
+            self._jobs[record.id] = record.model_copy(deep=True)
+
+    async def list_jobs(
+        self, status: JobStatus | None, cursor: str | None, limit: int
+    ) -> tuple[list[JobRecord], str | None]:
+        ids = sorted(self._jobs, reverse=True)
+        if cursor is not None:
+            ids = [i for i in ids if i < cursor]
+        page: list[JobRecord] = []
+        for job_id in ids:
+            record = self._jobs[job_id]
+            if status is None or record.status == status:
+                page.append(record.model_copy(deep=True))
+                if len(page) == limit:
+                    break
+        more = len(page) == limit and any(
+            (status is None or self._jobs[i].status == status) for i in ids if i < page[-1].id
+        )
+        return page, (page[-1].id if more else None)
+
+    async def delete_job(self, job_id: str) -> bool:
+        record = self._jobs.pop(job_id, None)
+        if record is None:
+            return False
+        if record.idempotency_key is not None:
+            self._idem.pop(record.idempotency_key, None)
+        log = self._logs.pop(job_id, None)
+        if log is not None:
+            log.changed.set()
+        self._checkpoints.pop(job_id, None)
+        self._sources.pop(job_id, None)
+        self._cancelled.discard(job_id)
+        return True
+
+    async def save_checkpoint(self, job_id: str, checkpoint: AgentCheckpoint) -> None:
+        self._checkpoints.setdefault(job_id, {})[checkpoint.agent] = checkpoint.model_copy(deep=True)
+
+    async def load_checkpoints(self, job_id: str) -> dict[int, AgentCheckpoint]:
+        return {a: c.model_copy(deep=True) for a, c in self._checkpoints.get(job_id, {}).items()}
+
+    async def register_source(self, job_id: str, url: str, title: str) -> Source:
+        registry = self._sources.setdefault(job_id, {})
+        for source in registry.values():
+            if source.url == url:
+                return source
+        source = Source(id=f"S{len(registry) + 1}", url=url, title=title)
+        registry[source.id] = source
+        return source
+
+    async def get_sources(self, job_id: str) -> dict[str, Source]:
+        return dict(self._sources.get(job_id, {}))
+
+    async def request_cancel(self, job_id: str) -> None:
+        self._cancelled.add(job_id)
+
+    async def is_cancelled(self, job_id: str) -> bool:
+        return job_id in self._cancelled
+
+    # -- event log ----------------------------------------------------------------------------
+    async def append_event(self, job_id: str, event: NewEvent) -> Event | None:
+        log = self._logs.setdefault(job_id, _JobLog())
+        if event.key is not None:
+            if event.key in log.keys:
+                return None
+            log.keys.add(event.key)
+        stored = Event(
+            job_id=job_id,
+            seq=len(log.events) + 1,
+            ts=time.time(),
+            type=event.type,
+            agent=event.agent,
+            round=event.round,
+            data=event.data,
+        )
+        log.events.append(stored)
+        changed, log.changed = log.changed, anyio.Event()
+        changed.set()
+        return stored
+
+    async def read_events(self, job_id: str, after: int = 0, limit: int = 1000) -> list[Event]:
+        log = self._logs.get(job_id)
+        if log is None:
+            return []
+        return log.events[max(after, 0) : max(after, 0) + limit]
+
+    async def wait_events(self, job_id: str, after: int, timeout: float) -> list[Event]:
+        log = self._logs.get(job_id)
+        if log is None:
+            return []
+        if len(log.events) <= after:
+            changed = log.changed
+            with anyio.move_on_after(timeout):
+                await changed.wait()
+        return await self.read_events(job_id, after)
+
+    # -- queue ----------------------------------------------------------------------------------
+    async def enqueue(self, job_id: str) -> None:
+        if len(self._queue) >= self._max_queued:
+            raise QueueFull(f"the queue holds {len(self._queue)} jobs, its limit")
+        self._queue.append(job_id)
+        self._wake_queue()
+
+    def _wake_queue(self) -> None:
+        changed, self._queue_changed = self._queue_changed, anyio.Event()
+        changed.set()
+
+    async def claim(self, worker_id: str, timeout: float) -> str | None:
+        deadline = time.monotonic() + timeout
+        while True:
+            now = time.monotonic()
+            for job_id, (_, lease_end) in list(self._claimed.items()):
+                if lease_end < now:
+                    self._claimed[job_id] = (worker_id, now + self._lease)
+                    return job_id
+            if self._queue:
+                job_id = self._queue.popleft()
+                self._claimed[job_id] = (worker_id, now + self._lease)
+                return job_id
+            remaining = deadline - now
+            if remaining <= 0:
+                return None
+            changed = self._queue_changed
+            with anyio.move_on_after(min(remaining, self._lease)):
+                await changed.wait()
+
+    async def heartbeat(self, worker_id: str, job_id: str) -> None:
+        if job_id in self._claimed:
+            self._claimed[job_id] = (worker_id, time.monotonic() + self._lease)
+
+    async def release(self, job_id: str) -> None:
+        if self._claimed.pop(job_id, None) is not None:
+            self._queue.appendleft(job_id)
+            self._wake_queue()
+
+    async def ack(self, job_id: str) -> None:
+        self._claimed.pop(job_id, None)
+
+    async def queue_depth(self) -> int:
+        return len(self._queue)
+
+    # -- cache ------------------------------------------------------------------------------------
+    async def cache_get(self, key: str) -> str | None:
+        hit = self._cache.get(key)
+        if hit is None:
+            return None
+        value, expires = hit
+        if expires and expires < time.monotonic():
+            del self._cache[key]
+            return None
+        return value
+
+    async def cache_set(self, key: str, value: str, ttl: int) -> None:
+        self._cache[key] = (value, time.monotonic() + ttl if ttl else 0.0)
+
+    async def try_lock(self, key: str, ttl: float) -> bool:
+        now = time.monotonic()
+        if self._locks.get(key, 0.0) > now:
+            return False
+        self._locks[key] = now + ttl
+        return True
+
+    async def unlock(self, key: str) -> None:
+        self._locks.pop(key, None)

@@ -1,0 +1,90 @@
+"""The `heavyresearch` command line: serve, worker, ask, corpus build, sim-llm."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+from workers.logs import setup_logging
+from workers.settings import get_settings
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="heavyresearch", description="Heavy Mode deep research as a service.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    serve = sub.add_parser("serve", help="run the HTTP API (with the memory backend, the engine too)")
+    serve.add_argument("--host", default=None, help="bind address (default: settings, 127.0.0.1)")
+    serve.add_argument("--port", type=int, default=None, help="port (default: settings, 8000)")
+
+    sub.add_parser("worker", help="run an engine process that claims jobs from Redis")
+
+    ask = sub.add_parser("ask", help="run one Heavy job and show live progress")
+    ask.add_argument("question")
+    ask.add_argument("--agents", type=int, default=None, help="parallel research agents (1-16)")
+    ask.add_argument("--max-rounds", type=int, default=None, help="round limit per agent (1-256)")
+    ask.add_argument("--max-seconds", type=float, default=None, help="time budget for the job")
+    ask.add_argument("--max-tokens", type=int, default=None, help="token budget for the job")
+    ask.add_argument("--json", action="store_true", help="print every event as one JSON line")
+    ask.add_argument("--server", default=None, help="submit to a running service at this URL")
+
+    corpus = sub.add_parser("corpus", help="manage the local search corpus")
+    corpus_sub = corpus.add_subparsers(dest="corpus_command", required=True)
+    build = corpus_sub.add_parser("build", help="index documents into one SQLite FTS5 file")
+    build.add_argument("sources", nargs="*", type=Path, help="JSONL files or folders of .md/.txt/.html")
+    build.add_argument("--wiki", action="store_true", help="index the offline Wikipedia data (default with no sources)")
+    build.add_argument("--out", type=Path, default=None, help="output file (default: HR_CORPUS__PATH)")
+
+    sim = sub.add_parser("sim-llm", help="run the SIMULATED OpenAI-compatible model server")
+    sim.add_argument("--host", default="127.0.0.1")
+    sim.add_argument("--port", type=int, default=8001)
+    sim.add_argument("--latency", type=float, default=0.0, help="seconds before the first token")
+    sim.add_argument("--tokens-per-second", type=float, default=0.0, help="0 = instant")
+    sim.add_argument("--fault-rate", type=float, default=0.0, help="share of calls that fail (429/500/malformed)")
+    sim.add_argument("--min-rounds", type=int, default=3, help="rounds before the policy answers")
+    sim.add_argument("--seed", type=int, default=0)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    settings = get_settings()
+    setup_logging(settings.log_level)
+    match args.command:
+        case "serve":
+            from workers.commands.serve import serve
+
+            return serve(settings, host=args.host, port=args.port)
+        case "worker":
+            from workers.commands.worker import run_worker
+
+            return run_worker(settings)
+        case "ask":
+            from workers.commands.ask import ask
+
+            return ask(settings, args)
+        case "corpus":
+            from workers.commands.corpus import build
+
+            return build(settings, args.sources, wiki=args.wiki or not args.sources, out=args.out)
+        case "sim-llm":
+            from workers.sim.app import SimConfig
+            from workers.sim.server import serve as serve_sim
+
+            config = SimConfig(
+                latency=args.latency,
+                tokens_per_second=args.tokens_per_second,
+                fault_rate=args.fault_rate,
+                min_rounds=args.min_rounds,
+                seed=args.seed,
+            )
+            logging.getLogger(__name__).warning("starting the SIMULATED model server (not a real LLM)")
+            serve_sim(args.port, config, host=args.host)
+            return 0
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

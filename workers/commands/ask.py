@@ -1,0 +1,116 @@
+"""`heavyresearch ask`: one Heavy job, in-process (memory backend) or on a running service."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import AsyncIterator
+
+import anyio
+import httpx
+from rich.console import Console
+
+from workers.commands.progress import ProgressView, print_result
+from workers.engine import open_engine
+from workers.events import Event
+from workers.jobs import submit_job
+from workers.models import JobRecord, ResearchRequest
+from workers.settings import Settings
+
+
+def ask(settings: Settings, args: argparse.Namespace) -> int:
+    request = ResearchRequest(
+        query=args.question,
+        agents=args.agents or settings.agent.default_agents,
+        max_rounds=args.max_rounds or settings.agent.default_max_rounds,
+        max_seconds=args.max_seconds,
+        max_tokens=args.max_tokens,
+    )
+    run = _remote if args.server else _local
+    record = anyio.run(run, settings, request, args)
+    return 0 if record.status == "succeeded" else 1
+
+
+class _Output:
+    def __init__(self, as_json: bool, simulated: bool) -> None:
+        self.as_json = as_json
+        self.console = Console(stderr=as_json)
+        self.view = None if as_json else ProgressView(self.console, simulated)
+
+    def __enter__(self) -> _Output:
+        if self.view is not None:
+            self.view.__enter__()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.view is not None:
+            self.view.__exit__(*exc)
+
+    def event(self, event: Event) -> None:
+        if self.as_json:
+            sys.stdout.write(event.model_dump_json() + "\n")
+            sys.stdout.flush()
+        elif self.view is not None:
+            self.view.handle(event)
+
+    def result(self, record: JobRecord) -> None:
+        if not self.as_json:
+            print_result(self.console, record)
+
+
+async def _local(settings: Settings, request: ResearchRequest, args: argparse.Namespace) -> JobRecord:
+    settings = settings.model_copy(update={"backend": "memory"})
+    console = Console(stderr=True)
+    with console.status("preparing the local corpus…") as status:
+
+        def progress(done: int, total: int) -> None:
+            status.update(f"building the local corpus: {done}/{total} documents")
+
+        async with open_engine(settings, run_worker=True, on_corpus_progress=progress) as engine:
+            status.stop()
+            if engine.simulated:
+                console.print(
+                    "[bold yellow]No LLM configured: running on the SIMULATED model "
+                    "(set HR_LLM__BASE_URL for a real one).[/]"
+                )
+            record, _ = await submit_job(engine.backend, request, simulated=engine.simulated)
+            with _Output(args.json, engine.simulated) as out:
+                after = 0
+                done = False
+                while not done:
+                    for event in await engine.backend.wait_events(record.id, after, 5.0):
+                        out.event(event)
+                        after = event.seq
+                        done = done or event.type.terminal
+            final = await engine.backend.get_job(record.id)
+            assert final is not None
+            out.result(final)
+            return final
+
+
+async def _sse_events(client: httpx.AsyncClient, url: str) -> AsyncIterator[Event]:
+    async with client.stream("GET", url, headers={"Accept": "text/event-stream"}) as response:
+        response.raise_for_status()
+        async for line in response.aiter_lines():
+            if line.startswith("data:"):
+                yield Event.model_validate_json(line[5:].strip())
+
+
+async def _remote(settings: Settings, request: ResearchRequest, args: argparse.Namespace) -> JobRecord:
+    base = args.server.rstrip("/")
+    async with httpx.AsyncClient(timeout=httpx.Timeout(30.0, read=None)) as client:
+        response = await client.post(f"{base}/v1/research", json=request.model_dump(exclude_none=True))
+        if response.status_code >= 400:
+            Console(stderr=True).print(f"the service refused the job: {response.status_code} {response.text}")
+            raise SystemExit(1)
+        job = response.json()
+        simulated = bool(job.get("simulated", False))
+        with _Output(args.json, simulated) as out:
+            async for event in _sse_events(client, f"{base}/v1/research/{job['id']}/events"):
+                out.event(event)
+                if event.type.terminal:
+                    break
+        final = JobRecord.model_validate(json.loads((await client.get(f"{base}/v1/research/{job['id']}")).text))
+        out.result(final)
+        return final

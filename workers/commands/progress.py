@@ -1,0 +1,113 @@
+"""Live terminal view of a job's events (rich), and the final answer with numbered sources."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+
+from rich.console import Console, Group
+from rich.live import Live
+from rich.panel import Panel
+from rich.table import Table
+from rich.text import Text
+
+from workers.events import Event, EventType
+from workers.models import JobRecord
+
+
+@dataclass
+class AgentRow:
+    status: str = "waiting"
+    round: int = 0
+    action: str = ""
+    report_chars: int = 0
+    tokens: int = 0
+
+
+@dataclass
+class ProgressView:
+    console: Console
+    simulated: bool
+    agents: dict[int, AgentRow] = field(default_factory=dict)
+    phase: str = "queued"
+    synthesis_chars: int = 0
+    live: Live | None = None
+
+    def __enter__(self) -> ProgressView:
+        self.live = Live(self._render(), console=self.console, refresh_per_second=8, transient=False)
+        self.live.__enter__()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.live is not None:
+            self.live.update(self._render())
+            self.live.__exit__(None, None, None)
+
+    def handle(self, event: Event) -> None:
+        row = self.agents.setdefault(event.agent, AgentRow()) if event.agent is not None else None
+        match event.type:
+            case EventType.job_started:
+                self.phase = "researching"
+            case EventType.agent_started if row:
+                row.status = "running"
+            case EventType.round_started if row:
+                row.round = event.round or row.round
+                row.action = "forced answer" if event.data.get("forced") else "thinking"
+            case EventType.tool_called if row:
+                args = json.dumps(event.data.get("arguments", {}), ensure_ascii=False)
+                row.action = f"{event.data.get('name')} {args}"[:70]
+            case EventType.report_updated if row:
+                row.report_chars = int(event.data.get("chars", 0))
+            case EventType.usage if row:
+                row.tokens = int(event.data.get("agent_total_tokens", row.tokens))
+            case EventType.agent_finished if row:
+                row.status, row.action = "finished", f"answer: {event.data.get('answer', '')}"[:70]
+            case EventType.agent_failed if row:
+                row.status, row.action = "failed", str(event.data.get("error", ""))[:70]
+            case EventType.synthesis_started:
+                self.phase = "synthesizing"
+            case EventType.synthesis_delta:
+                self.synthesis_chars += len(str(event.data.get("text", "")))
+            case _ if event.type.terminal:
+                self.phase = event.type.value.removeprefix("job.")
+        if self.live is not None:
+            self.live.update(self._render())
+
+    def _render(self) -> Group:
+        table = Table(title=f"Heavy job: {self.phase}", expand=False)
+        for column in ("agent", "status", "round", "current action", "report", "tokens"):
+            table.add_column(column)
+        for index in sorted(self.agents):
+            row = self.agents[index]
+            table.add_row(str(index), row.status, str(row.round), row.action, f"{row.report_chars} ch", str(row.tokens))
+        parts: list[Table | Text] = [table]
+        if self.synthesis_chars:
+            parts.append(Text(f"synthesis: {self.synthesis_chars} characters streamed"))
+        if self.simulated:
+            parts.append(Text("SIMULATED MODEL: answers come from a deterministic stand-in, not an LLM.", style="bold yellow"))
+        return Group(*parts)
+
+
+def print_result(console: Console, record: JobRecord) -> None:
+    if record.result is None:
+        console.print(Panel(record.error or record.status.value, title=f"job {record.status.value}", style="red"))
+        return
+    result = record.result
+    console.print(Panel(result.answer, title="Answer", style="green"))
+    if result.sources:
+        console.print("Sources:")
+        for source in result.sources:
+            console.print(f"  [{source.id}] {source.title} — {source.url}", markup=False)
+    notes = []
+    if result.agents_failed:
+        notes.append(f"agents left out after failing: {result.agents_failed}")
+    if result.cut_short:
+        notes.append("cut short: " + "; ".join(result.cut_short))
+    if result.citations_removed:
+        notes.append(f"{result.citations_removed} citation(s) to never-retrieved sources removed")
+    if result.synthesis != "model":
+        notes.append(f"synthesis: {result.synthesis}")
+    if result.simulated:
+        notes.append("SIMULATED MODEL: this answer was produced by the simulated model, not an LLM")
+    for note in notes:
+        console.print(f"note: {note}", markup=False)

@@ -1,0 +1,138 @@
+"""Builds the engine from settings: backend, model client, tools, runner, optional worker.
+
+Everything is created here at start-up, never at import time, and torn down in reverse.
+With no LLM configured, the simulated model is started in-process and announced loudly.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Callable
+from contextlib import AsyncExitStack, asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import anyio
+
+from workers.agent.prompts import PromptSet
+from workers.backend import Backend, make_backend
+from workers.corpus import Corpus, build_corpus
+from workers.llm import OpenAIChatModel
+from workers.runner import EngineParts, JobRunner
+from workers.settings import LLMSettings, Settings
+from workers.sim.server import SimServer
+from workers.sim.app import SimConfig
+from workers.tools.base import Tool
+from workers.tools.local import SearchTool, VisitTool
+from workers.worker import Worker
+
+log = logging.getLogger(__name__)
+
+SIMULATED_BANNER = (
+    "NO LLM CONFIGURED: heavyresearch is running on its SIMULATED model (a deterministic stand-in "
+    "for tests and demos, not a real LLM). Set HR_LLM__BASE_URL and HR_LLM__MODEL to use a real one."
+)
+
+ProgressCallback = Callable[[int, int], None]
+
+
+@dataclass
+class Engine:
+    settings: Settings
+    backend: Backend
+    runner: JobRunner
+    worker: Worker | None
+    simulated: bool
+    llm_base_url: str
+    corpus_docs: int
+
+
+def corpus_path(settings: Settings) -> Path:
+    return Path(settings.corpus.path).expanduser()
+
+
+def ensure_corpus(settings: Settings, on_progress: ProgressCallback | None = None) -> Path:
+    """The corpus file, built from the offline Wikipedia data on first start when missing."""
+    path = corpus_path(settings)
+    if not path.exists():
+        if not settings.corpus.auto_build:
+            raise FileNotFoundError(
+                f"no corpus at {path}: run `heavyresearch corpus build` or set HR_CORPUS__AUTO_BUILD=true"
+            )
+        log.info("building the local corpus at %s (first start)", path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        build_corpus(path, None, wiki=True, on_progress=on_progress)
+    return path
+
+
+def simulated_llm(base_url: str, settings: Settings) -> LLMSettings:
+    return settings.llm.model_copy(update={"base_url": base_url, "model": "heavyresearch-sim", "api_key": ""})
+
+
+@asynccontextmanager
+async def open_engine(
+    settings: Settings,
+    *,
+    run_worker: bool,
+    on_corpus_progress: ProgressCallback | None = None,
+    backend: Backend | None = None,
+) -> AsyncIterator[Engine]:
+    async with AsyncExitStack() as stack:
+        backend = backend or make_backend(settings)
+        stack.push_async_callback(backend.close)
+        llm = settings.llm
+        if settings.simulated:
+            sim_config = SimConfig(
+                latency=settings.sim.latency,
+                tokens_per_second=settings.sim.tokens_per_second,
+                fault_rate=settings.sim.fault_rate,
+                min_rounds=settings.sim.min_rounds,
+                seed=settings.sim.seed,
+            )
+            sim = stack.enter_context(SimServer(sim_config))
+            llm = simulated_llm(f"{sim.base_url}/v1", settings)
+            log.warning(SIMULATED_BANNER)
+        model = OpenAIChatModel.from_settings(llm)
+        await stack.enter_async_context(model)
+        path = await anyio.to_thread.run_sync(ensure_corpus, settings, on_corpus_progress)
+        corpus = Corpus.open(path)
+        stack.callback(corpus.close)
+        tools: dict[str, Tool] = {
+            "search": SearchTool(corpus, settings.search.top_k),
+            "visit": VisitTool(corpus, settings.visit.max_chars),
+        }
+        parts = EngineParts(
+            backend=backend,
+            model=model,
+            tools=tools,
+            prompts=PromptSet.load(),
+            simulated=settings.simulated,
+            agent_concurrency=settings.agent.agent_concurrency,
+            observation_max_chars=settings.agent.observation_max_chars,
+        )
+        runner = JobRunner(parts)
+        worker = None
+        if run_worker:
+            worker = Worker(
+                backend,
+                runner,
+                max_jobs=settings.worker.max_jobs,
+                heartbeat_seconds=settings.worker.heartbeat_seconds,
+            )
+        engine = Engine(
+            settings=settings,
+            backend=backend,
+            runner=runner,
+            worker=worker,
+            simulated=settings.simulated,
+            llm_base_url=llm.base_url,
+            corpus_docs=corpus.count(),
+        )
+        async with anyio.create_task_group() as tg:
+            if worker is not None:
+                tg.start_soon(worker.run)
+            try:
+                yield engine
+            finally:
+                if worker is not None:
+                    worker.drain()

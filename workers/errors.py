@@ -1,0 +1,62 @@
+"""The engine's error tree.
+
+    HeavyResearchError
+    ├── FeedbackError        a bad model output or tool call: fed back to the model as its next
+    │   ├── FormatError      observation, never raised out of an agent
+    │   └── ToolError
+    ├── RetryableError       429 / 5xx / timeout / dropped connection: retried with backoff
+    ├── LLMConfigError       401, 404 model, 400: fails fast, names the setting to fix
+    ├── BackendUnavailable   the job store cannot be reached (HTTP 503 with Retry-After)
+    ├── QueueFull            the queue is at capacity (HTTP 429 with Retry-After)
+    ├── JobNotFound          unknown job id (HTTP 404)
+    ├── JobConflict          idempotency key reused with another body, delete while running (409)
+    └── JobFailed            the job cannot finish: every agent failed (job.failed)
+"""
+
+from __future__ import annotations
+
+
+class HeavyResearchError(Exception):
+    pass
+
+
+class FeedbackError(HeavyResearchError):
+    """The model did something wrong; the message goes back to it verbatim."""
+
+
+class FormatError(FeedbackError):
+    pass
+
+
+class ToolError(FeedbackError):
+    pass
+
+
+class RetryableError(HeavyResearchError):
+    def __init__(self, message: str, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class LLMConfigError(HeavyResearchError):
+    pass
+
+
+class BackendUnavailable(HeavyResearchError):
+    retry_after = 2
+
+
+class QueueFull(HeavyResearchError):
+    retry_after = 5
+
+
+class JobNotFound(HeavyResearchError):
+    pass
+
+
+class JobConflict(HeavyResearchError):
+    pass
+
+
+class JobFailed(HeavyResearchError):
+    pass

@@ -1,0 +1,48 @@
+"""Heavy Mode: n IterResearch agents on one question, in parallel under one task group."""
+
+from __future__ import annotations
+
+import anyio
+
+from workers.agent.context import JobContext
+from workers.agent.iter_research import AgentSpec, IterResearchAgent
+from workers.models import AgentCheckpoint
+
+# The published sampling range; agents spread over it so they explore differently.
+TEMPERATURE_RANGE = (0.6, 0.85)
+
+
+def agent_specs(n: int, angles: list[str] | None, base_seed: int = 0) -> list[AgentSpec]:
+    low, high = TEMPERATURE_RANGE
+    specs = []
+    for i in range(n):
+        temperature = low if n == 1 else low + (high - low) * i / (n - 1)
+        angle = angles[i % len(angles)] if angles else None
+        specs.append(AgentSpec(index=i, seed=base_seed + i, temperature=round(temperature, 3), angle=angle))
+    return specs
+
+
+async def run_agents(
+    ctx: JobContext,
+    specs: list[AgentSpec],
+    checkpoints: dict[int, AgentCheckpoint],
+    *,
+    concurrency: int,
+) -> list[AgentCheckpoint]:
+    """Run (or resume) every agent; returns their final checkpoints in agent order.
+
+    An agent's failure is recorded in its checkpoint and never stops the others; cancelling
+    the caller's scope stops every agent, mid-call too.
+    """
+    limiter = anyio.CapacityLimiter(concurrency)
+    results: dict[int, AgentCheckpoint] = {}
+
+    async def one(spec: AgentSpec) -> None:
+        async with limiter:
+            cp = checkpoints.get(spec.index) or AgentCheckpoint(agent=spec.index)
+            results[spec.index] = await IterResearchAgent(ctx, spec).run(cp)
+
+    async with anyio.create_task_group() as tg:
+        for spec in specs:
+            tg.start_soon(one, spec)
+    return [results[spec.index] for spec in specs]

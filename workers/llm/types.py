@@ -1,0 +1,43 @@
+"""The LLM seam's types: one chat call in, one result out."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Literal, Protocol, TypedDict
+
+from pydantic import BaseModel, Field
+
+from workers.models import Usage
+
+Role = Literal["research", "synthesis", "summariser"]
+DeltaCallback = Callable[[str], Awaitable[None]]
+
+
+class ChatMessage(TypedDict):
+    role: Literal["system", "user", "assistant"]
+    content: str
+
+
+class ChatResult(BaseModel):
+    content: str
+    # From `reasoning_content` / `reasoning` fields; `<think>` inside content stays in content.
+    reasoning: str = ""
+    usage: Usage = Field(default_factory=Usage)
+    finish_reason: str | None = None
+    endpoint: str = ""
+    model: str = ""
+
+
+class ChatModel(Protocol):
+    async def chat(
+        self,
+        role: Role,
+        messages: list[ChatMessage],
+        *,
+        seed: int | None = None,
+        temperature: float | None = None,
+        max_tokens: int | None = None,
+        on_delta: DeltaCallback | None = None,
+    ) -> ChatResult:
+        """One completion. Retries what is retryable; raises `LLMConfigError` for what is not,
+        and `RetryableError` once retries and fallbacks are exhausted."""

@@ -1,0 +1,147 @@
+"""The engine's data model: what a job asks for, what it keeps, what it returns.
+
+These types are the contract between the engine, the backends and the HTTP edge.
+"""
+
+from __future__ import annotations
+
+import time
+from enum import StrEnum
+from typing import Any
+
+from pydantic import BaseModel, Field
+
+
+class JobStatus(StrEnum):
+    queued = "queued"
+    running = "running"
+    synthesizing = "synthesizing"
+    succeeded = "succeeded"
+    failed = "failed"
+    cancelled = "cancelled"
+
+    @property
+    def terminal(self) -> bool:
+        return self in (JobStatus.succeeded, JobStatus.failed, JobStatus.cancelled)
+
+
+class Usage(BaseModel):
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    calls: int = 0
+
+    @property
+    def total_tokens(self) -> int:
+        return self.prompt_tokens + self.completion_tokens
+
+    def add(self, other: Usage) -> Usage:
+        return Usage(
+            prompt_tokens=self.prompt_tokens + other.prompt_tokens,
+            completion_tokens=self.completion_tokens + other.completion_tokens,
+            calls=self.calls + other.calls,
+        )
+
+    __add__ = add
+
+
+class ResearchRequest(BaseModel):
+    """What the engine needs to run one Heavy job (validated at the edge before it gets here)."""
+
+    query: str
+    agents: int = 4
+    max_rounds: int = 32
+    model: str | None = None
+    tools: list[str] | None = None
+    max_tokens: int | None = None
+    max_seconds: float | None = None
+    angles: list[str] | None = None
+    webhook_url: str | None = None
+    metadata: dict[str, Any] = Field(default_factory=dict)
+
+
+class ToolCall(BaseModel):
+    name: str
+    arguments: dict[str, Any] = Field(default_factory=dict)
+
+
+class AgentStatus(StrEnum):
+    pending = "pending"
+    running = "running"
+    finished = "finished"
+    failed = "failed"
+    cancelled = "cancelled"
+
+
+class AgentCheckpoint(BaseModel):
+    """An IterResearch agent's whole state between rounds: enough to resume on any worker."""
+
+    agent: int
+    round: int = 0
+    report: str = ""
+    last_action: ToolCall | None = None
+    last_action_text: str = ""
+    last_observation: str = ""
+    usage: Usage = Field(default_factory=Usage)
+    status: AgentStatus = AgentStatus.pending
+    answer: str | None = None
+    stop_reason: str | None = None
+    error: str | None = None
+    elapsed: float = 0.0
+
+
+class Source(BaseModel):
+    """A retrieved document in the job's source registry (`id` is `S<n>`)."""
+
+    id: str
+    url: str
+    title: str = ""
+
+
+class ResultSource(BaseModel):
+    """A source cited by the final answer, renumbered from 1."""
+
+    id: int
+    url: str
+    title: str = ""
+    registry_id: str = ""
+
+
+class AgentSummary(BaseModel):
+    agent: int
+    status: AgentStatus
+    rounds: int
+    answer: str | None = None
+    stop_reason: str | None = None
+    error: str | None = None
+    report_chars: int = 0
+    usage: Usage = Field(default_factory=Usage)
+
+
+class JobResult(BaseModel):
+    answer: str
+    report: str
+    sources: list[ResultSource] = Field(default_factory=list)
+    citations_removed: int = 0
+    synthesis: str = "model"  # "model" | "majority" (synthesis failed) | "single"
+    agents_used: list[int] = Field(default_factory=list)
+    agents_failed: list[int] = Field(default_factory=list)
+    agent_reports: dict[int, str] = Field(default_factory=dict)
+    cut_short: list[str] = Field(default_factory=list)
+    simulated: bool = False
+
+
+class JobRecord(BaseModel):
+    id: str
+    status: JobStatus = JobStatus.queued
+    request: ResearchRequest
+    created_at: float = Field(default_factory=time.time)
+    started_at: float | None = None
+    finished_at: float | None = None
+    agents: list[AgentSummary] = Field(default_factory=list)
+    result: JobResult | None = None
+    usage: Usage = Field(default_factory=Usage)
+    error: str | None = None
+    simulated: bool = False
+    cancel_requested: bool = False
+    idempotency_key: str | None = None
+    request_hash: str | None = None

@@ -1,0 +1,189 @@
+"""Runs one job from its record to its terminal event: agents, synthesis, result, status.
+
+A job can be picked up again by another worker at any point (crash, drain): the record, the
+agents' checkpoints and the keyed event log make a second run continue the first.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from enum import StrEnum
+
+import anyio
+
+from workers.agent.context import JobContext, TokenBudget
+from workers.agent.prompts import PromptSet
+from workers.backend.base import Backend
+from workers.errors import JobFailed, LLMConfigError
+from workers.events import EventType, NewEvent
+from workers.heavy import agent_specs, run_agents
+from workers.jobs import TERMINAL_KEY
+from workers.llm.types import ChatModel
+from workers.models import AgentCheckpoint, AgentStatus, AgentSummary, JobRecord, JobStatus, Usage
+from workers.synthesis import synthesize
+from workers.tools.base import Tool
+
+log = logging.getLogger(__name__)
+
+# How often a running job looks for a cancel request; bounds how long a cancel takes to land.
+CANCEL_POLL_SECONDS = 0.2
+
+
+class Outcome(StrEnum):
+    finished = "finished"  # terminal status reached (or already there)
+    missing = "missing"  # the job was deleted
+
+
+@dataclass
+class EngineParts:
+    backend: Backend
+    model: ChatModel
+    tools: dict[str, Tool]
+    prompts: PromptSet
+    simulated: bool
+    agent_concurrency: int = 16
+    observation_max_chars: int = 6000
+    grace_seconds: float = 20.0
+
+
+def summarise(checkpoints: list[AgentCheckpoint]) -> list[AgentSummary]:
+    return [
+        AgentSummary(
+            agent=cp.agent,
+            status=cp.status,
+            rounds=cp.round,
+            answer=cp.answer,
+            stop_reason=cp.stop_reason,
+            error=cp.error,
+            report_chars=len(cp.report),
+            usage=cp.usage,
+        )
+        for cp in checkpoints
+    ]
+
+
+class JobRunner:
+    def __init__(self, parts: EngineParts) -> None:
+        self.parts = parts
+
+    async def run(self, job_id: str) -> Outcome:
+        backend = self.parts.backend
+        record = await backend.get_job(job_id)
+        if record is None:
+            return Outcome.missing
+        if record.status.terminal:
+            return Outcome.finished
+        jlog = logging.LoggerAdapter(log, {"job_id": job_id})
+        if await backend.is_cancelled(job_id):
+            await self._end(record, JobStatus.cancelled, EventType.job_cancelled, {"reason": "cancelled"})
+            return Outcome.finished
+        if record.started_at is None:
+            record.started_at = time.time()
+        record.status = JobStatus.running
+        await backend.save_job(record)
+        await backend.append_event(
+            job_id,
+            NewEvent(type=EventType.job_started, data={"agents": record.request.agents}, key="job.started"),
+        )
+        jlog.info("job running (%d agents, max %d rounds)", record.request.agents, record.request.max_rounds)
+
+        cancelled = False
+        async with anyio.create_task_group() as tg:
+
+            async def watch_cancel() -> None:
+                nonlocal cancelled
+                while not await backend.is_cancelled(job_id):
+                    await anyio.sleep(CANCEL_POLL_SECONDS)
+                cancelled = True
+                tg.cancel_scope.cancel()
+
+            tg.start_soon(watch_cancel)
+            try:
+                await self._research(record)
+            finally:
+                tg.cancel_scope.cancel()
+        if cancelled:
+            fresh = await backend.get_job(job_id)
+            if fresh is None:
+                return Outcome.missing
+            fresh.agents = summarise(list((await backend.load_checkpoints(job_id)).values()))
+            await self._end(fresh, JobStatus.cancelled, EventType.job_cancelled, {"reason": "cancelled"})
+            jlog.info("job cancelled")
+        return Outcome.finished
+
+    def _context(self, record: JobRecord, checkpoints: dict[int, AgentCheckpoint]) -> JobContext:
+        request = record.request
+        deadline = None
+        if request.max_seconds is not None:
+            started = record.started_at or time.time()
+            deadline = time.monotonic() + (started + request.max_seconds - time.time())
+        used = sum(cp.usage.total_tokens for cp in checkpoints.values())
+        return JobContext(
+            job_id=record.id,
+            question=request.query,
+            backend=self.parts.backend,
+            model=self.parts.model,
+            tools=self._tools(request.tools),
+            prompts=self.parts.prompts,
+            max_rounds=request.max_rounds,
+            deadline=deadline,
+            budget=TokenBudget(limit=request.max_tokens, used=used),
+            observation_max_chars=self.parts.observation_max_chars,
+            grace_seconds=self.parts.grace_seconds,
+        )
+
+    def _tools(self, wanted: list[str] | None) -> dict[str, Tool]:
+        if wanted is None:
+            return dict(self.parts.tools)
+        return {name: tool for name, tool in self.parts.tools.items() if name in wanted}
+
+    async def _research(self, record: JobRecord) -> None:
+        backend = self.parts.backend
+        checkpoints = await backend.load_checkpoints(record.id)
+        ctx = self._context(record, checkpoints)
+        specs = agent_specs(record.request.agents, record.request.angles)
+        try:
+            finals = await run_agents(ctx, specs, checkpoints, concurrency=self.parts.agent_concurrency)
+            record.agents = summarise(finals)
+            record.usage = sum((cp.usage for cp in finals), Usage())
+            if not any(cp.status == AgentStatus.finished for cp in finals):
+                raise JobFailed(_all_failed(finals))
+            record.status = JobStatus.synthesizing
+            await backend.save_job(record)
+            result, synthesis_usage = await synthesize(ctx, finals)
+        except (JobFailed, LLMConfigError) as exc:
+            record.error = str(exc)
+            await self._end(record, JobStatus.failed, EventType.job_failed, {"error": str(exc)})
+            log.warning("job failed: %s", exc, extra={"job_id": record.id})
+            return
+        result.simulated = self.parts.simulated
+        record.result = result
+        record.usage = record.usage.add(synthesis_usage)
+        await self._end(
+            record,
+            JobStatus.succeeded,
+            EventType.job_succeeded,
+            {
+                "answer": result.answer,
+                "sources": len(result.sources),
+                "synthesis": result.synthesis,
+                "agents_failed": result.agents_failed,
+                "cut_short": result.cut_short,
+                "simulated": result.simulated,
+            },
+        )
+        log.info("job succeeded (%s synthesis)", result.synthesis, extra={"job_id": record.id})
+
+    async def _end(self, record: JobRecord, status: JobStatus, event: EventType, data: dict[str, object]) -> None:
+        record.status = status
+        record.finished_at = time.time()
+        # Saved before the event: a client that sees the terminal event can fetch the result.
+        with anyio.CancelScope(shield=True):
+            await self.parts.backend.save_job(record)
+            await self.parts.backend.append_event(record.id, NewEvent(type=event, data=data, key=TERMINAL_KEY))
+
+
+def _all_failed(finals: list[AgentCheckpoint]) -> str:
+    return "every research agent failed: " + "; ".join(f"agent {cp.agent}: {cp.error}" for cp in finals)

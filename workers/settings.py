@@ -1,0 +1,155 @@
+"""Settings: `config/default.toml`, overridden by `HR_…` environment variables (`__` nests).
+
+Every setting is documented in `config/default.toml`; this module only gives them types.
+"""
+
+from __future__ import annotations
+
+import os
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, Field
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+
+def config_dir() -> Path:
+    """The folder holding `default.toml` and `prompts/` (repo checkout or installed wheel)."""
+    override = os.environ.get("HR_CONFIG_DIR")
+    if override:
+        return Path(override)
+    repo = Path(__file__).resolve().parents[1] / "config"
+    if repo.is_dir():
+        return repo
+    return Path(__file__).resolve().parent / "_config"
+
+
+class EndpointSettings(BaseModel):
+    """One OpenAI-compatible chat-completions endpoint."""
+
+    base_url: str = ""
+    api_key: str = ""
+    model: str = ""
+    timeout: float = Field(default=120.0, gt=0)
+    max_retries: int = Field(default=4, ge=0, le=20)
+    max_concurrency: int = Field(default=32, ge=1)
+    requests_per_minute: int = Field(default=0, ge=0)
+    stream: bool = True
+
+
+class LLMSettings(EndpointSettings):
+    """The research endpoint, plus optional per-role overrides and fallbacks.
+
+    A role left with an empty `base_url` uses the research endpoint.
+    """
+
+    synthesis: EndpointSettings = EndpointSettings()
+    summariser: EndpointSettings = EndpointSettings()
+    fallbacks: list[EndpointSettings] = []
+    temperature: float = Field(default=0.7, ge=0, le=2)
+    top_p: float = Field(default=0.95, gt=0, le=1)
+    presence_penalty: float = Field(default=1.1, ge=-2, le=2)
+    max_output_tokens: int = Field(default=8192, ge=16)
+    retry_base_delay: float = Field(default=0.5, ge=0)
+    retry_max_delay: float = Field(default=20.0, ge=0)
+
+
+class SimSettings(BaseModel):
+    """The simulated model used when no LLM is configured."""
+
+    latency: float = Field(default=0.0, ge=0)
+    tokens_per_second: float = Field(default=0.0, ge=0)
+    fault_rate: float = Field(default=0.0, ge=0, le=1)
+    min_rounds: int = Field(default=3, ge=2)
+    seed: int = 0
+
+
+class CorpusSettings(BaseModel):
+    path: str = "~/.cache/heavyresearch/corpus.sqlite"
+    auto_build: bool = True
+
+
+class SearchSettings(BaseModel):
+    providers: list[str] = ["local"]
+    top_k: int = Field(default=5, ge=1, le=50)
+    cache_ttl: int = Field(default=86400, ge=0)
+
+
+class VisitSettings(BaseModel):
+    max_chars: int = Field(default=6000, ge=200)
+    cache_ttl: int = Field(default=86400, ge=0)
+
+
+class AgentSettings(BaseModel):
+    default_agents: int = Field(default=4, ge=1, le=16)
+    max_agents: int = Field(default=16, ge=1, le=64)
+    default_max_rounds: int = Field(default=32, ge=1, le=256)
+    max_rounds_limit: int = Field(default=256, ge=1)
+    agent_concurrency: int = Field(default=16, ge=1)
+    observation_max_chars: int = Field(default=6000, ge=200)
+    angles: list[str] = []
+
+
+class ServerSettings(BaseModel):
+    host: str = "127.0.0.1"
+    port: int = Field(default=8000, ge=0, le=65535)
+    max_queued_jobs: int = Field(default=1000, ge=1)
+    max_query_chars: int = Field(default=4000, ge=1)
+    sse_keepalive: float = Field(default=15.0, gt=0)
+    api_keys: list[str] = []
+
+
+class WorkerSettings(BaseModel):
+    max_jobs: int = Field(default=8, ge=1)
+    heartbeat_seconds: float = Field(default=5.0, gt=0)
+    lease_seconds: float = Field(default=30.0, gt=0)
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="HR_",
+        env_nested_delimiter="__",
+        extra="ignore",
+    )
+
+    backend: Literal["memory", "redis"] = "memory"
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    redis_prefix: str = "hr"
+    job_ttl_seconds: int = Field(default=7 * 86400, ge=60)
+    log_level: str = "INFO"
+    llm: LLMSettings = LLMSettings()
+    sim: SimSettings = SimSettings()
+    corpus: CorpusSettings = CorpusSettings()
+    search: SearchSettings = SearchSettings()
+    visit: VisitSettings = VisitSettings()
+    agent: AgentSettings = AgentSettings()
+    server: ServerSettings = ServerSettings()
+    worker: WorkerSettings = WorkerSettings()
+
+    @property
+    def simulated(self) -> bool:
+        """True when no real LLM endpoint is configured: the simulated model stands in."""
+        return not self.llm.base_url
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        toml = TomlConfigSettingsSource(settings_cls, toml_file=config_dir() / "default.toml")
+        return (init_settings, env_settings, toml)
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()

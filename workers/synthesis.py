@@ -1,0 +1,153 @@
+"""Research-Synthesis: merge the agents' final reports into one answer and report.
+
+The synthesis model reads only the final reports and answers, never the trajectories. When
+it fails, the job still answers: the majority answer, with every agent report kept.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections import Counter
+
+import anyio
+
+from workers.agent.context import JobContext
+from workers.agent.parser import parse_output
+from workers.errors import JobFailed, LLMConfigError, RetryableError
+from workers.events import EventType, NewEvent
+from workers.llm.types import ChatMessage
+from workers.models import AgentCheckpoint, AgentStatus, JobResult, ResultSource, Usage
+from workers.tools.citations import cited_ids, renumber_citations, strip_unknown_citations
+
+log = logging.getLogger(__name__)
+
+# Deltas are batched to about this many characters per event: one event per token would
+# flood the log and every SSE client for no visible gain.
+DELTA_CHARS = 48
+
+
+def normalise_answer(answer: str) -> str:
+    return re.sub(r"[^\w]+", " ", answer.lower()).strip()
+
+
+def majority(finished: list[AgentCheckpoint]) -> AgentCheckpoint:
+    """The best-supported agent: most common answer, ties broken by the number of citations."""
+    votes = Counter(normalise_answer(cp.answer or "") for cp in finished)
+    return max(
+        finished,
+        key=lambda cp: (votes[normalise_answer(cp.answer or "")], len(set(cited_ids(cp.report))), -cp.agent),
+    )
+
+
+class _DeltaSink:
+    def __init__(self, ctx: JobContext) -> None:
+        self.ctx = ctx
+        self.buffer = ""
+        self.count = 0
+
+    async def __call__(self, delta: str) -> None:
+        self.buffer += delta
+        if len(self.buffer) >= DELTA_CHARS:
+            await self.flush()
+
+    async def flush(self) -> None:
+        if not self.buffer:
+            return
+        self.count += 1
+        text, self.buffer = self.buffer, ""
+        await self.ctx.emit(
+            NewEvent(type=EventType.synthesis_delta, data={"text": text}, key=f"synthesis.delta.{self.count}")
+        )
+
+
+def synthesis_messages(ctx: JobContext, finished: list[AgentCheckpoint]) -> list[ChatMessage]:
+    prompts = ctx.prompts
+    blocks = "\n".join(
+        prompts.synthesis_agent.safe_substitute(agent=cp.agent, answer=cp.answer or "", report=cp.report)
+        for cp in finished
+    )
+    return [
+        {"role": "system", "content": prompts.synthesis_system.safe_substitute(date=ctx.date)},
+        {"role": "user", "content": prompts.synthesis_user.safe_substitute(question=ctx.question, reports=blocks)},
+    ]
+
+
+async def synthesize(ctx: JobContext, checkpoints: list[AgentCheckpoint]) -> tuple[JobResult, Usage]:
+    """The result, and the synthesis call's own token usage."""
+    finished = [cp for cp in checkpoints if cp.status == AgentStatus.finished and cp.answer]
+    failed = [cp.agent for cp in checkpoints if cp.agent not in {f.agent for f in finished}]
+    if not finished:
+        errors = "; ".join(f"agent {cp.agent}: {cp.error or cp.status.value}" for cp in checkpoints)
+        raise JobFailed(f"every research agent failed ({errors})")
+    await ctx.emit(
+        NewEvent(
+            type=EventType.synthesis_started,
+            data={"agents": [cp.agent for cp in finished], "agents_failed": failed},
+            key="synthesis.started",
+        )
+    )
+    mode = "model"
+    answer = report = ""
+    usage = Usage()
+    if len(finished) == 1:
+        mode, answer, report = "single", finished[0].answer or "", finished[0].report
+    else:
+        sink = _DeltaSink(ctx)
+        left = ctx.seconds_left()
+        timeout = max(left, ctx.grace_seconds) if left is not None else None
+        try:
+            with anyio.move_on_after(timeout if timeout is not None else float("inf")):
+                result = await ctx.model.chat("synthesis", synthesis_messages(ctx, finished), on_delta=sink)
+                await sink.flush()
+                await ctx.emit(
+                    NewEvent(
+                        type=EventType.usage,
+                        data={
+                            "prompt_tokens": result.usage.prompt_tokens,
+                            "completion_tokens": result.usage.completion_tokens,
+                            "role": "synthesis",
+                        },
+                        key="synthesis.usage",
+                    )
+                )
+                ctx.budget.spend(result.usage)
+                usage = result.usage
+                parsed = parse_output(result.content, result.reasoning)
+                answer, report = (parsed.answer or "").strip(), (parsed.report or "").strip()
+        except (RetryableError, LLMConfigError) as exc:
+            log.warning("synthesis model failed, using the majority answer: %s", exc, extra={"job_id": ctx.job_id})
+        if not answer:
+            best = majority(finished)
+            mode, answer, report = "majority", best.answer or "", best.report
+    return await _with_sources(ctx, answer, report, mode, finished, failed), usage
+
+
+async def _with_sources(
+    ctx: JobContext,
+    answer: str,
+    report: str,
+    mode: str,
+    finished: list[AgentCheckpoint],
+    failed: list[int],
+) -> JobResult:
+    registry = await ctx.backend.get_sources(ctx.job_id)
+    report, removed_r = strip_unknown_citations(report, set(registry))
+    answer, removed_a = strip_unknown_citations(answer, set(registry))
+    order = {sid: n for n, sid in enumerate(dict.fromkeys(cited_ids(report) + cited_ids(answer)), start=1)}
+    sources = [
+        ResultSource(id=n, url=registry[sid].url, title=registry[sid].title, registry_id=sid)
+        for sid, n in order.items()
+    ]
+    cut_short = sorted({cp.stop_reason for cp in finished if cp.stop_reason and cp.stop_reason.startswith("forced")})
+    return JobResult(
+        answer=renumber_citations(answer, order),
+        report=renumber_citations(report, order),
+        sources=sources,
+        citations_removed=removed_r + removed_a,
+        synthesis=mode,
+        agents_used=[cp.agent for cp in finished],
+        agents_failed=failed,
+        agent_reports={cp.agent: cp.report for cp in finished},
+        cut_short=cut_short,
+    )

@@ -1,0 +1,114 @@
+"""The worker: claims jobs from the backend's queue and runs them, with heartbeats and drain.
+
+With the memory backend it runs inside the API process; with redis, as `heavyresearch worker`
+processes on any machines.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+
+import anyio
+
+from workers.backend.base import Backend
+from workers.runner import JobRunner
+
+log = logging.getLogger(__name__)
+
+
+def default_worker_id() -> str:
+    return f"{socket.gethostname()}-{os.getpid()}-{os.urandom(2).hex()}"
+
+
+class Worker:
+    def __init__(
+        self,
+        backend: Backend,
+        runner: JobRunner,
+        *,
+        max_jobs: int,
+        heartbeat_seconds: float,
+        worker_id: str | None = None,
+        claim_timeout: float = 1.0,
+    ) -> None:
+        self.backend = backend
+        self.runner = runner
+        self.max_jobs = max_jobs
+        self.heartbeat_seconds = heartbeat_seconds
+        self.worker_id = worker_id or default_worker_id()
+        self.claim_timeout = claim_timeout
+        self._draining = anyio.Event()
+        self._running: dict[str, anyio.CancelScope] = {}
+
+    @property
+    def running_jobs(self) -> list[str]:
+        return list(self._running)
+
+    def drain(self) -> None:
+        """Stop claiming and hand running jobs back to the queue; they resume from checkpoints."""
+        if self._draining.is_set():
+            return
+        log.info("worker %s draining %d job(s)", self.worker_id, len(self._running))
+        self._draining.set()
+        for scope in self._running.values():
+            scope.cancel()
+
+    async def run(self) -> None:
+        """Claim and run jobs until drained."""
+        slots = anyio.Semaphore(self.max_jobs)
+        log.info("worker %s started (max %d jobs)", self.worker_id, self.max_jobs)
+        async with anyio.create_task_group() as tg:
+            while not self._draining.is_set():
+                await slots.acquire()
+                if self._draining.is_set():
+                    slots.release()
+                    break
+                try:
+                    job_id = await self._claim()
+                except BaseException:
+                    slots.release()
+                    raise
+                if job_id is None:
+                    slots.release()
+                    continue
+                scope = anyio.CancelScope()
+                self._running[job_id] = scope
+                tg.start_soon(self._run_job, job_id, scope, slots)
+        log.info("worker %s stopped", self.worker_id)
+
+    async def _claim(self) -> str | None:
+        # A short claim timeout bounds how long a drain waits for the claim loop to notice.
+        job_id = await self.backend.claim(self.worker_id, self.claim_timeout)
+        if job_id is not None and self._draining.is_set():
+            await self.backend.release(job_id)
+            return None
+        return job_id
+
+    async def _run_job(self, job_id: str, scope: anyio.CancelScope, slots: anyio.Semaphore) -> None:
+        finished = False
+        try:
+            with scope:
+                async with anyio.create_task_group() as tg:
+                    tg.start_soon(self._heartbeat, job_id)
+                    await self.runner.run(job_id)
+                    finished = True
+                    tg.cancel_scope.cancel()
+        except Exception:
+            # A bug, not a job outcome: log it loudly and hand the job back rather than lose it.
+            log.exception("job crashed in worker %s", self.worker_id, extra={"job_id": job_id})
+        finally:
+            with anyio.CancelScope(shield=True):
+                if finished:
+                    await self.backend.ack(job_id)
+                else:
+                    await self.backend.release(job_id)
+                    log.info("job released by worker %s", self.worker_id, extra={"job_id": job_id})
+            self._running.pop(job_id, None)
+            slots.release()
+
+    async def _heartbeat(self, job_id: str) -> None:
+        while True:
+            await anyio.sleep(self.heartbeat_seconds)
+            await self.backend.heartbeat(self.worker_id, job_id)
