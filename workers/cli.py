@@ -12,7 +12,9 @@ from workers.settings import get_settings
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="heavyresearch", description="Heavy Mode deep research as a service.")
+    parser = argparse.ArgumentParser(
+        prog="heavyresearch", description="Heavy Mode deep research as a service."
+    )
     sub = parser.add_subparsers(dest="command", required=True)
 
     serve = sub.add_parser("serve", help="run the HTTP API (with the memory backend, the engine too)")
@@ -34,7 +36,9 @@ def _parser() -> argparse.ArgumentParser:
     corpus_sub = corpus.add_subparsers(dest="corpus_command", required=True)
     build = corpus_sub.add_parser("build", help="index documents into one SQLite FTS5 file")
     build.add_argument("sources", nargs="*", type=Path, help="JSONL files or folders of .md/.txt/.html")
-    build.add_argument("--wiki", action="store_true", help="index the offline Wikipedia data (default with no sources)")
+    build.add_argument(
+        "--wiki", action="store_true", help="index the offline Wikipedia data (default with no sources)"
+    )
     build.add_argument("--out", type=Path, default=None, help="output file (default: HR_CORPUS__PATH)")
 
     sim = sub.add_parser("sim-llm", help="run the SIMULATED OpenAI-compatible model server")
@@ -42,7 +46,9 @@ def _parser() -> argparse.ArgumentParser:
     sim.add_argument("--port", type=int, default=8001)
     sim.add_argument("--latency", type=float, default=0.0, help="seconds before the first token")
     sim.add_argument("--tokens-per-second", type=float, default=0.0, help="0 = instant")
-    sim.add_argument("--fault-rate", type=float, default=0.0, help="share of calls that fail (429/500/malformed)")
+    sim.add_argument(
+        "--fault-rate", type=float, default=0.0, help="share of calls that fail (429/500/malformed)"
+    )
     sim.add_argument("--min-rounds", type=int, default=3, help="rounds before the policy answers")
     sim.add_argument("--seed", type=int, default=0)
     return parser

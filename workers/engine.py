@@ -19,9 +19,9 @@ from workers.backend import Backend, make_backend
 from workers.corpus import Corpus, build_corpus
 from workers.llm import OpenAIChatModel
 from workers.runner import EngineParts, JobRunner
-from workers.settings import LLMSettings, Settings
-from workers.sim.server import SimServer
+from workers.settings import SIMULATED_MODEL_ID, LLMSettings, Settings
 from workers.sim.app import SimConfig
+from workers.sim.server import SimServer
 from workers.tools.base import Tool
 from workers.tools.local import SearchTool, VisitTool
 from workers.worker import Worker
@@ -66,7 +66,7 @@ def ensure_corpus(settings: Settings, on_progress: ProgressCallback | None = Non
 
 
 def simulated_llm(base_url: str, settings: Settings) -> LLMSettings:
-    return settings.llm.model_copy(update={"base_url": base_url, "model": "heavyresearch-sim", "api_key": ""})
+    return settings.llm.model_copy(update={"base_url": base_url, "model": SIMULATED_MODEL_ID, "api_key": ""})
 
 
 @asynccontextmanager
@@ -81,7 +81,7 @@ async def open_engine(
         backend = backend or make_backend(settings)
         stack.push_async_callback(backend.close)
         llm = settings.llm
-        if settings.simulated:
+        if not settings.llm.base_url:
             sim_config = SimConfig(
                 latency=settings.sim.latency,
                 tokens_per_second=settings.sim.tokens_per_second,
@@ -109,6 +109,7 @@ async def open_engine(
             simulated=settings.simulated,
             agent_concurrency=settings.agent.agent_concurrency,
             observation_max_chars=settings.agent.observation_max_chars,
+            grace_seconds=settings.agent.forced_answer_grace,
         )
         runner = JobRunner(parts)
         worker = None

@@ -1,16 +1,16 @@
 """The engine's error tree.
 
-    HeavyResearchError
-    ├── FeedbackError        a bad model output or tool call: fed back to the model as its next
-    │   ├── FormatError      observation, never raised out of an agent
-    │   └── ToolError
-    ├── RetryableError       429 / 5xx / timeout / dropped connection: retried with backoff
-    ├── LLMConfigError       401, 404 model, 400: fails fast, names the setting to fix
-    ├── BackendUnavailable   the job store cannot be reached (HTTP 503 with Retry-After)
-    ├── QueueFull            the queue is at capacity (HTTP 429 with Retry-After)
-    ├── JobNotFound          unknown job id (HTTP 404)
-    ├── JobConflict          idempotency key reused with another body, delete while running (409)
-    └── JobFailed            the job cannot finish: every agent failed (job.failed)
+HeavyResearchError
+├── FeedbackError        a bad model output or tool call: fed back to the model as its next
+│   ├── FormatError      observation, never raised out of an agent
+│   └── ToolError
+├── RetryableError       429 / 5xx / timeout / dropped connection: retried with backoff
+├── LLMConfigError       401, 404 model, 400: fails fast, names the setting to fix
+├── BackendUnavailable   the job store cannot be reached (HTTP 503 with Retry-After)
+├── QueueFull            the queue is at capacity (HTTP 429 with Retry-After)
+├── JobNotFound          unknown job id (HTTP 404)
+├── JobConflict          idempotency key reused with another body, delete while running (409)
+└── JobFailed            the job cannot finish: every agent failed (job.failed)
 """
 
 from __future__ import annotations

@@ -94,7 +94,7 @@ class JobRunner:
 
             async def watch_cancel() -> None:
                 nonlocal cancelled
-                while not await backend.is_cancelled(job_id):
+                while not await backend.is_cancelled(job_id):  # noqa: ASYNC110 - the flag lives in the backend
                     await anyio.sleep(CANCEL_POLL_SECONDS)
                 cancelled = True
                 tg.cancel_scope.cancel()
@@ -176,13 +176,17 @@ class JobRunner:
         )
         log.info("job succeeded (%s synthesis)", result.synthesis, extra={"job_id": record.id})
 
-    async def _end(self, record: JobRecord, status: JobStatus, event: EventType, data: dict[str, object]) -> None:
+    async def _end(
+        self, record: JobRecord, status: JobStatus, event: EventType, data: dict[str, object]
+    ) -> None:
         record.status = status
         record.finished_at = time.time()
         # Saved before the event: a client that sees the terminal event can fetch the result.
         with anyio.CancelScope(shield=True):
             await self.parts.backend.save_job(record)
-            await self.parts.backend.append_event(record.id, NewEvent(type=event, data=data, key=TERMINAL_KEY))
+            await self.parts.backend.append_event(
+                record.id, NewEvent(type=event, data=data, key=TERMINAL_KEY)
+            )
 
 
 def _all_failed(finals: list[AgentCheckpoint]) -> str:

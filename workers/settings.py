@@ -30,6 +30,10 @@ def config_dir() -> Path:
     return Path(__file__).resolve().parent / "_config"
 
 
+# The model id the simulated server answers to (workers.sim); a job on it is labelled simulated.
+SIMULATED_MODEL_ID = "heavyresearch-sim"
+
+
 class EndpointSettings(BaseModel):
     """One OpenAI-compatible chat-completions endpoint."""
 
@@ -94,6 +98,7 @@ class AgentSettings(BaseModel):
     agent_concurrency: int = Field(default=16, ge=1)
     observation_max_chars: int = Field(default=6000, ge=200)
     angles: list[str] = []
+    forced_answer_grace: float = Field(default=20.0, gt=0)
 
 
 class ServerSettings(BaseModel):
@@ -134,8 +139,9 @@ class Settings(BaseSettings):
 
     @property
     def simulated(self) -> bool:
-        """True when no real LLM endpoint is configured: the simulated model stands in."""
-        return not self.llm.base_url
+        """True when the simulated model stands in for an LLM: none is configured (it then runs
+        in-process), or the configured one is a `heavyresearch sim-llm` server."""
+        return not self.llm.base_url or self.llm.model == SIMULATED_MODEL_ID
 
     @classmethod
     def settings_customise_sources(

@@ -69,7 +69,10 @@ def synthesis_messages(ctx: JobContext, finished: list[AgentCheckpoint]) -> list
     )
     return [
         {"role": "system", "content": prompts.synthesis_system.safe_substitute(date=ctx.date)},
-        {"role": "user", "content": prompts.synthesis_user.safe_substitute(question=ctx.question, reports=blocks)},
+        {
+            "role": "user",
+            "content": prompts.synthesis_user.safe_substitute(question=ctx.question, reports=blocks),
+        },
     ]
 
 
@@ -116,7 +119,9 @@ async def synthesize(ctx: JobContext, checkpoints: list[AgentCheckpoint]) -> tup
                 parsed = parse_output(result.content, result.reasoning)
                 answer, report = (parsed.answer or "").strip(), (parsed.report or "").strip()
         except (RetryableError, LLMConfigError) as exc:
-            log.warning("synthesis model failed, using the majority answer: %s", exc, extra={"job_id": ctx.job_id})
+            log.warning(
+                "synthesis model failed, using the majority answer: %s", exc, extra={"job_id": ctx.job_id}
+            )
         if not answer:
             best = majority(finished)
             mode, answer, report = "majority", best.answer or "", best.report
@@ -139,7 +144,9 @@ async def _with_sources(
         ResultSource(id=n, url=registry[sid].url, title=registry[sid].title, registry_id=sid)
         for sid, n in order.items()
     ]
-    cut_short = sorted({cp.stop_reason for cp in finished if cp.stop_reason and cp.stop_reason.startswith("forced")})
+    cut_short = sorted(
+        {cp.stop_reason for cp in finished if cp.stop_reason and cp.stop_reason.startswith("forced")}
+    )
     return JobResult(
         answer=renumber_citations(answer, order),
         report=renumber_citations(report, order),

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import logging
 import time
-from datetime import UTC, datetime
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 
 from workers.agent.prompts import PromptSet
 from workers.backend.base import Backend

@@ -72,7 +72,9 @@ class IterResearchAgent:
         self._log = logging.LoggerAdapter(log, {"job_id": ctx.job_id, "agent": spec.index})
 
     # -- events ---------------------------------------------------------------------------------
-    async def _emit(self, type_: EventType, round_: int | None, data: dict[str, object], tag: str = "") -> None:
+    async def _emit(
+        self, type_: EventType, round_: int | None, data: dict[str, object], tag: str = ""
+    ) -> None:
         key = f"a{self.spec.index}.r{round_}.{type_.value}{tag}"
         await self.ctx.emit(NewEvent(type=type_, agent=self.spec.index, round=round_, data=data, key=key))
 
@@ -123,7 +125,9 @@ class IterResearchAgent:
         if cp.status in (AgentStatus.finished, AgentStatus.failed):
             return cp
         if cp.round == 0:
-            await self._emit(EventType.agent_started, None, {"seed": self.spec.seed, "angle": self.spec.angle})
+            await self._emit(
+                EventType.agent_started, None, {"seed": self.spec.seed, "angle": self.spec.angle}
+            )
         else:
             self._log.info("agent resumes after round %d", cp.round)
         cp.status = AgentStatus.running
@@ -136,7 +140,7 @@ class IterResearchAgent:
                     return await self._forced_answer(cp, reason)
                 if not await self._round(cp):
                     return cp
-        except Exception as exc:  # noqa: BLE001 - recorded as this agent's failure, job goes on
+        except Exception as exc:
             cp.status = AgentStatus.failed
             cp.error = f"{type(exc).__name__}: {exc}"
             self._log.warning("agent failed: %s", cp.error)
@@ -210,7 +214,9 @@ class IterResearchAgent:
         else:
             try:
                 with anyio.fail_after(left if left is not None else float("inf")):
-                    output = await tool(call.arguments, ToolContext(self.ctx.job_id, self.spec.index, self.ctx.backend))
+                    output = await tool(
+                        call.arguments, ToolContext(self.ctx.job_id, self.spec.index, self.ctx.backend)
+                    )
             except ToolError as exc:
                 text = f"Tool error: {exc}"
                 data["error"] = str(exc)
@@ -243,13 +249,18 @@ class IterResearchAgent:
         await self._emit(
             EventType.agent_finished,
             cp.round,
-            {"answer": answer, "rounds": cp.round, "stop_reason": stop_reason, "report_chars": len(cp.report)},
+            {
+                "answer": answer,
+                "rounds": cp.round,
+                "stop_reason": stop_reason,
+                "report_chars": len(cp.report),
+            },
         )
 
     async def _forced_answer(self, cp: AgentCheckpoint, reason: str) -> AgentCheckpoint:
         """A last round that must answer from the report alone; without a model, the report decides."""
         round_ = cp.round + 1
-        await self._emit(EventType.round_started, round_, {"round": round_, "forced": True, "reason": reason})
+        await self._emit(EventType.round_started, round_, {"round": round_, "forced": True, "reason": reason}, ".forced")
         answer: str | None = None
         try:
             # Past the deadline on purpose: a job that runs out of time still owes an answer.
@@ -262,7 +273,9 @@ class IterResearchAgent:
             parsed = parse_output(result.content, result.reasoning)
             if parsed.report:
                 cp.report = parsed.report.strip()
-                await self._emit(EventType.report_updated, round_, {"chars": len(cp.report), "report": cp.report})
+                await self._emit(
+                    EventType.report_updated, round_, {"chars": len(cp.report), "report": cp.report}
+                )
             answer = (parsed.answer or "").strip() or None
         cp.round = round_
         stop = f"forced: {reason}"
@@ -280,4 +293,3 @@ def answer_from_report(report: str) -> str:
         if len(text) > 3 and not text.endswith(":"):
             return text
     return "No answer: the research was stopped before it found anything."
-

@@ -111,6 +111,8 @@ async def _remote(settings: Settings, request: ResearchRequest, args: argparse.N
                 out.event(event)
                 if event.type.terminal:
                     break
-        final = JobRecord.model_validate(json.loads((await client.get(f"{base}/v1/research/{job['id']}")).text))
+        final = JobRecord.model_validate(
+            json.loads((await client.get(f"{base}/v1/research/{job['id']}")).text)
+        )
         out.result(final)
         return final

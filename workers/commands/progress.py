@@ -79,18 +79,27 @@ class ProgressView:
             table.add_column(column)
         for index in sorted(self.agents):
             row = self.agents[index]
-            table.add_row(str(index), row.status, str(row.round), row.action, f"{row.report_chars} ch", str(row.tokens))
+            table.add_row(
+                str(index), row.status, str(row.round), row.action, f"{row.report_chars} ch", str(row.tokens)
+            )
         parts: list[Table | Text] = [table]
         if self.synthesis_chars:
             parts.append(Text(f"synthesis: {self.synthesis_chars} characters streamed"))
         if self.simulated:
-            parts.append(Text("SIMULATED MODEL: answers come from a deterministic stand-in, not an LLM.", style="bold yellow"))
+            parts.append(
+                Text(
+                    "SIMULATED MODEL: answers come from a deterministic stand-in, not an LLM.",
+                    style="bold yellow",
+                )
+            )
         return Group(*parts)
 
 
 def print_result(console: Console, record: JobRecord) -> None:
     if record.result is None:
-        console.print(Panel(record.error or record.status.value, title=f"job {record.status.value}", style="red"))
+        console.print(
+            Panel(record.error or record.status.value, title=f"job {record.status.value}", style="red")
+        )
         return
     result = record.result
     console.print(Panel(result.answer, title="Answer", style="green"))

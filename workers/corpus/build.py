@@ -60,6 +60,8 @@ def build_corpus(
         # the rename makes them the corpus.
         with tmp.open("rb") as fh:
             os.fsync(fh.fileno())
+        # mkstemp makes the file private; a corpus is shared data, readable like any output.
+        os.chmod(tmp, out_path.stat().st_mode & 0o777 if out_path.exists() else 0o644)
         os.replace(tmp, out_path)
     except BaseException:
         with contextlib.suppress(OSError):
@@ -99,7 +101,9 @@ def _write(
                 if on_progress is not None:
                     on_progress(done, total)
         _insert(conn, batch)
-        conn.executemany("INSERT INTO meta(key, value) VALUES (?, ?)", _meta(readers, len(seen), skipped, wiki))
+        conn.executemany(
+            "INSERT INTO meta(key, value) VALUES (?, ?)", _meta(readers, len(seen), skipped, wiki)
+        )
         conn.execute("INSERT INTO docs_fts(docs_fts) VALUES ('optimize')")
         conn.commit()
     finally:

@@ -3,18 +3,21 @@
 One SQLite file:
 
 - `docs(id, url, url_key, title, text)` — the documents as shown to the model;
-- `docs_fts(title, body, extra)` — a contentless FTS5 index (BM25 via the `rank` column): `body` is
-  the text with CJK characters spaced apart so they index one per token, `extra` holds keywords
-  that are searched but never shown (a Wikipedia summary's description and topic);
+- `docs_fts(title, body, extra)` — a contentless FTS5 index (English stemming, diacritics folded,
+  BM25 via the `rank` column): `body` is the text with CJK characters spaced apart so they index
+  one per token, `extra` holds keywords that are searched but never shown (a Wikipedia summary's
+  description and topic);
 - `meta(key, value)` — schema version, build time, sources, licence and attribution.
 
-The reader and the builder must tokenise identically, hence `segment_cjk` and `url_key` live here.
+The reader and the builder must tokenise identically, hence `segment_cjk`,
+`query_terms` and `url_key` live here.
 """
 
 from __future__ import annotations
 
 import re
 import unicodedata
+from itertools import pairwise
 from urllib.parse import unquote, urlsplit
 
 from workers.errors import HeavyResearchError
@@ -34,7 +37,7 @@ CREATE TABLE docs (
     text TEXT NOT NULL
 );
 CREATE VIRTUAL TABLE docs_fts USING fts5(
-    title, body, extra, content='', tokenize='unicode61 remove_diacritics 2'
+    title, body, extra, content='', tokenize='porter unicode61 remove_diacritics 2'
 );
 INSERT INTO docs_fts(docs_fts, rank) VALUES ('rank', 'bm25({", ".join(map(str, RANK_WEIGHTS))})');
 """
@@ -45,8 +48,8 @@ class CorpusError(HeavyResearchError):
 
 
 # Scripts written without spaces between words. unicode61 would index a whole run of them as
-# one token, so a query could only match an identical run; one character per token (and a
-# phrase query over them) makes substring search work. Hangul is written with spaces.
+# one token, so a query could only match an identical run; one character per token, queried as
+# overlapping two-character phrases, finds words without a segmenter. Hangul uses spaces.
 _CJK = (
     "\u2e80-\u2fdf\u3005-\u3007\u3021-\u3029\u3040-\u30ff\u3100-\u312f\u3190-\u31ff"
     "\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\U00020000-\U0003134f"
@@ -66,9 +69,11 @@ def _is_token_char(ch: str) -> bool:
 def query_terms(text: str) -> list[str]:
     """Split free text into search terms the way the index was tokenised.
 
-    A term is a run of letters/digits/marks; a run of CJK characters is one term whose
-    characters are separated by spaces (an FTS phrase). Terms never contain quotes or control
-    characters, so quoting them always yields a valid FTS5 string.
+    A term is a run of letters/digits/marks. A run of CJK characters, written without spaces,
+    becomes its overlapping character pairs, each a two-token FTS phrase ("山海关" -> "山 海",
+    "海 关"): a question matches a document sharing some of its words without knowing where the
+    words end. Terms never contain quotes or control characters, so quoting them always yields a
+    valid FTS5 string.
     """
     terms: list[str] = []
     current: list[str] = []
@@ -90,7 +95,13 @@ def query_terms(text: str) -> list[str]:
         else:
             flush()
     flush()
-    return [" ".join(t) if CJK_CHAR.match(t[0]) else t for t in terms]
+    out: list[str] = []
+    for term in terms:
+        if CJK_CHAR.match(term[0]) and len(term) > 1:
+            out.extend(f"{a} {b}" for a, b in pairwise(term))
+        else:
+            out.append(term)
+    return out
 
 
 def url_key(url: str) -> str:

@@ -123,7 +123,7 @@ def _read_files(files: list[Path]) -> Iterator[DocRecord]:
         yield DocRecord(url=path.resolve().as_uri(), title=title or path.stem, text=text)
 
 
-_MD_HEADING = re.compile(r"^\s{0,3}#{1,6}\s+(.+?)\s*#*\s*$", re.MULTILINE)
+_MD_HEADING = re.compile(r"^[ \t]{0,3}#{1,6}[ \t]+(.+?)[ \t]*#*[ \t]*$", re.MULTILINE)
 
 
 def _markdown_title(text: str) -> str:
@@ -131,17 +131,16 @@ def _markdown_title(text: str) -> str:
     return match.group(1).strip() if match else ""
 
 
+# Content that is never the page's text: code, styling, and navigation chrome.
+_SKIP_TAGS = "script style noscript template svg nav footer aside form iframe button select"
+# Elements that end a line of text.
+_BLOCK_TAGS = """p div br li ul ol dl dt dd tr table section article main header blockquote pre hr
+    figure figcaption h1 h2 h3 h4 h5 h6"""
+
+
 class _HTMLText(HTMLParser):
-    # Content that is never the page's text: code, styling, and navigation chrome.
-    SKIP = frozenset(
-        {"script", "style", "noscript", "template", "svg", "nav", "footer", "aside", "form", "iframe",
-         "button", "select"}
-    )
-    BLOCK = frozenset(
-        {"p", "div", "br", "li", "ul", "ol", "dl", "dt", "dd", "tr", "table", "section", "article",
-         "main", "header", "blockquote", "pre", "hr", "figure", "figcaption",
-         "h1", "h2", "h3", "h4", "h5", "h6"}
-    )
+    SKIP = frozenset(_SKIP_TAGS.split())
+    BLOCK = frozenset(_BLOCK_TAGS.split())
     HEADINGS = frozenset({"h1", "h2", "h3", "h4", "h5", "h6"})
 
     def __init__(self) -> None:
@@ -209,8 +208,9 @@ def html_to_text(html: str) -> tuple[str, str]:
 
 
 # -- offline Wikipedia ------------------------------------------------------------------------------
-def wiki_data_path(package: str = WIKI_PACKAGE) -> Path:
+def wiki_data_path(package: str | None = None) -> Path:
     """The package's English summaries file, found from its install metadata (no import)."""
+    package = package or WIKI_PACKAGE
     candidates: list[Path] = []
     module = package.replace("-", "_")
     try:
@@ -241,7 +241,7 @@ def wiki_url(title: str) -> str:
     return f"https://en.wikipedia.org/wiki/{slug}"
 
 
-def wiki_source(package: str = WIKI_PACKAGE) -> SourceReader:
+def wiki_source(package: str | None = None) -> SourceReader:
     path = wiki_data_path(package)
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
@@ -258,9 +258,7 @@ def wiki_source(package: str = WIKI_PACKAGE) -> SourceReader:
             title = entry.get("title") or key
             if not isinstance(extract, str) or not extract.strip() or not isinstance(title, str):
                 continue
-            extra = " ".join(
-                v for v in (entry.get("description"), entry.get("topic")) if isinstance(v, str)
-            )
+            extra = " ".join(v for v in (entry.get("description"), entry.get("topic")) if isinstance(v, str))
             yield DocRecord(url=wiki_url(title), title=title, text=extract.strip(), extra=extra)
 
     return SourceReader("wikipedia", "wiki", len(data), read)

@@ -68,7 +68,9 @@ def resolve_endpoints(llm: LLMSettings) -> dict[Role, tuple[Endpoint, ...]]:
         )
     for index, fallback in enumerate(llm.fallbacks):
         if not fallback.base_url:
-            raise LLMConfigError(f"fallback endpoint has no base_url: set HR_LLM__FALLBACKS[{index}].base_url")
+            raise LLMConfigError(
+                f"fallback endpoint has no base_url: set HR_LLM__FALLBACKS[{index}].base_url"
+            )
     return {
         role: (
             primary,

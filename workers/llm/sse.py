@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterable, AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterable
 
 
-async def iter_sse_data(lines: AsyncIterable[str]) -> AsyncIterator[str]:
+async def iter_sse_data(lines: AsyncIterable[str]) -> AsyncGenerator[str, None]:
     """Yield the `data` of each event in a stream of SSE lines (line endings already removed).
 
     Comments (`: keep-alive`, as OpenRouter sends while it queues) and other fields are skipped;

@@ -1,0 +1,151 @@
+"""Exception handlers: every error leaves as JSON `{"error": {"type", "message", ...}}`.
+
+The engine's error tree maps onto HTTP here and nowhere else:
+
+    JobNotFound          404 not_found
+    JobConflict          409 conflict
+    QueueFull            429 queue_full      + Retry-After
+    BackendUnavailable   503 unavailable     + Retry-After
+    ShuttingDown         503 shutting_down   + Retry-After   (this module: the app is stopping)
+    Unauthorized         401 unauthorized    + WWW-Authenticate
+    validation           422 validation_error, one entry per invalid field
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from app.schemas import ErrorDetail, ErrorResponse, FieldError
+from workers.errors import BackendUnavailable, JobConflict, JobNotFound, QueueFull
+
+log = logging.getLogger(__name__)
+
+
+class ShuttingDown(Exception):
+    """The service is stopping and takes no new jobs; retry against another instance."""
+
+    retry_after = 5
+
+
+class Unauthorized(Exception):
+    pass
+
+
+def error_response(
+    status: int,
+    type_: str,
+    message: str,
+    *,
+    retry_after: int | None = None,
+    errors: list[FieldError] | None = None,
+    headers: dict[str, str] | None = None,
+) -> JSONResponse:
+    body = ErrorResponse(
+        error=ErrorDetail(type=type_, message=message, errors=errors, retry_after=retry_after)
+    )
+    all_headers = dict(headers or {})
+    if retry_after is not None:
+        all_headers["Retry-After"] = str(retry_after)
+    return JSONResponse(
+        body.model_dump(mode="json", exclude_none=True), status_code=status, headers=all_headers
+    )
+
+
+# The responses every /v1 route documents, so clients see the error shape in the OpenAPI.
+ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
+    401: {"model": ErrorResponse, "description": "Missing or wrong API key (when the server requires one)."},
+    422: {"model": ErrorResponse, "description": "Invalid input; `error.errors` names each field."},
+    503: {"model": ErrorResponse, "description": "The job store is unreachable or the service is stopping."},
+}
+
+
+def field_errors(raw: Sequence[Any]) -> list[FieldError]:
+    out = []
+    for item in raw:
+        loc = [part if isinstance(part, int) else str(part) for part in item.get("loc", ())]
+        if loc and loc[0] == "header":
+            # Header names are case-insensitive; show them the way HTTP tooling prints them.
+            loc = [loc[0], *(str(p).lower().replace("_", "-") for p in loc[1:])]
+        out.append(
+            FieldError(
+                path=".".join(str(part) for part in loc),
+                loc=loc,
+                message=str(item.get("msg", "invalid")),
+                type=str(item.get("type", "value_error")),
+            )
+        )
+    return out
+
+
+async def _validation(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, RequestValidationError)
+    errors = field_errors(exc.errors())
+    summary = "; ".join(f"{e.path}: {e.message}" for e in errors[:5]) or "invalid request"
+    return error_response(422, "validation_error", summary, errors=errors)
+
+
+async def _not_found(request: Request, exc: Exception) -> JSONResponse:
+    return error_response(404, "not_found", f"no job with id {exc}")
+
+
+async def _conflict(request: Request, exc: Exception) -> JSONResponse:
+    return error_response(409, "conflict", str(exc))
+
+
+async def _queue_full(request: Request, exc: Exception) -> JSONResponse:
+    return error_response(
+        429, "queue_full", f"too many jobs waiting; retry later ({exc})", retry_after=QueueFull.retry_after
+    )
+
+
+async def _backend_unavailable(request: Request, exc: Exception) -> JSONResponse:
+    log.warning("backend unavailable: %s", exc)
+    return error_response(
+        503, "unavailable", f"the job store is unavailable: {exc}", retry_after=BackendUnavailable.retry_after
+    )
+
+
+async def _shutting_down(request: Request, exc: Exception) -> JSONResponse:
+    return error_response(
+        503,
+        "shutting_down",
+        "this instance is shutting down and takes no new jobs",
+        retry_after=ShuttingDown.retry_after,
+    )
+
+
+async def _unauthorized(request: Request, exc: Exception) -> JSONResponse:
+    return error_response(401, "unauthorized", str(exc), headers={"WWW-Authenticate": "Bearer"})
+
+
+_HTTP_TYPES = {400: "bad_request", 401: "unauthorized", 404: "not_found", 405: "method_not_allowed"}
+
+
+async def _http(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, StarletteHTTPException)
+    type_ = _HTTP_TYPES.get(exc.status_code, "http_error")
+    return error_response(exc.status_code, type_, str(exc.detail), headers=dict(exc.headers or {}))
+
+
+async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+    # Starlette logs the traceback after this handler answers; the client gets no internals.
+    return error_response(500, "internal_error", "an unexpected error occurred; it has been logged")
+
+
+def install(app: FastAPI) -> None:
+    app.add_exception_handler(RequestValidationError, _validation)
+    app.add_exception_handler(JobNotFound, _not_found)
+    app.add_exception_handler(JobConflict, _conflict)
+    app.add_exception_handler(QueueFull, _queue_full)
+    app.add_exception_handler(BackendUnavailable, _backend_unavailable)
+    app.add_exception_handler(ShuttingDown, _shutting_down)
+    app.add_exception_handler(Unauthorized, _unauthorized)
+    app.add_exception_handler(StarletteHTTPException, _http)
+    app.add_exception_handler(Exception, _unexpected)

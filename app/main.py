@@ -1,0 +1,127 @@
+"""The HTTP service: `create_app` builds it, its lifespan starts and stops the engine.
+
+With the memory backend the engine's worker runs inside this process; with redis this process
+is a stateless front end and `heavyresearch worker` processes run the jobs. Either way the
+routes see only the backend, so nothing here depends on where jobs run.
+
+Shutdown: the instance stops taking jobs first (POST /v1/research answers 503, /readyz turns
+not ready), open event streams are closed, then leaving `open_engine` drains the worker, which
+hands its unfinished jobs back to the queue.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import httpx
+from fastapi import FastAPI
+from fastapi.openapi.utils import get_openapi
+
+from app import errors
+from app.deps import Lifecycle
+from app.metrics import Metrics, RequestMetrics
+from app.middleware import BodyLimit
+from app.routes import ops, research
+from app.routes.ops import WEB_PAGE, version
+from app.schemas import MAX_AGENTS, MAX_ROUNDS
+from workers.engine import open_engine
+from workers.settings import Settings, get_settings
+
+log = logging.getLogger(__name__)
+
+# Request bodies are small JSON; anything past this is refused with 413.
+MAX_BODY_BYTES = 256 * 1024
+
+DESCRIPTION = """\
+Heavy Mode deep research as a service: `n` IterResearch agents research one question in
+parallel, then a synthesis agent reads their reports and writes the answer with numbered sources.
+
+Submit with `POST /v1/research`, then follow `GET /v1/research/{id}/events` (Server-Sent Events)
+or poll `GET /v1/research/{id}`. When the server has no LLM configured it runs on a SIMULATED
+model; `/healthz` and every job say so.
+"""
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    """The ASGI app. Without `settings`, they come from `config/default.toml` and `HR_…` env vars."""
+    settings = settings or get_settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        lifecycle: Lifecycle = app.state.lifecycle
+        run_worker = settings.backend == "memory"
+        async with (
+            open_engine(settings, run_worker=run_worker) as engine,
+            httpx.AsyncClient(trust_env=False) as http,
+        ):
+            app.state.engine = engine
+            app.state.http = http
+            # open_engine has already logged the simulation banner; this line repeats the flag
+            # next to where the API says it is ready, so nobody misses it.
+            log.info(
+                "API ready: backend=%s, in-process worker=%s, corpus=%d documents, SIMULATED model=%s",
+                engine.backend.name,
+                run_worker,
+                engine.corpus_docs,
+                engine.simulated,
+            )
+            try:
+                yield
+            finally:
+                lifecycle.begin_shutdown()
+                log.info("API shutting down: no new jobs; draining the in-process worker")
+
+    app = FastAPI(
+        title="heavyresearch",
+        version=version(),
+        description=DESCRIPTION,
+        lifespan=lifespan,
+        license_info={"name": "Apache-2.0", "identifier": "Apache-2.0"},
+    )
+    app.state.settings = settings
+    app.state.metrics = metrics = Metrics()
+    app.state.lifecycle = Lifecycle()
+    app.state.web_page = WEB_PAGE.read_text(encoding="utf-8")
+    errors.install(app)
+    # Added last = outermost: a refused oversized body is counted in the metrics too.
+    app.add_middleware(BodyLimit, max_bytes=MAX_BODY_BYTES)
+    app.add_middleware(RequestMetrics, metrics=metrics)
+    app.include_router(research.router)
+    app.include_router(ops.router)
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            schema = get_openapi(
+                title=app.title,
+                version=app.version,
+                description=app.description,
+                routes=app.routes,
+                license_info=app.license_info,
+            )
+            _apply_server_limits(schema, settings)
+            app.openapi_schema = schema
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
+    return app
+
+
+def _apply_server_limits(schema: dict[str, Any], settings: Settings) -> None:
+    """Write this server's configured limits into the document, so clients see the real ones."""
+    body = schema.get("components", {}).get("schemas", {}).get("ResearchCreate", {}).get("properties", {})
+    _set_bound(body.get("query"), "maxLength", settings.server.max_query_chars)
+    _set_bound(body.get("agents"), "maximum", min(MAX_AGENTS, settings.agent.max_agents))
+    _set_bound(body.get("max_rounds"), "maximum", min(MAX_ROUNDS, settings.agent.max_rounds_limit))
+
+
+def _set_bound(prop: dict[str, Any] | None, key: str, value: int) -> None:
+    if prop is None:
+        return
+    # Optional fields are `anyOf: [{type: integer, ...}, {type: null}]`; the bound goes on
+    # the non-null branch.
+    for branch in prop.get("anyOf", [prop]):
+        if branch.get("type") in ("string", "integer"):
+            branch[key] = value

@@ -1,0 +1,371 @@
+"""The public contract of the HTTP API: request bodies and response shapes.
+
+These models are what the OpenAPI document shows, so every field carries its limits, a
+description and an example. Engine models (`workers.models`) never go out on the wire
+directly: the views below copy from them, so an engine refactor cannot silently change the API.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+from pydantic import AnyHttpUrl, BaseModel, ConfigDict, Field, field_validator
+
+from workers.models import AgentStatus, JobRecord, JobStatus, Usage
+
+# Tools a request may name; the engine builds exactly these.
+TOOL_NAMES = ("search", "visit")
+ToolName = Literal["search", "visit"]
+
+# Hard ceilings of the public contract; a server may be configured stricter, never looser.
+MAX_AGENTS = 16
+MAX_ROUNDS = 256
+MAX_METADATA_BYTES = 8 * 1024
+MAX_ANGLES = 16
+MAX_ANGLE_CHARS = 500
+MAX_TIME_BUDGET = 86_400
+
+EXAMPLE_QUERY = "Which element has the highest melting point, and how was it measured?"
+EXAMPLE_JOB_ID = "job_019a3f2b7c1d9e4a6b8f0c2d"
+
+
+class ResearchCreate(BaseModel):
+    """Body of `POST /v1/research`. Fields left out take the server's defaults."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {"query": EXAMPLE_QUERY},
+                {
+                    "query": EXAMPLE_QUERY,
+                    "agents": 8,
+                    "max_rounds": 64,
+                    "tools": ["search", "visit"],
+                    "max_seconds": 600,
+                    "angles": ["primary sources", "recent measurements"],
+                    "metadata": {"ticket": "R-1042"},
+                },
+            ]
+        },
+    )
+
+    query: str = Field(
+        min_length=1,
+        description=(
+            "The research question. Leading and trailing whitespace is dropped; the longest "
+            "accepted query is the server setting `server.max_query_chars` (4000 by default)."
+        ),
+        examples=[EXAMPLE_QUERY],
+    )
+    agents: int | None = Field(
+        default=None,
+        ge=1,
+        le=MAX_AGENTS,
+        description=(
+            "Parallel IterResearch agents (Heavy Mode's n). Default: the server setting "
+            "`agent.default_agents` (4). Gains flatten after 8."
+        ),
+        examples=[4],
+    )
+    max_rounds: int | None = Field(
+        default=None,
+        ge=1,
+        le=MAX_ROUNDS,
+        description="Round limit per agent. Default: the server setting `agent.default_max_rounds` (32).",
+        examples=[32],
+    )
+    model: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=200,
+        description="Model id to ask the research endpoint for, instead of the configured one.",
+        examples=["alibaba/tongyi-deepresearch-30b-a3b"],
+    )
+    tools: list[ToolName] | None = Field(
+        default=None,
+        min_length=1,
+        max_length=len(TOOL_NAMES),
+        description="Tools the agents may call. Default: all of them. Duplicates are ignored.",
+        examples=[["search", "visit"]],
+    )
+    max_tokens: int | None = Field(
+        default=None,
+        ge=1000,
+        le=1_000_000_000,
+        description=(
+            "Token budget for the whole job (prompt + completion, every agent and the synthesis). "
+            "When it is spent the agents answer from their reports and the result says so."
+        ),
+        examples=[2_000_000],
+    )
+    max_seconds: float | None = Field(
+        default=None,
+        ge=1,
+        le=MAX_TIME_BUDGET,
+        allow_inf_nan=False,
+        description="Time budget in seconds, counted from when the job starts running.",
+        examples=[900],
+    )
+    angles: list[str] | None = Field(
+        default=None,
+        max_length=MAX_ANGLES,
+        description="Research angles handed round-robin to the agents, so they explore differently.",
+        examples=[["primary sources", "recent measurements"]],
+    )
+    webhook_url: AnyHttpUrl | None = Field(
+        default=None,
+        description=(
+            "An http(s) URL stored with the job. Delivery is NOT implemented yet: nothing is "
+            "called when the job finishes; poll the job or stream its events instead."
+        ),
+        examples=["https://example.com/hooks/research"],
+    )
+    metadata: dict[str, Any] | None = Field(
+        default=None,
+        description="Free-form JSON object stored with the job and returned as is (at most 8 KiB as JSON).",
+        examples=[{"ticket": "R-1042"}],
+    )
+    stream: bool = Field(
+        default=False,
+        description=(
+            "Answer with the job's event stream (`text/event-stream`, as `GET "
+            "/v1/research/{id}/events`) instead of the job as JSON. Same as sending "
+            "`Accept: text/event-stream`."
+        ),
+    )
+
+    @field_validator("query")
+    @classmethod
+    def _query_not_blank(cls, value: str) -> str:
+        value = value.strip()
+        if not value:
+            raise ValueError("the query is blank")
+        return value
+
+    @field_validator("tools")
+    @classmethod
+    def _dedupe_tools(cls, value: list[ToolName] | None) -> list[ToolName] | None:
+        return None if value is None else list(dict.fromkeys(value))
+
+    @field_validator("angles")
+    @classmethod
+    def _angles_not_blank(cls, value: list[str] | None) -> list[str] | None:
+        if value is None:
+            return None
+        cleaned = [angle.strip() for angle in value]
+        for index, angle in enumerate(cleaned):
+            if not angle:
+                raise ValueError(f"angle {index} is blank")
+            if len(angle) > MAX_ANGLE_CHARS:
+                raise ValueError(f"angle {index} is longer than {MAX_ANGLE_CHARS} characters")
+        return cleaned
+
+    @field_validator("metadata")
+    @classmethod
+    def _metadata_small(cls, value: dict[str, Any] | None) -> dict[str, Any] | None:
+        if value is not None:
+            size = len(json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode())
+            if size > MAX_METADATA_BYTES:
+                raise ValueError(f"metadata is {size} bytes as JSON; the limit is {MAX_METADATA_BYTES}")
+        return value
+
+
+# -- responses ----------------------------------------------------------------------------------
+
+
+class ResearchParams(BaseModel):
+    """The job's request, as the engine runs it (server defaults filled in)."""
+
+    query: str
+    agents: int
+    max_rounds: int
+    model: str | None = None
+    tools: list[str] | None = None
+    max_tokens: int | None = None
+    max_seconds: float | None = None
+    angles: list[str] | None = None
+    webhook_url: str | None = None
+    metadata: dict[str, Any] = Field(default_factory=dict)
+
+
+class UsageView(BaseModel):
+    prompt_tokens: int = Field(description="Prompt tokens over every model call of the job.")
+    completion_tokens: int
+    total_tokens: int
+    calls: int = Field(description="Model calls made.")
+
+    @classmethod
+    def of(cls, usage: Usage) -> UsageView:
+        return cls(
+            prompt_tokens=usage.prompt_tokens,
+            completion_tokens=usage.completion_tokens,
+            total_tokens=usage.total_tokens,
+            calls=usage.calls,
+        )
+
+
+class AgentView(BaseModel):
+    """One research agent's progress (live while the job runs, final afterwards)."""
+
+    agent: int = Field(description="Agent index, from 0.")
+    status: AgentStatus
+    rounds: int = Field(description="Rounds completed.")
+    answer: str | None = Field(default=None, description="The agent's own answer, once it has one.")
+    stop_reason: str | None = None
+    error: str | None = None
+    report_chars: int = Field(description="Length of the agent's current report.")
+    usage: UsageView
+
+
+class SourceView(BaseModel):
+    id: int = Field(description="The number the answer and report cite, as [1], [2], …")
+    url: str
+    title: str = ""
+
+
+class ResultView(BaseModel):
+    answer: str
+    report: str = Field(description="The synthesised report, citing `sources` by number.")
+    sources: list[SourceView]
+    citations_removed: int = Field(description="Citations to sources the job never retrieved, removed.")
+    synthesis: str = Field(
+        description=(
+            "How the answer was made: `model` (the synthesis agent), `single` (only one agent "
+            "finished) or `majority` (the synthesis model failed; the most common answer won)."
+        ),
+        examples=["model"],
+    )
+    agents_used: list[int] = Field(description="Agents whose reports the synthesis read.")
+    agents_failed: list[int] = Field(description="Agents left out because they failed.")
+    agent_reports: dict[int, str] = Field(description="Each used agent's final report.")
+    cut_short: list[str] = Field(description="Budgets or limits that forced agents to answer early.")
+    simulated: bool = Field(description="True when the SIMULATED model produced this result, not an LLM.")
+
+
+class Timings(BaseModel):
+    created_at: datetime
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+    duration_seconds: float | None = Field(
+        default=None, description="From start to finish (or to now, while running)."
+    )
+
+
+class JobLinks(BaseModel):
+    self: str = Field(examples=[f"/v1/research/{EXAMPLE_JOB_ID}"])
+    events: str = Field(examples=[f"/v1/research/{EXAMPLE_JOB_ID}/events"])
+    cancel: str = Field(examples=[f"/v1/research/{EXAMPLE_JOB_ID}/cancel"])
+
+    @classmethod
+    def of(cls, job_id: str) -> JobLinks:
+        base = f"/v1/research/{job_id}"
+        return cls(self=base, events=f"{base}/events", cancel=f"{base}/cancel")
+
+
+class JobView(BaseModel):
+    """A research job: what it was asked, where it is, and its result once it has one."""
+
+    id: str = Field(examples=[EXAMPLE_JOB_ID])
+    status: JobStatus
+    simulated: bool = Field(description="True when the job runs on the SIMULATED model, not an LLM.")
+    cancel_requested: bool
+    request: ResearchParams
+    agents: list[AgentView] = Field(description="One entry per agent.")
+    result: ResultView | None = None
+    usage: UsageView
+    timings: Timings
+    error: str | None = Field(default=None, description="Why the job failed, when it did.")
+    links: JobLinks
+
+
+class JobSummary(BaseModel):
+    """A job in a listing: enough to pick one; fetch `links.self` for the rest."""
+
+    id: str
+    status: JobStatus
+    query: str
+    simulated: bool
+    timings: Timings
+    links: JobLinks
+
+
+class JobList(BaseModel):
+    items: list[JobSummary]
+    next_cursor: str | None = Field(
+        default=None, description="Pass as `cursor` for the next page; null on the last page."
+    )
+
+
+class HealthView(BaseModel):
+    status: Literal["ok"] = "ok"
+    version: str
+    backend: str
+    simulated: bool
+    message: str | None = Field(
+        default=None, description="A warning to show users, e.g. the simulation notice."
+    )
+    corpus_documents: int
+
+
+class ReadinessCheck(BaseModel):
+    ok: bool
+    detail: str | None = None
+
+
+class ReadinessView(BaseModel):
+    status: Literal["ready", "not_ready"]
+    checks: dict[str, ReadinessCheck]
+
+
+class FieldError(BaseModel):
+    path: str = Field(
+        description="Where the problem is, dotted: `body.query`, `query.limit`, `header.idempotency-key`."
+    )
+    loc: list[str | int]
+    message: str
+    type: str
+
+
+class ErrorDetail(BaseModel):
+    type: str = Field(
+        description=(
+            "Machine-readable kind: validation_error, unauthorized, not_found, conflict, queue_full, "
+            "unavailable, shutting_down, method_not_allowed, http_error, internal_error."
+        ),
+        examples=["not_found"],
+    )
+    message: str
+    errors: list[FieldError] | None = Field(default=None, description="Each invalid field (422 only).")
+    retry_after: int | None = Field(default=None, description="Seconds to wait before retrying (429, 503).")
+
+
+class ErrorResponse(BaseModel):
+    """Every error has this shape."""
+
+    error: ErrorDetail
+
+
+# -- engine → view ------------------------------------------------------------------------------
+
+
+def _when(ts: float | None) -> datetime | None:
+    return None if ts is None else datetime.fromtimestamp(ts, tz=UTC)
+
+
+def timings(record: JobRecord, now: float) -> Timings:
+    duration = None
+    if record.started_at is not None:
+        duration = round((record.finished_at or now) - record.started_at, 3)
+    return Timings(
+        created_at=datetime.fromtimestamp(record.created_at, tz=UTC),
+        started_at=_when(record.started_at),
+        finished_at=_when(record.finished_at),
+        duration_seconds=duration,
+    )
+
+
+def params(record: JobRecord) -> ResearchParams:
+    return ResearchParams.model_validate(record.request.model_dump())

@@ -1,0 +1,78 @@
+"""Shared test set-up. Nothing here may reach beyond loopback: a guard refuses any other address,
+so a test that would call a real LLM or website fails loudly instead (like pydantic-ai's
+ALLOW_MODEL_REQUESTS = False)."""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import socket
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+DATA = Path(__file__).parent / "data"
+
+# Settings come from the environment; a developer's own HR_* variables must not leak into tests.
+for _name in [n for n in os.environ if n.startswith("HR_")]:
+    del os.environ[_name]
+
+
+def _loopback(address: Any) -> bool:
+    if not isinstance(address, tuple):
+        return True  # AF_UNIX paths
+    host = address[0]
+    try:
+        return ipaddress.ip_address(host.split("%")[0]).is_loopback
+    except ValueError:
+        return host == "localhost"
+
+
+_real_connect = socket.socket.connect
+_real_connect_ex = socket.socket.connect_ex
+
+
+def _guarded_connect(self: socket.socket, address: Any) -> None:
+    if not _loopback(address):
+        raise ConnectionRefusedError(f"tests may only connect to loopback, not {address!r}")
+    _real_connect(self, address)
+
+
+def _guarded_connect_ex(self: socket.socket, address: Any) -> int:
+    if not _loopback(address):
+        raise ConnectionRefusedError(f"tests may only connect to loopback, not {address!r}")
+    return _real_connect_ex(self, address)
+
+
+socket.socket.connect = _guarded_connect  # type: ignore[method-assign]
+socket.socket.connect_ex = _guarded_connect_ex  # type: ignore[method-assign]
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+@pytest.fixture(scope="session")
+def mini_corpus(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from workers.corpus import build_corpus
+
+    path = tmp_path_factory.mktemp("corpus") / "mini.sqlite"
+    build_corpus(path, [DATA / "mini_corpus.jsonl"], wiki=False)
+    return path
+
+
+@pytest.fixture(scope="session")
+def wiki_corpus(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from workers.corpus import build_corpus
+
+    path = tmp_path_factory.mktemp("wiki") / "wiki.sqlite"
+    build_corpus(path, None, wiki=True)
+    return path
+
+
+@pytest.fixture
+def clean_env(monkeypatch: pytest.MonkeyPatch) -> Iterator[pytest.MonkeyPatch]:
+    yield monkeypatch

@@ -1,0 +1,325 @@
+"""`OpenAIChatModel`: chat completions from any OpenAI-compatible endpoint (vLLM, SGLang, Ollama,
+llama.cpp server, OpenRouter, DashScope, OpenAI), over one shared httpx client.
+
+A call walks its role's endpoints in order (primary, then `llm.fallbacks`). Each endpoint gets up
+to `max_retries + 1` attempts; each attempt runs inside a limiter slot and a deadline of
+`timeout` seconds covering the whole response, stream included. Between attempts it waits
+full-jitter backoff, or exactly what a 429/503 asked for in `Retry-After`; a server asking for
+longer than `retry_max_delay` is out of service for this call, and the next endpoint is tried.
+
+    outcome of an attempt                              what `chat` does
+    2xx with a completion                              returns a ChatResult
+    408, 429, 5xx, timeout, connect error, connection  retries, then falls back, then raises
+      dropped mid-stream, a 2xx that is no completion    RetryableError summarising every attempt
+    401/403, 404, 400 and any other 4xx, bad base_url  raises LLMConfigError at once, naming the
+                                                         setting to fix
+
+Content deltas of a streamed call go to `on_delta` as they arrive. A retried attempt streams again
+from its start, so a caller showing deltas must take `ChatResult.content` as the final word.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from contextlib import aclosing
+from types import TracebackType
+from typing import Any, Self
+
+import anyio
+import httpx
+
+from workers.errors import HeavyResearchError, LLMConfigError, RetryableError
+from workers.llm.endpoints import Endpoint, resolve_endpoints
+from workers.llm.limiter import Limiter, LocalLimiter
+from workers.llm.retry import backoff_delay, parse_retry_after
+from workers.llm.sse import iter_sse_data
+from workers.llm.types import ChatMessage, ChatResult, DeltaCallback, Role
+from workers.llm.wire import (
+    Reply,
+    WireError,
+    add_chunk,
+    error_detail,
+    error_in_payload,
+    estimate_tokens,
+    load_object,
+    parse_completion,
+)
+from workers.models import Usage
+from workers.settings import LLMSettings
+
+logger = logging.getLogger(__name__)
+
+
+class OpenAIChatModel:
+    """A `ChatModel` over OpenAI-compatible HTTP endpoints. Use as `async with`, or call
+    `start()` and `aclose()`: the HTTP client lives between the two."""
+
+    def __init__(
+        self,
+        llm: LLMSettings,
+        endpoints: Mapping[Role, Sequence[Endpoint]],
+        *,
+        limiter: Limiter,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
+        self._llm = llm
+        self._endpoints = {role: tuple(chain) for role, chain in endpoints.items()}
+        self._limiter = limiter
+        self._transport = transport
+        self._client: httpx.AsyncClient | None = None
+
+    @classmethod
+    def from_settings(
+        cls,
+        llm: LLMSettings,
+        *,
+        limiter: Limiter | None = None,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ) -> OpenAIChatModel:
+        """Raises `LLMConfigError` when no endpoint is configured (`HR_LLM__BASE_URL` empty)."""
+        chosen = limiter if limiter is not None else LocalLimiter()
+        return cls(llm, resolve_endpoints(llm), limiter=chosen, transport=transport)
+
+    def endpoints(self, role: Role) -> tuple[Endpoint, ...]:
+        """The endpoints a `role` call tries, in order."""
+        try:
+            return self._endpoints[role]
+        except KeyError:
+            raise ValueError(f"unknown LLM role {role!r}") from None
+
+    async def start(self) -> None:
+        if self._client is None:
+            self._client = httpx.AsyncClient(
+                transport=self._transport,
+                # The limiter is the only concurrency cap; a pool limit would be a hidden second.
+                limits=httpx.Limits(max_connections=None, max_keepalive_connections=64),
+                follow_redirects=False,
+            )
+
+    async def aclose(self) -> None:
+        client, self._client = self._client, None
+        if client is not None:
+            await client.aclose()
+
+    async def __aenter__(self) -> Self:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    async def chat(
+        self,
+        role: Role,
+        messages: list[ChatMessage],
+        *,
+        seed: int | None = None,
+        temperature: float | None = None,
+        max_tokens: int | None = None,
+        on_delta: DeltaCallback | None = None,
+    ) -> ChatResult:
+        if self._client is None:
+            raise RuntimeError("OpenAIChatModel is not started: use `async with` or await start()")
+        client = self._client
+        chain = self.endpoints(role)
+        failures: list[str] = []
+        attempts = 0
+        last_retry_after: float | None = None
+        for endpoint in chain:
+            body = self._body(endpoint, messages, seed, temperature, max_tokens)
+            reasons: list[str] = []
+            tries = endpoint.settings.max_retries + 1
+            for attempt in range(tries):
+                attempts += 1
+                try:
+                    async with self._limiter.slot(
+                        endpoint.key, endpoint.settings.max_concurrency, endpoint.settings.requests_per_minute
+                    ):
+                        reply = await self._attempt(client, endpoint, body, on_delta)
+                except RetryableError as exc:
+                    reasons.append(str(exc))
+                    last_retry_after = exc.retry_after
+                    if attempt + 1 == tries:
+                        break
+                    delay = self._delay(attempt, exc.retry_after)
+                    if delay is None:
+                        reasons.append(
+                            f"asked to wait {exc.retry_after:g}s, over retry_max_delay "
+                            f"{self._llm.retry_max_delay:g}s: next endpoint"
+                        )
+                        break
+                    logger.warning(
+                        "LLM %s call to %s failed (attempt %d of %d): %s; retrying in %.2fs",
+                        role,
+                        endpoint.describe(),
+                        attempt + 1,
+                        tries,
+                        exc,
+                        delay,
+                    )
+                    await anyio.sleep(delay)
+                else:
+                    return _result(reply, endpoint, messages)
+            logger.warning("LLM %s endpoint %s given up: %s", role, endpoint.describe(), "; ".join(reasons))
+            failures.append(f"{endpoint.describe()}: " + "; ".join(reasons))
+        raise RetryableError(
+            f"LLM {role} call failed after {attempts} attempt(s) on {len(chain)} endpoint(s): "
+            + " | ".join(failures),
+            retry_after=last_retry_after,
+        )
+
+    def _delay(self, attempt: int, retry_after: float | None) -> float | None:
+        """Seconds before the next attempt on the same endpoint; None to move to the next one."""
+        if retry_after is not None:
+            return retry_after if retry_after <= self._llm.retry_max_delay else None
+        return backoff_delay(attempt, self._llm.retry_base_delay, self._llm.retry_max_delay)
+
+    def _body(
+        self,
+        endpoint: Endpoint,
+        messages: list[ChatMessage],
+        seed: int | None,
+        temperature: float | None,
+        max_tokens: int | None,
+    ) -> dict[str, Any]:
+        body: dict[str, Any] = {}
+        # llama.cpp and single-model vLLM serve whatever they loaded; an empty id is left out.
+        if endpoint.model:
+            body["model"] = endpoint.model
+        body.update(
+            messages=list(messages),
+            temperature=self._llm.temperature if temperature is None else temperature,
+            top_p=self._llm.top_p,
+            presence_penalty=self._llm.presence_penalty,
+            max_tokens=self._llm.max_output_tokens if max_tokens is None else max_tokens,
+            stream=endpoint.settings.stream,
+        )
+        if seed is not None:
+            body["seed"] = seed
+        if endpoint.settings.stream:
+            body["stream_options"] = {"include_usage": True}
+        return body
+
+    async def _attempt(
+        self,
+        client: httpx.AsyncClient,
+        endpoint: Endpoint,
+        body: dict[str, Any],
+        on_delta: DeltaCallback | None,
+    ) -> Reply:
+        limit = endpoint.settings.timeout
+        headers = {"Accept": "text/event-stream" if body["stream"] else "application/json"}
+        if endpoint.settings.api_key:
+            headers["Authorization"] = f"Bearer {endpoint.settings.api_key}"
+        try:
+            # The deadline covers the whole call; httpx's own timeouts also catch a silent socket.
+            with anyio.fail_after(limit):
+                async with client.stream(
+                    "POST", endpoint.url, json=body, headers=headers, timeout=httpx.Timeout(limit)
+                ) as response:
+                    if not response.is_success:
+                        await response.aread()
+                        raise _status_error(endpoint, response)
+                    content_type = response.headers.get("content-type", "")
+                    # A server that ignores `stream: true` answers with one JSON body: accept it.
+                    if body["stream"] and not content_type.startswith("application/json"):
+                        return await _read_stream(endpoint, response, on_delta)
+                    await response.aread()
+                    payload = load_object(response.text, "response body")
+                    _raise_for_payload_error(endpoint, payload)
+                    return parse_completion(payload)
+        except TimeoutError as exc:
+            raise RetryableError(f"no complete response within {limit:g}s (timeout)") from exc
+        except httpx.TimeoutException as exc:
+            raise RetryableError(f"{type(exc).__name__} after {limit:g}s") from exc
+        except httpx.UnsupportedProtocol as exc:
+            raise LLMConfigError(
+                f"cannot call {endpoint.url}: {exc}; check {endpoint.env('base_url')}"
+            ) from exc
+        except httpx.TransportError as exc:
+            # Connect errors, resets, and a connection closed mid-stream (RemoteProtocolError).
+            raise RetryableError(f"{type(exc).__name__}: {exc or 'connection failed'}") from exc
+        except WireError as exc:
+            raise RetryableError(f"malformed response: {exc}") from exc
+
+
+async def _read_stream(endpoint: Endpoint, response: httpx.Response, on_delta: DeltaCallback | None) -> Reply:
+    reply = Reply()
+    done = False
+    async with aclosing(iter_sse_data(response.aiter_lines())) as events:
+        async for data in events:
+            if data.strip() == "[DONE]":
+                done = True
+                break
+            chunk = load_object(data, "stream chunk")
+            _raise_for_payload_error(endpoint, chunk)
+            text = add_chunk(reply, chunk)
+            if text and on_delta is not None:
+                await on_delta(text)
+    # Some servers omit [DONE]; a finish_reason is as good. Neither means the stream was cut.
+    if not done and reply.finish_reason is None:
+        raise RetryableError("stream ended before the completion finished (connection dropped)")
+    return reply
+
+
+def _result(reply: Reply, endpoint: Endpoint, messages: list[ChatMessage]) -> ChatResult:
+    content, reasoning = "".join(reply.content), "".join(reply.reasoning)
+    usage = reply.usage or Usage(
+        prompt_tokens=estimate_tokens(sum(len(m["content"]) for m in messages)),
+        completion_tokens=estimate_tokens(len(content) + len(reasoning)),
+        calls=1,
+    )
+    return ChatResult(
+        content=content,
+        reasoning=reasoning,
+        usage=usage,
+        finish_reason=reply.finish_reason,
+        endpoint=endpoint.base_url,
+        model=endpoint.model or reply.model,
+    )
+
+
+def _raise_for_payload_error(endpoint: Endpoint, payload: dict[str, Any]) -> None:
+    found = error_in_payload(payload)
+    if found is None:
+        return
+    status, message = found
+    if status is None:
+        # No status to judge by: upstream provider failures (OpenRouter) look like this.
+        raise RetryableError(f"endpoint reported an error: {message}")
+    raise _classify(endpoint, status, message, None)
+
+
+def _status_error(endpoint: Endpoint, response: httpx.Response) -> HeavyResearchError:
+    detail = error_detail(response.text)
+    if response.is_redirect:
+        detail = f"redirected to {response.headers.get('location', '?')}"
+    return _classify(endpoint, response.status_code, detail, response.headers.get("retry-after"))
+
+
+def _classify(endpoint: Endpoint, status: int, detail: str, retry_after: str | None) -> HeavyResearchError:
+    where = f"LLM endpoint {endpoint.describe()}"
+    if status == 408 or status == 429 or status >= 500:
+        wait = parse_retry_after(retry_after) if status in (429, 503) else None
+        return RetryableError(f"HTTP {status}: {detail}", retry_after=wait)
+    if status in (401, 403):
+        return LLMConfigError(
+            f"{where} refused the credentials (HTTP {status}: {detail}); check {endpoint.env('api_key')}"
+        )
+    if status == 404:
+        return LLMConfigError(
+            f"{where} answered 404 ({detail}); check {endpoint.env('model')} / {endpoint.env('base_url')}"
+        )
+    if 300 <= status < 400:
+        return LLMConfigError(f"{where} {detail} (HTTP {status}); check {endpoint.env('base_url')}")
+    return LLMConfigError(
+        f"{where} rejected the request (HTTP {status}): {detail}; check {endpoint.env('model')} "
+        "and the request settings (HR_LLM__MAX_OUTPUT_TOKENS, HR_LLM__TEMPERATURE, HR_LLM__TOP_P, "
+        "HR_LLM__PRESENCE_PENALTY)"
+    )

@@ -1,0 +1,620 @@
+"""The simulated model's behaviour: a deterministic research policy (SIMULATION, not a real LLM).
+
+Pure functions from chat messages to a reply. The policy reads the rendered prompt templates of
+`config/prompts/` by their `## …` section headers and plays each role the engine calls:
+
+- research (IterResearch): search → visit → record sourced findings → answer, with the report as
+  its only memory. The report is rebuilt every round and bounded (a fixed number of findings,
+  visited urls, leads and queries), so a workspace stays the same size however many rounds run;
+- synthesis: the majority answer among the agents, with the findings of the agents that agree;
+- summariser: goal-directed extraction from a page, as JSON;
+- anything else: a polite plain answer saying what this is.
+
+The request seed changes which queries, hits and findings an agent picks, and where the
+reasoning goes: the `reasoning_content` field for even seeds, `<think>` tags for odd ones, so
+that callers meet both forms real models use.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import re
+from collections import Counter
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Literal
+
+SimRole = Literal["research", "synthesis", "summariser", "other"]
+
+# Bounds of the research report: they are what keeps its size flat over hundreds of rounds.
+MAX_FINDINGS = 8
+MAX_FINDING_CHARS = 300
+MAX_VISITED = 12
+MAX_LEADS = 6
+MAX_SEARCHED = 6
+MAX_ANSWER_CHARS = 240
+MAX_SYNTHESIS_FINDINGS = 10
+
+REPORT_TITLE = "Simulated research notes (heavyresearch-sim)."
+
+_STOPWORD_TEXT = """a about above after again against all am an and any are as at be because been before being
+    below between both but by can could did do does doing down during each few for from further had
+    has have having he her here hers him his how i if in into is it its itself just me more most my
+    no nor not now of off on once only or other our ours out over own same she should so some such
+    than that the their theirs them then there these they this those through to too under until up
+    very was we were what when where which while who whom whose why will with would you your yours
+    also many much name named find give tell list please known first one two"""
+STOPWORDS = frozenset(_STOPWORD_TEXT.split())
+
+_SECTION = re.compile(
+    r"^##[ \t]+(Question|Current report|Last action|Last observation|Round|Instruction|Agent reports"
+    r"|Goal|Page)[ \t]*$",
+    re.MULTILINE,
+)
+_CITATION = re.compile(r"\[(S\d+)\]")
+_WORD = re.compile(r"[A-Za-z0-9][A-Za-z0-9'-]*")
+# A sentence ends at . ! ? before a capital, but not after an initial ("Philip K. Dick") or a
+# common abbreviation.
+_SENTENCE_END = re.compile(
+    r"(?<!\b[A-Z]\.)(?<!\bMr\.)(?<!\bMs\.)(?<!\bDr\.)(?<!\bSt\.)(?<!\bJr\.)(?<!\bvs\.)(?<!\bNo\.)"
+    r"(?<=[.!?])\s+(?=[A-Z0-9\"'(\[])"
+)
+
+
+def count_tokens(text: str) -> int:
+    """The simulation's tokenizer: one token per four characters, rounded up.
+
+    Cheap and deterministic; usage figures and the bounded-context benchmark are measured in it.
+    """
+    return -(-len(text) // 4)
+
+
+@dataclass(frozen=True)
+class Reply:
+    role: SimRole
+    content: str
+    reasoning: str = ""
+
+
+def respond(messages: Sequence[Mapping[str, str]], *, seed: int, min_rounds: int) -> Reply:
+    """The simulated model's whole output for one chat request."""
+    user = _last_user_text(messages)
+    role = detect_role(messages)
+    if role == "research":
+        workspace = parse_workspace(user)
+        if workspace is not None:
+            return research_turn(workspace, seed=seed, min_rounds=min_rounds)
+    elif role == "synthesis":
+        sections = _sections(user, _SYNTHESIS)
+        return synthesize(sections.get("Question", ""), parse_agent_reports(sections["Agent reports"]))
+    elif role == "summariser":
+        sections = _sections(user, _SUMMARISER)
+        return summarise(sections.get("Goal", ""), sections.get("Page", ""))
+    return Reply(
+        role="other",
+        content=(
+            "Hello! This is heavyresearch-sim, a simulated model used for tests, demos and "
+            "benchmarks; it is not a real language model. It only plays the research, synthesis "
+            "and summariser prompts of heavyresearch, so it cannot answer this message."
+        ),
+    )
+
+
+_RESEARCH = ("Question", "Current report", "Last action", "Last observation", "Round", "Instruction")
+_SYNTHESIS = ("Question", "Agent reports")
+_SUMMARISER = ("Question", "Goal", "Page")
+
+
+def detect_role(messages: Sequence[Mapping[str, str]]) -> SimRole:
+    """Which prompt this is, from the order of its first `## ` headers.
+
+    Only the leading headers count: later ones may belong to foreign text (an observation, a
+    page) quoted inside the prompt.
+    """
+    heads = [m.group(1) for m in _SECTION.finditer(_last_user_text(messages))]
+    lead = heads[:2]
+    if lead == ["Question", "Agent reports"]:
+        return "synthesis"
+    if lead == ["Question", "Current report"]:
+        return "research"
+    if "Goal" in lead and "Page" in heads[heads.index("Goal") :]:
+        return "summariser"
+    return "other"
+
+
+def _last_user_text(messages: Sequence[Mapping[str, str]]) -> str:
+    for message in reversed(messages):
+        if message.get("role") == "user":
+            return message.get("content", "")
+    return ""
+
+
+def _sections(text: str, names: Sequence[str]) -> dict[str, str]:
+    """Split a prompt by its `## ` headers among `names`.
+
+    Observations and pages are foreign text that may hold `## ` lines of their own: a header seen
+    twice keeps its first occurrence, except `Round`, which closes a workspace and so is taken
+    last, and `Page`, after which everything is the page.
+    """
+    anchors: dict[str, re.Match[str]] = {}
+    for match in _SECTION.finditer(text):
+        name = match.group(1)
+        if name in names and (name == "Round" or name not in anchors):
+            anchors[name] = match
+        if name == "Page" and name in names:
+            break
+    ordered = sorted(anchors.items(), key=lambda item: item[1].start())
+    out: dict[str, str] = {}
+    for i, (name, match) in enumerate(ordered):
+        end = ordered[i + 1][1].start() if i + 1 < len(ordered) else len(text)
+        out[name] = text[match.end() : end].strip()
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# Text helpers
+
+
+def keywords(text: str) -> list[str]:
+    """Content words of `text`, lowercased, in order, without duplicates."""
+    seen: dict[str, None] = {}
+    for word in _WORD.findall(text.lower()):
+        word = word.strip("'-")
+        if len(word) > 1 and word not in STOPWORDS:
+            seen.setdefault(word, None)
+    return list(seen)
+
+
+def _stem(word: str) -> str:
+    # A five-letter prefix matches "inspired"/"inspiration" without a real stemmer.
+    return word[:5]
+
+
+def _stems(text: str) -> set[str]:
+    return {_stem(w) for w in keywords(text)}
+
+
+def overlap(text: str, terms: set[str]) -> int:
+    return len(_stems(text) & terms)
+
+
+def sentences(text: str) -> list[str]:
+    out: list[str] = []
+    for line in text.splitlines():
+        line = line.strip().lstrip("#*->").strip()
+        for piece in _SENTENCE_END.split(line):
+            piece = " ".join(piece.split())
+            if len(piece) >= 25:
+                out.append(piece)
+    return out
+
+
+def shorten(text: str, limit: int) -> str:
+    if len(text) <= limit:
+        return text
+    cut = text[: limit - 1].rsplit(" ", 1)[0].rstrip(" ,;:")
+    return cut + "…"
+
+
+def _top_sentences(text: str, terms: set[str], k: int) -> list[str]:
+    """The `k` sentences that overlap `terms` most, in the order they appear."""
+    scored = [(overlap(s, terms), i, s) for i, s in enumerate(sentences(text))]
+    best = sorted((x for x in scored if x[0] > 0), key=lambda x: (-x[0], x[1]))[:k]
+    return [s for _, _, s in sorted(best, key=lambda x: x[1])]
+
+
+# ---------------------------------------------------------------------------------------------
+# Research role
+
+
+@dataclass(frozen=True)
+class Workspace:
+    question: str
+    report: str = ""
+    last_action: str = ""
+    observation: str = ""
+    round: int = 1
+    max_rounds: int | None = None
+    # Present only in the forced final round (research_final.md).
+    instruction: str | None = None
+
+
+def parse_workspace(text: str) -> Workspace | None:
+    sections = _sections(text, _RESEARCH)
+    if "Question" not in sections:
+        return None
+    round_no, max_rounds = 1, None
+    if match := re.search(r"(\d+)\s+of\s+at\s+most\s+(\d+)", sections.get("Round", "")):
+        round_no, max_rounds = int(match.group(1)), int(match.group(2))
+    elif match := re.search(r"\d+", sections.get("Round", "")):
+        round_no = int(match.group(0))
+    return Workspace(
+        question=sections["Question"],
+        report=sections.get("Current report", ""),
+        last_action=sections.get("Last action", ""),
+        observation=sections.get("Last observation", ""),
+        round=round_no,
+        max_rounds=max_rounds,
+        instruction=sections.get("Instruction"),
+    )
+
+
+@dataclass(frozen=True)
+class Hit:
+    id: str
+    title: str
+    url: str
+    snippet: str = ""
+
+
+@dataclass(frozen=True)
+class Page:
+    id: str
+    title: str
+    url: str
+    text: str
+
+
+def parse_search(observation: str) -> list[Hit] | None:
+    """Hits of a search observation (all its queries), or None if it is not one."""
+    if not re.search(r"^A search for '", observation, re.MULTILINE):
+        return None
+    hits: dict[str, Hit] = {}
+    current: dict[str, str] | None = None
+
+    def close() -> None:
+        if current and current.get("url") and current["id"] not in hits:
+            hits[current["id"]] = Hit(current["id"], current["title"], current["url"], current["snippet"])
+
+    for line in observation.splitlines():
+        if match := re.match(r"^\s*\d+\.\s+\[(S\d+)\]\s*(.*)$", line):
+            close()
+            current = {"id": match.group(1), "title": match.group(2).strip(), "url": "", "snippet": ""}
+        elif current is not None and (match := re.match(r"^\s*URL:\s*(\S+)", line)):
+            current["url"] = match.group(1)
+        elif current is not None and line.startswith(" ") and line.strip():
+            current["snippet"] = (current["snippet"] + " " + line.strip()).strip()
+        elif current is not None and not line.strip():
+            continue
+        else:
+            close()
+            current = None
+    close()
+    return list(hits.values())
+
+
+def parse_visit(observation: str) -> tuple[list[Page], list[str]]:
+    """Pages of a visit observation, and the urls it reported as not found."""
+    lines = observation.splitlines()
+    pages: list[Page] = []
+    missing: list[str] = []
+    head: tuple[str, str, str] | None = None
+    body: list[str] = []
+
+    def close() -> None:
+        if head is not None:
+            pages.append(Page(head[0], head[1], head[2], "\n".join(body).strip()))
+
+    i = 0
+    while i < len(lines):
+        line = lines[i]
+        start = re.match(r"^\[(S\d+)\]\s*(.*)$", line)
+        url = re.match(r"^URL:\s*(\S+)", lines[i + 1]) if i + 1 < len(lines) else None
+        if start and url:
+            close()
+            head, body = (start.group(1), start.group(2).strip(), url.group(1)), []
+            i += 2
+            if i < len(lines) and lines[i].startswith("Goal:"):
+                i += 1
+            continue
+        # "[not found] URL: reason" (see workers/tools/render.py); the url holds colons itself.
+        if match := re.match(r"^\[not found\]\s*(?:URL:\s*)?(\S+?)(?::(?:\s|$)|\s|$)", line):
+            close()
+            head, body = None, []
+            missing.append(match.group(1))
+        elif head is not None:
+            body.append(line)
+        i += 1
+    close()
+    return pages, missing
+
+
+@dataclass
+class Memory:
+    """What the research report carries from round to round."""
+
+    findings: list[str] = field(default_factory=list)  # "sentence [S3]"
+    visited: list[str] = field(default_factory=list)
+    leads: list[tuple[str, str]] = field(default_factory=list)  # (source id, url), best first
+    searched: list[str] = field(default_factory=list)
+
+
+def parse_memory(report: str) -> Memory:
+    memory = Memory()
+    in_findings = False
+    for raw in report.splitlines():
+        line = raw.strip()
+        if line == "Findings:":
+            in_findings = True
+            continue
+        if in_findings and line.startswith("- "):
+            if _CITATION.search(line):
+                memory.findings.append(line[2:].strip())
+            continue
+        in_findings = False
+        if line.startswith("Visited:"):
+            memory.visited = [u for u in line.removeprefix("Visited:").split() if u != "none"]
+        elif line.startswith("Leads:"):
+            memory.leads = re.findall(r"\[(S\d+)\]\s+(\S+)", line)
+        elif line.startswith("Searched:"):
+            queries = (q.strip() for q in line.removeprefix("Searched:").split(";"))
+            memory.searched = [q for q in queries if q and q != "none"]
+    return memory
+
+
+def render_report(memory: Memory, question: str, next_step: str) -> str:
+    terms = _stems(question)
+    covered: set[str] = set()
+    for finding in memory.findings:
+        covered |= _stems(finding) & terms
+    gaps = [w for w in keywords(question) if _stem(w) not in covered][:8]
+    lines = [REPORT_TITLE, "Findings:"]
+    lines += [f"- {f}" for f in memory.findings] or ["- none yet"]
+    lines.append("Visited: " + (" ".join(memory.visited) or "none"))
+    lines.append("Leads: " + ("; ".join(f"[{i}] {u}" for i, u in memory.leads) or "none"))
+    lines.append("Searched: " + ("; ".join(memory.searched) or "none"))
+    if not memory.findings:
+        lines.append("Open gaps: no sourced finding yet")
+    elif gaps:
+        lines.append("Open gaps: nothing found yet about " + ", ".join(gaps))
+    else:
+        lines.append("Open gaps: none; every part of the question has a sourced finding")
+    lines.append("Next: " + next_step)
+    return "\n".join(lines)
+
+
+def _finding(sentence: str, source: str) -> str:
+    cite = f" [{source}]"
+    return shorten(sentence, MAX_FINDING_CHARS - len(cite)) + cite
+
+
+def _norm(text: str) -> str:
+    return " ".join(re.sub(r"[^a-z0-9]+", " ", _CITATION.sub("", text).lower()).split())
+
+
+def _merge_findings(old: list[str], new: list[str], terms: set[str]) -> list[str]:
+    """Keep at most MAX_FINDINGS, the most relevant, in the order they were found."""
+    unique: dict[str, str] = {}
+    for finding in old + new:
+        unique.setdefault(_norm(finding), finding)
+    items = list(unique.values())
+    keep = sorted(range(len(items)), key=lambda i: (-overlap(items[i], terms), i))[:MAX_FINDINGS]
+    return [items[i] for i in sorted(keep)]
+
+
+def _rank_hits(hits: list[Hit], terms: set[str]) -> list[Hit]:
+    # Stable: the provider's order breaks ties.
+    return sorted(hits, key=lambda h: -overlap(f"{h.title} {h.snippet}", terms))
+
+
+def query_variants(question: str, seed: int, extra_terms: Sequence[str] = ()) -> list[str]:
+    """Search queries for `question`, in the order this seed would try them."""
+    words = keywords(question)[:6]
+    if not words:
+        return [shorten(question.strip(), 200) or "overview"]
+    shift = seed % len(words)
+    rotated = words[shift:] + words[:shift]
+    variants = [" ".join(rotated)]
+    if len(rotated) < 3:
+        # Dropping a word from a one- or two-word question leaves too little to search for.
+        return list(dict.fromkeys(variants + [" ".join([*rotated, t]) for t in extra_terms]))
+    drop_order = list(range(len(rotated)))
+    random.Random(f"drop:{seed}:{question}").shuffle(drop_order)
+    for i in drop_order:
+        subset = [w for j, w in enumerate(rotated) if j != i]
+        if subset:
+            variants.append(" ".join(subset))
+    variants += [" ".join([*rotated[:3], term]) for term in extra_terms]
+    return list(dict.fromkeys(variants))
+
+
+def _extra_terms(findings: list[str], question: str) -> list[str]:
+    """Frequent words of the findings that the question does not use: new angles to search."""
+    terms = _stems(question)
+    counts = Counter(
+        w for f in findings for w in keywords(_CITATION.sub("", f)) if w.isalpha() and len(w) > 3
+    )
+    return [w for w, _ in counts.most_common() if _stem(w) not in terms][:3]
+
+
+def _tool_call(name: str, arguments: dict[str, object]) -> str:
+    return "<tool_call>\n" + json.dumps({"name": name, "arguments": arguments}) + "\n</tool_call>"
+
+
+def _reply(seed: int, think: str, report: str, action: str) -> Reply:
+    body = f"<report>\n{report}\n</report>\n{action}"
+    if seed % 2 == 0:
+        return Reply(role="research", content=body, reasoning=think)
+    return Reply(role="research", content=f"<think>{think}</think>\n{body}")
+
+
+def best_finding(findings: Sequence[str], question: str) -> str | None:
+    terms = _stems(question)
+    ranked = sorted(range(len(findings)), key=lambda i: (-overlap(findings[i], terms), i))
+    return findings[ranked[0]] if ranked else None
+
+
+def _answer_text(finding: str) -> str:
+    cites = " ".join(f"[{c}]" for c in dict.fromkeys(_CITATION.findall(finding)))
+    sentence = _CITATION.sub("", finding).strip()
+    return shorten(sentence, MAX_ANSWER_CHARS - len(cites) - 1) + " " + cites
+
+
+def research_turn(ws: Workspace, *, seed: int, min_rounds: int) -> Reply:
+    """One IterResearch round: rebuild the report from the workspace, then act or answer."""
+    terms = _stems(ws.question)
+    memory = parse_memory(ws.report)
+    rng = random.Random(f"research:{seed}:{ws.round}:{ws.question}")
+    notes = [f"Round {ws.round}" + (f" of at most {ws.max_rounds}." if ws.max_rounds else ".")]
+
+    hits = parse_search(ws.observation)
+    pages, missing = parse_visit(ws.observation) if hits is None else ([], [])
+    fresh: list[Hit] = []
+    if hits is not None:
+        fresh = [h for h in _rank_hits(hits, terms) if h.url not in memory.visited]
+        notes.append(f"The search returned {len(hits)} hits, {len(fresh)} not visited yet.")
+        known = {u for _, u in memory.leads}
+        memory.leads = [(h.id, h.url) for h in fresh if h.url not in known] + memory.leads
+    if pages or missing:
+        new = []
+        per_page = 1 + rng.randrange(2)
+        for page in pages:
+            new += [_finding(s, page.id) for s in _top_sentences(page.text, terms, per_page)]
+        notes.append(f"Read {len(pages)} page(s), {len(missing)} not found; {len(new)} relevant sentence(s).")
+        memory.findings = _merge_findings(memory.findings, new, terms)
+        done = {p.url for p in pages} | set(missing)
+        memory.leads = [lead for lead in memory.leads if lead[1] not in done]
+    elif hits is None and ws.observation.strip() and ws.round > 1:
+        notes.append("The last observation brought nothing usable; trying another way.")
+    memory.leads = memory.leads[:MAX_LEADS]
+
+    ready_at = min(min_rounds, ws.max_rounds or min_rounds)
+    if ws.instruction is not None or (memory.findings and ws.round >= ready_at):
+        best = best_finding(memory.findings, ws.question)
+        if best is None:
+            answer = "No sourced answer: the research found no evidence for this question."
+            notes.append("Forced to answer with no sourced finding.")
+        else:
+            answer = _answer_text(best)
+            notes.append(f"{len(memory.findings)} finding(s); answering with the best supported one.")
+        report = render_report(memory, ws.question, "none; answered")
+        return _reply(seed, " ".join(notes), report, f"<answer>{answer}</answer>")
+
+    visit_from: list[tuple[str, str]] = []
+    if fresh:
+        top = [(h.id, h.url) for h in fresh[:3]]
+        visit_from = top[seed % len(top) :] + top[: seed % len(top)]
+    elif memory.leads and (not memory.findings or rng.random() < 0.6):
+        visit_from = memory.leads[:3]
+    if visit_from:
+        chosen = visit_from[: 1 + rng.randrange(2)]
+        urls = [u for _, u in chosen]
+        memory.visited = [u for u in memory.visited if u not in urls][-(MAX_VISITED - len(urls)) :] + urls
+        memory.leads = [lead for lead in memory.leads if lead[1] not in urls]
+        ids = " ".join(f"[{i}]" for i, _ in chosen)
+        notes.append(f"Visiting {ids}: they look most relevant.")
+        report = render_report(memory, ws.question, f"read {ids} for evidence")
+        goal = shorten(f"Find evidence that answers: {ws.question.strip()}", 300)
+        return _reply(seed, " ".join(notes), report, _tool_call("visit", {"url": urls, "goal": goal}))
+
+    variants = query_variants(ws.question, seed, _extra_terms(memory.findings, ws.question))
+    unused = [v for v in variants if v not in memory.searched] or [variants[ws.round % len(variants)]]
+    queries = unused[: 1 + rng.randrange(2)]
+    memory.searched = [q for q in memory.searched if q not in queries][-(MAX_SEARCHED - len(queries)) :]
+    memory.searched += queries
+    notes.append("Searching for " + "; ".join(f"'{q}'" for q in queries) + ".")
+    report = render_report(memory, ws.question, "search " + "; ".join(queries))
+    return _reply(seed, " ".join(notes), report, _tool_call("search", {"query": queries}))
+
+
+# ---------------------------------------------------------------------------------------------
+# Synthesis role
+
+
+@dataclass(frozen=True)
+class AgentReport:
+    agent: int
+    answer: str
+    report: str
+
+
+_NO_ANSWER = {"", "none", "no answer", "n a", "null"}
+
+
+def parse_agent_reports(text: str) -> list[AgentReport]:
+    blocks = re.split(r"^###[ \t]+Agent[ \t]+(\d+)[ \t]*$", text, flags=re.MULTILINE)
+    out: list[AgentReport] = []
+    for number, block in zip(blocks[1::2], blocks[2::2], strict=True):
+        match = re.match(r"\s*Answer:(.*?)(?:^Report:[ \t]*$|\Z)(.*)", block, re.DOTALL | re.MULTILINE)
+        answer, report = (match.group(1).strip(), match.group(2).strip()) if match else ("", block.strip())
+        out.append(AgentReport(int(number), answer, report))
+    return out
+
+
+def _cited_lines(report: str) -> list[str]:
+    skip = ("Leads:", "Visited:", "Searched:", "Next:", "Open gaps:")
+    lines = (line.strip().removeprefix("- ").strip() for line in report.splitlines())
+    return [line for line in lines if _CITATION.search(line) and not line.startswith(skip)]
+
+
+def _synthesis_reply(think: str, report: str, answer: str) -> Reply:
+    content = f"<think>{think}</think>\n<report>\n{report}\n</report>\n<answer>{answer}</answer>"
+    return Reply("synthesis", content)
+
+
+def synthesize(question: str, agents: Sequence[AgentReport]) -> Reply:
+    """Majority answer; ties go to the side whose reports cite the most sources."""
+    groups: dict[str, list[AgentReport]] = {}
+    for agent in agents:
+        key = _norm(agent.answer)
+        if key not in _NO_ANSWER:
+            groups.setdefault(key, []).append(agent)
+
+    def cited(group: list[AgentReport]) -> int:
+        return len({c for a in group for c in _CITATION.findall(a.report + a.answer)})
+
+    if not groups:
+        report = f"Simulated synthesis (heavyresearch-sim): none of the {len(agents)} agents found an answer."
+        think = "No agent produced an answer; nothing to weigh."
+        answer = "No answer: none of the research agents found one."
+        return _synthesis_reply(think, report, answer)
+    winner = min(groups.values(), key=lambda g: (-len(g), -cited(g), g[0].agent))
+    answer = winner[0].answer
+    findings: dict[str, str] = {}
+    for agent in winner:
+        for line in _cited_lines(agent.report):
+            findings.setdefault(_norm(line), shorten(line, MAX_FINDING_CHARS))
+    numbers = ", ".join(str(a.agent) for a in winner)
+    lines = [
+        f"Simulated synthesis (heavyresearch-sim): {len(winner)} of {len(agents)} agents "
+        f"(agents {numbers}) agree on the answer.",
+        "Findings:",
+        *[f"- {f}" for f in list(findings.values())[:MAX_SYNTHESIS_FINDINGS]],
+    ]
+    dissent = [a for group in groups.values() if group is not winner for a in group]
+    lines += [
+        f"Dissent: agent {a.agent} answered: {shorten(_CITATION.sub('', a.answer).strip(), 160)}"
+        for a in dissent[:4]
+    ]
+    think = (
+        f"{len(groups)} distinct answer(s) among {len(agents)} agents; the majority ({len(winner)}) "
+        f"cites {cited(winner)} source(s). Question: {shorten(question, 120)}"
+    )
+    report = "\n".join(lines)
+    return _synthesis_reply(think, report, answer)
+
+
+# ---------------------------------------------------------------------------------------------
+# Summariser role
+
+
+def summarise(goal: str, page: str) -> Reply:
+    """Goal-directed extraction, in the JSON shape of the Tongyi visit summariser."""
+    terms = _stems(goal)
+    evidence = _top_sentences(page, terms, 3)
+    if evidence:
+        result = {
+            "rational": "Simulated extraction: these sentences share the most terms with the goal ("
+            + ", ".join(keywords(goal)[:6])
+            + ").",
+            "evidence": " ".join(evidence),
+            "summary": shorten(" ".join(_top_sentences(page, terms, 1)), 400),
+        }
+    else:
+        result = {
+            "rational": "Simulated extraction: no sentence of the page shares a term with the goal.",
+            "evidence": "",
+            "summary": "The page does not contain information relevant to the goal.",
+        }
+    return Reply("summariser", json.dumps(result))
