@@ -100,7 +100,8 @@ class Worker:
             log.exception("job crashed in worker %s", self.worker_id, extra={"job_id": job_id})
         finally:
             with anyio.CancelScope(shield=True):
-                if finished:
+                record = None if finished else await self.backend.get_job(job_id)
+                if finished or record is None or record.status.terminal:
                     await self.backend.ack(job_id)
                 else:
                     await self.backend.release(job_id)

@@ -106,7 +106,7 @@ class RedisBackend:
     ) -> None:
         self.keys = RedisKeys(prefix)
         self.client = connect(url, socket_timeout=socket_timeout, connect_timeout=connect_timeout)
-        self._where = redacted(url)
+        self.where = redacted(url)
         self._max_queued = max_queued_jobs
         self._lease_ms = max(1, int(lease_seconds * 1000))
         self._ttl_ms = job_ttl_seconds * 1000
@@ -129,7 +129,7 @@ class RedisBackend:
     # -- plumbing -------------------------------------------------------------------------------
     async def _call(self, fn: Callable[P, Awaitable[T]], *args: P.args, **kwargs: P.kwargs) -> T:
         """Run a call that is safe to repeat; after a dropped connection it is tried once more."""
-        async with unavailable_on_failure(self._where):
+        async with unavailable_on_failure(self.where):
             try:
                 return await fn(*args, **kwargs)
             except redis_errors.ConnectionError:
@@ -140,7 +140,7 @@ class RedisBackend:
 
     async def _call_once(self, fn: Callable[P, Awaitable[T]], *args: P.args, **kwargs: P.kwargs) -> T:
         """Run a call whose repeat after a lost reply could double its effect: never repeated."""
-        async with unavailable_on_failure(self._where):
+        async with unavailable_on_failure(self.where):
             return await fn(*args, **kwargs)
 
     async def _script(self, source: str, keys: list[str], args: list[str | int | float]) -> Any:

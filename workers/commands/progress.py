@@ -42,6 +42,7 @@ class ProgressView:
         if self.live is not None:
             self.live.update(self._render())
             self.live.__exit__(None, None, None)
+            self.console.print()
 
     def handle(self, event: Event) -> None:
         row = self.agents.setdefault(event.agent, AgentRow()) if event.agent is not None else None

@@ -132,7 +132,7 @@ class OpenAIChatModel:
         attempts = 0
         last_retry_after: float | None = None
         for endpoint in chain:
-            body = self._body(endpoint, messages, seed, temperature, max_tokens)
+            body = self._body(endpoint, messages, seed, temperature, max_tokens, stream=on_delta is not None)
             reasons: list[str] = []
             tries = endpoint.settings.max_retries + 1
             for attempt in range(tries):
@@ -187,7 +187,11 @@ class OpenAIChatModel:
         seed: int | None,
         temperature: float | None,
         max_tokens: int | None,
+        *,
+        stream: bool,
     ) -> dict[str, Any]:
+        """The request body; streams only when the caller consumes deltas (it costs CPU)."""
+        stream = stream and endpoint.settings.stream
         body: dict[str, Any] = {}
         # llama.cpp and single-model vLLM serve whatever they loaded; an empty id is left out.
         if endpoint.model:
@@ -198,11 +202,11 @@ class OpenAIChatModel:
             top_p=self._llm.top_p,
             presence_penalty=self._llm.presence_penalty,
             max_tokens=self._llm.max_output_tokens if max_tokens is None else max_tokens,
-            stream=endpoint.settings.stream,
+            stream=stream,
         )
         if seed is not None:
             body["seed"] = seed
-        if endpoint.settings.stream:
+        if stream:
             body["stream_options"] = {"include_usage": True}
         return body
 
@@ -255,8 +259,12 @@ async def _read_stream(endpoint: Endpoint, response: httpx.Response, on_delta: D
     async with aclosing(iter_sse_data(response.aiter_lines())) as events:
         async for data in events:
             if data.strip() == "[DONE]":
+                # Read on to the end of the body: a half-read response cannot go back to the
+                # connection pool, and every call would then pay for a new connection.
                 done = True
-                break
+                continue
+            if done:
+                continue
             chunk = load_object(data, "stream chunk")
             _raise_for_payload_error(endpoint, chunk)
             text = add_chunk(reply, chunk)

@@ -1,0 +1,187 @@
+"""Engine benchmarks (issue 2). Prints figures; asserts nothing about timing.
+
+1. Orchestration overhead: engine-process CPU ms per agent-round against a zero-latency
+   simulated model (the model runs in another process, so its CPU is not counted).
+2. Parallel efficiency: 8 agents x 20 rounds at 50 ms simulated latency; wall time divided by
+   the ideal critical path (20 research rounds + 1 synthesis call, each one latency).
+3. Bounded context: prompt tokens at round 30 / round 3, beside a ReAct-style transcript that
+   keeps every earlier output and observation, on the same trajectory.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+from typing import Any
+
+import anyio
+
+from bench._common import corpus_file, settings_for, sim_process
+from workers.engine import open_engine
+from workers.events import Event, EventType
+from workers.jobs import submit_job
+from workers.llm.types import ChatMessage, ChatModel, ChatResult, DeltaCallback, Role
+from workers.models import ResearchRequest
+from workers.sim.policy import count_tokens
+
+
+async def run_job(engine: Any, request: ResearchRequest) -> list[Event]:
+    record, _ = await submit_job(engine.backend, request, simulated=True)
+    events: list[Event] = []
+    while not (events and events[-1].type.terminal):
+        events += await engine.backend.wait_events(record.id, events[-1].seq if events else 0, 5.0)
+    assert events[-1].type == EventType.job_succeeded, events[-1]
+    return events
+
+
+def agent_rounds(events: list[Event]) -> int:
+    return sum(1 for e in events if e.type == EventType.round_started)
+
+
+async def overhead() -> None:
+    with corpus_file() as corpus, sim_process("--min-rounds", "12") as sim:
+        settings = settings_for(corpus, sim)
+        async with open_engine(settings, run_worker=True) as engine:
+            await run_job(
+                engine, ResearchRequest(query="What is the capital of Valdoria?", agents=4, max_rounds=12)
+            )
+            rounds = 0
+            cpu = time.process_time()
+            wall = time.perf_counter()
+            for i in range(5):
+                events = await run_job(
+                    engine,
+                    ResearchRequest(
+                        query=f"Which river flows through Valdoria? ({i})", agents=8, max_rounds=12
+                    ),
+                )
+                rounds += agent_rounds(events)
+            cpu = time.process_time() - cpu
+            wall = time.perf_counter() - wall
+    print(
+        f"orchestration overhead: {1000 * cpu / rounds:.2f} CPU ms per agent-round "
+        f"({rounds} agent-rounds, {cpu:.2f} s CPU, {wall:.2f} s wall; target < 2 ms)"
+    )
+    print("  (includes our HTTP client, parsing, events, checkpoints and the local search tool)")
+
+
+async def parallel_efficiency() -> None:
+    latency, rounds, agents = 0.05, 20, 8
+    with corpus_file() as corpus, sim_process("--min-rounds", str(rounds), "--latency", str(latency)) as sim:
+        settings = settings_for(corpus, sim)
+        async with open_engine(settings, run_worker=True) as engine:
+            started = time.perf_counter()
+            events = await run_job(
+                engine,
+                ResearchRequest(query="Who founded the city of Port Elan?", agents=agents, max_rounds=rounds),
+            )
+            wall = events[-1].ts - events[0].ts
+            _ = started
+    per_agent = max(
+        sum(1 for e in events if e.type == EventType.round_started and e.agent == a) for a in range(agents)
+    )
+    ideal = (per_agent + 1) * latency
+    print(
+        f"parallel efficiency: n={agents}, {per_agent} rounds, {latency * 1000:.0f} ms latency: "
+        f"wall {wall:.3f} s / ideal {ideal:.3f} s = {wall / ideal:.3f} (target <= 1.10)"
+    )
+
+
+class Recorder:
+    """Wraps the model client to keep each research call's seed (= agent), prompt and output."""
+
+    def __init__(self, inner: ChatModel) -> None:
+        self.inner = inner
+        self.calls: list[tuple[int | None, list[ChatMessage], ChatResult]] = []
+
+    async def chat(
+        self,
+        role: Role,
+        messages: list[ChatMessage],
+        *,
+        seed: int | None = None,
+        temperature: float | None = None,
+        max_tokens: int | None = None,
+        on_delta: DeltaCallback | None = None,
+    ) -> ChatResult:
+        result = await self.inner.chat(
+            role, messages, seed=seed, temperature=temperature, max_tokens=max_tokens, on_delta=on_delta
+        )
+        if role == "research":
+            self.calls.append((seed, messages, result))
+        return result
+
+
+def section(text: str, name: str) -> str:
+    match = re.search(rf"## {name}\n(.*?)(?:\n## |\Z)", text, re.S)
+    return match.group(1) if match else ""
+
+
+def react_tokens(calls: list[tuple[list[ChatMessage], ChatResult]]) -> list[int]:
+    """Prompt tokens per round of a ReAct transcript of the same trajectory: system + question,
+    then every earlier output and its observation, as the released ReAct agent keeps them."""
+    first = calls[0][0]
+    total = count_tokens(first[0]["content"]) + count_tokens(section(first[1]["content"], "Question"))
+    out = []
+    for i, (messages, _) in enumerate(calls):
+        if i > 0:
+            observation = section(messages[1]["content"], "Last observation")
+            total += count_tokens(calls[i - 1][1].content)
+            total += count_tokens(f"<tool_response>\n{observation}\n</tool_response>")
+        out.append(total)
+    return out
+
+
+async def bounded_context() -> None:
+    agents, rounds = 8, 30
+    with corpus_file(wiki=True) as corpus, sim_process("--min-rounds", "40") as sim:
+        settings = settings_for(corpus, sim)
+        async with open_engine(settings, run_worker=True) as engine:
+            recorder = Recorder(engine.runner.parts.model)
+            engine.runner.parts.model = recorder
+            await run_job(
+                engine,
+                ResearchRequest(
+                    query="Which scientists contributed to the theory of evolution?",
+                    agents=agents,
+                    max_rounds=rounds,
+                ),
+            )
+    iter_by_agent: dict[int, list[int]] = {}
+    react_by_agent: dict[int, list[int]] = {}
+    for agent in range(agents):
+        calls = [(m, r) for seed, m, r in recorder.calls if seed == agent and "## Round" in m[1]["content"]]
+        iter_by_agent[agent] = [r.usage.prompt_tokens for _, r in calls][:rounds]
+        react_by_agent[agent] = react_tokens(calls)[:rounds]
+
+    def mean_at(table: dict[int, list[int]], round_: int) -> float:
+        return sum(v[round_ - 1] for v in table.values()) / len(table)
+
+    i3, i30 = mean_at(iter_by_agent, 3), mean_at(iter_by_agent, 30)
+    r3, r30 = mean_at(react_by_agent, 3), mean_at(react_by_agent, 30)
+    biggest = max(max(v) for v in iter_by_agent.values())
+    print(
+        f"bounded context ({agents} agents, {rounds} rounds, mean over agents): IterResearch prompt tokens "
+        f"round 3 = {i3:.0f}, round 30 = {i30:.0f}, ratio {i30 / i3:.2f} (target <= 1.3)"
+    )
+    print(
+        f"  ReAct-style transcript on the same trajectories: round 3 = {r3:.0f}, round 30 = {r30:.0f}, "
+        f"ratio {r30 / r3:.2f}"
+    )
+    print(
+        f"  largest IterResearch prompt in any round: {biggest} tokens; agent 0 alone: round 3 = "
+        f"{iter_by_agent[0][2]}, round 30 = {iter_by_agent[0][29]}"
+        " (one agent swings with its last tool's output)"
+    )
+
+
+async def main() -> None:
+    logging.basicConfig(level=logging.WARNING)
+    await overhead()
+    await parallel_efficiency()
+    await bounded_context()
+
+
+if __name__ == "__main__":
+    anyio.run(main, backend_options={"use_uvloop": True})
