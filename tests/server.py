@@ -59,7 +59,12 @@ class LiveServer:
         self.port: int = self._sock.getsockname()[1]
         self.base_url = f"http://127.0.0.1:{self.port}"
         config = uvicorn.Config(
-            self.app, host="127.0.0.1", port=self.port, lifespan="on", log_level="warning", timeout_graceful_shutdown=2
+            self.app,
+            host="127.0.0.1",
+            port=self.port,
+            lifespan="on",
+            log_level="warning",
+            timeout_graceful_shutdown=2,
         )
         self.server = uvicorn.Server(config)
         self._thread = threading.Thread(
@@ -83,7 +88,9 @@ class LiveServer:
         self._sock.close()
 
     def client(self, **kwargs: Any) -> httpx.AsyncClient:
-        return httpx.AsyncClient(base_url=self.base_url, timeout=httpx.Timeout(30.0), trust_env=False, **kwargs)
+        return httpx.AsyncClient(
+            base_url=self.base_url, timeout=httpx.Timeout(30.0), trust_env=False, **kwargs
+        )
 
 
 @contextmanager

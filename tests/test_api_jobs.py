@@ -116,7 +116,10 @@ async def test_stream_true_on_post_streams_the_job(api: LiveServer) -> None:
 async def test_accept_event_stream_on_post_streams_the_job(api: LiveServer) -> None:
     async with api.client() as client:
         async with client.stream(
-            "POST", "/v1/research", json={"query": QUESTION, "agents": 1}, headers={"Accept": "text/event-stream"}
+            "POST",
+            "/v1/research",
+            json={"query": QUESTION, "agents": 1},
+            headers={"Accept": "text/event-stream"},
         ) as response:
             assert response.status_code == 200
             assert response.headers["content-type"].startswith("text/event-stream")

@@ -246,8 +246,8 @@ async def create_research(
         metrics.jobs_submitted.labels("conflict").inc()
         raise
     metrics.jobs_submitted.labels("created" if created else "replayed").inc()
-    if created:
-        log.info("job submitted (%d agents)", request.agents, extra={"job_id": record.id})
+    if not created:
+        log.info("idempotent replay of key %r", idempotency_key, extra={"job_id": record.id})
     headers = {"Location": JobLinks.of(record.id).self}
     if not created:
         headers["Idempotent-Replayed"] = "true"

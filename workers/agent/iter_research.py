@@ -260,7 +260,9 @@ class IterResearchAgent:
     async def _forced_answer(self, cp: AgentCheckpoint, reason: str) -> AgentCheckpoint:
         """A last round that must answer from the report alone; without a model, the report decides."""
         round_ = cp.round + 1
-        await self._emit(EventType.round_started, round_, {"round": round_, "forced": True, "reason": reason}, ".forced")
+        await self._emit(
+            EventType.round_started, round_, {"round": round_, "forced": True, "reason": reason}, ".forced"
+        )
         answer: str | None = None
         try:
             # Past the deadline on purpose: a job that runs out of time still owes an answer.
