@@ -13,7 +13,9 @@ def make_backend(settings: Settings) -> Backend:
 
         return RedisBackend.from_settings(settings)
     return MemoryBackend(
-        max_queued_jobs=settings.server.max_queued_jobs, lease_seconds=settings.worker.lease_seconds
+        max_queued_jobs=settings.server.max_queued_jobs,
+        lease_seconds=settings.worker.lease_seconds,
+        job_ttl_seconds=settings.job_ttl_seconds,
     )
 
 

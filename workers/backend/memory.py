@@ -22,9 +22,13 @@ class _JobLog:
 class MemoryBackend:
     name = "memory"
 
-    def __init__(self, *, max_queued_jobs: int = 1000, lease_seconds: float = 30.0) -> None:
+    def __init__(
+        self, *, max_queued_jobs: int = 1000, lease_seconds: float = 30.0, job_ttl_seconds: float = 7 * 86400
+    ) -> None:
         self._max_queued = max_queued_jobs
         self._lease = lease_seconds
+        self._job_ttl = job_ttl_seconds
+        self._next_prune = 0.0
         self._jobs: dict[str, JobRecord] = {}
         self._idem: dict[str, str] = {}
         self._logs: dict[str, _JobLog] = {}
@@ -44,7 +48,22 @@ class MemoryBackend:
         return None
 
     # -- job store ----------------------------------------------------------------------------
+    def _prune(self) -> None:
+        """Forget finished jobs past their TTL, so a long-lived server does not grow forever."""
+        now = time.time()
+        if now < self._next_prune:
+            return
+        self._next_prune = now + 60
+        expired = [
+            r.id
+            for r in self._jobs.values()
+            if r.status.terminal and r.finished_at is not None and r.finished_at + self._job_ttl < now
+        ]
+        for job_id in expired:
+            self._forget(job_id)
+
     async def create_job(self, record: JobRecord) -> tuple[JobRecord, bool]:
+        self._prune()
         key = record.idempotency_key
         if key is not None and key in self._idem:
             existing = self._jobs.get(self._idem[key])
@@ -83,6 +102,9 @@ class MemoryBackend:
         return page, (page[-1].id if more else None)
 
     async def delete_job(self, job_id: str) -> bool:
+        return self._forget(job_id)
+
+    def _forget(self, job_id: str) -> bool:
         record = self._jobs.pop(job_id, None)
         if record is None:
             return False

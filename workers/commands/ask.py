@@ -28,7 +28,7 @@ def ask(settings: Settings, args: argparse.Namespace) -> int:
         max_tokens=args.max_tokens,
     )
     run = _remote if args.server else _local
-    record = anyio.run(run, settings, request, args)
+    record = anyio.run(run, settings, request, args, backend_options={"use_uvloop": True})
     return 0 if record.status == "succeeded" else 1
 
 

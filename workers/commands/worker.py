@@ -40,5 +40,5 @@ def run_worker(settings: Settings) -> int:
     if settings.backend != "redis":
         log.error("`heavyresearch worker` needs HR_BACKEND=redis (the memory backend runs inside `serve`)")
         return 2
-    anyio.run(_main, settings)
+    anyio.run(_main, settings, backend_options={"use_uvloop": True})
     return 0

@@ -1,0 +1,76 @@
+"""The `heavyresearch` command line, run as a user runs it: a subprocess."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from tests.conftest import DATA
+
+
+def run_cli(
+    *args: str, env: dict[str, str] | None = None, timeout: float = 120
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "workers.cli", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, **(env or {})},
+        check=False,
+    )
+
+
+def test_corpus_build_from_jsonl(tmp_path: Path) -> None:
+    out = tmp_path / "c.sqlite"
+    proc = run_cli("corpus", "build", str(DATA / "mini_corpus.jsonl"), "--out", str(out))
+    assert proc.returncode == 0, proc.stderr
+    assert "indexed 30 documents" in proc.stdout
+    assert out.is_file()
+
+
+def test_ask_json_runs_a_whole_job_on_the_simulated_model(mini_corpus: Path) -> None:
+    proc = run_cli(
+        "ask",
+        "What is the capital of Valdoria?",
+        "--agents",
+        "3",
+        "--max-rounds",
+        "8",
+        "--json",
+        env={"HR_CORPUS__PATH": str(mini_corpus)},
+    )
+    assert proc.returncode == 0, proc.stderr
+    events = [json.loads(line) for line in proc.stdout.splitlines()]
+    assert [e["seq"] for e in events] == list(range(1, len(events) + 1))
+    assert events[-1]["type"] == "job.succeeded"
+    assert events[-1]["data"]["simulated"] is True
+    assert {e["agent"] for e in events if e["type"] == "agent.finished"} == {0, 1, 2}
+    # No LLM configured: it says so.
+    assert "SIMULATED" in proc.stderr
+
+
+def test_ask_human_output_shows_answer_and_numbered_sources(mini_corpus: Path) -> None:
+    proc = run_cli(
+        "ask",
+        "What is the capital of Valdoria?",
+        "--agents",
+        "2",
+        "--max-rounds",
+        "6",
+        env={"HR_CORPUS__PATH": str(mini_corpus), "COLUMNS": "200"},
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "Answer" in proc.stdout
+    assert "Sources:" in proc.stdout
+    assert "[1] " in proc.stdout
+    assert "SIMULATED MODEL" in proc.stdout
+
+
+def test_unknown_command_fails_with_usage() -> None:
+    proc = run_cli("frobnicate")
+    assert proc.returncode == 2
+    assert "usage:" in proc.stderr
