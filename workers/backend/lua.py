@@ -244,3 +244,23 @@ UNLOCK = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
 return 0
 """
+
+# Every worker start joins the group as a new consumer (`host-pid-random`); without cleanup
+# they pile up forever. Drops consumers with nothing pending that are either this process's own
+# (ARGV[3..]) or idle for ARGV[2] ms (crashed workers, whose entries were reclaimed already).
+# A consumer with pending entries is never dropped: that would lose them from the group.
+# KEYS: queue. ARGV: group, idle ms, own consumer names…
+FORGET_CONSUMERS = """
+local own = {}
+for i = 3, #ARGV do own[ARGV[i]] = true end
+local dropped = 0
+for _, fields in ipairs(redis.call('XINFO', 'CONSUMERS', KEYS[1], ARGV[1])) do
+  local info = {}
+  for i = 1, #fields, 2 do info[fields[i]] = fields[i + 1] end
+  if info['pending'] == 0 and (own[info['name']] or info['idle'] >= tonumber(ARGV[2])) then
+    redis.call('XGROUP', 'DELCONSUMER', KEYS[1], ARGV[1], info['name'])
+    dropped = dropped + 1
+  end
+end
+return dropped
+"""

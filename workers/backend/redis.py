@@ -20,6 +20,7 @@ back. Calls that are safe to repeat are retried once on a fresh connection first
 from __future__ import annotations
 
 import json
+import logging
 import os
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -41,12 +42,14 @@ from workers.events import Event, NewEvent
 from workers.models import AgentCheckpoint, JobRecord, JobStatus, Source
 from workers.settings import Settings
 
+log = logging.getLogger(__name__)
+
 T = TypeVar("T")
 P = ParamSpec("P")
 
-# Ids per ZRANGEBYLEX when listing; pages skip index entries of expired jobs.
-_LIST_BATCH_MIN = 16
 _EVENTS_PER_WAKE = 1000
+# A consumer (worker id) with nothing pending and idle this long belongs to a dead worker.
+_STALE_CONSUMER_MS = 24 * 3600 * 1000
 
 
 def redacted(url: str) -> str:
@@ -114,6 +117,8 @@ class RedisBackend:
         self._block_cap = max(0.05, socket_timeout / 2)
         self._group_ready = False
         self._lock_tokens: dict[str, str] = {}
+        self._consumers: set[str] = set()
+        self._closed = False
         self._scripts: dict[str, AsyncScript] = {}
 
     @classmethod
@@ -180,7 +185,22 @@ class RedisBackend:
         await self._call(self.client.ping)
 
     async def close(self) -> None:
-        await self.client.aclose()
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            await self._forget_consumers()
+        except (BackendUnavailable, redis_errors.ResponseError) as exc:
+            # Housekeeping only: the next clean shutdown of any worker sweeps them instead.
+            log.info("redis backend: consumer clean-up skipped at close: %s", exc)
+        finally:
+            await self.client.aclose()
+
+    async def _forget_consumers(self) -> None:
+        if not self._consumers and not self._group_ready:
+            return
+        args: list[str | int | float] = [QUEUE_GROUP, _STALE_CONSUMER_MS, *sorted(self._consumers)]
+        await self._queue_script(lua.FORGET_CONSUMERS, [self.keys.queue], args, repeatable=True)
 
     # -- job store ------------------------------------------------------------------------------
     def _index_keys(self, status: JobStatus) -> list[str]:
@@ -227,7 +247,7 @@ class RedisBackend:
         # One record past the page tells whether there is a next page.
         page: list[JobRecord] = []
         while len(page) <= limit:
-            want = max(limit + 1 - len(page), _LIST_BATCH_MIN)
+            want = limit + 1 - len(page)
             found = await self._call(self.client.zrevrangebylex, index, upper, "-", 0, want)
             ids = cast(list[str], found)  # decode_responses=True
             if not ids:
@@ -369,6 +389,7 @@ class RedisBackend:
         keys = [self.keys.queue, self.keys.queue_entries]
         head, tail = self.keys.lease_affixes()
         args: list[str | int | float] = [QUEUE_GROUP, worker_id, self._lease_ms, head, tail]
+        self._consumers.add(worker_id)
         deadline = anyio.current_time() + timeout
         while True:
             # Never repeated: a lost reply leaves the entry pending under this worker, and it
@@ -382,14 +403,20 @@ class RedisBackend:
             # Wakes at once for a new entry; otherwise the script runs again at least once a
             # lease, so lapsed and released jobs are noticed as in the memory backend.
             block = min(remaining, self._lease_ms / 1000, self._block_cap)
-            reply = await self._call_once(
-                self.client.xreadgroup,
-                QUEUE_GROUP,
-                worker_id,
-                {self.keys.queue: ">"},
-                1,
-                max(1, int(block * 1000)),
-            )
+            try:
+                reply = await self._call_once(
+                    self.client.xreadgroup,
+                    QUEUE_GROUP,
+                    worker_id,
+                    {self.keys.queue: ">"},
+                    1,
+                    max(1, int(block * 1000)),
+                )
+            except redis_errors.ResponseError as exc:
+                if "NOGROUP" not in str(exc):
+                    raise
+                self._group_ready = False  # the next script call recreates it
+                continue
             for entry_id, fields in _stream_entries(reply):
                 job_id = fields.get("job")
                 if job_id is not None:
