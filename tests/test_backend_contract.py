@@ -421,9 +421,28 @@ async def test_heartbeats_keep_the_lease(make: BackendMaker) -> None:
     assert await backend.claim("w1", 1) == "a"
     # Three leases' worth of heartbeats: nobody else may take the job meanwhile.
     for _ in range(18):
-        await backend.heartbeat("w1", "a")
+        assert await backend.heartbeat("w1", "a")
         assert await backend.claim("w2", 0) is None
         await anyio.sleep(0.1)
+    await backend.ack("a")
+
+
+async def test_a_heartbeat_from_a_worker_that_lost_the_job_says_so(make: BackendMaker) -> None:
+    backend = make(lease_seconds=0.2)
+    await backend.enqueue("a")
+    assert await backend.claim("w1", 1) == "a"
+    claimed: list[str] = []
+
+    async def taken_over() -> bool:
+        job_id = await backend.claim("w2", 0.1)
+        if job_id is not None:
+            claimed.append(job_id)
+        return bool(claimed)
+
+    await eventually(taken_over)
+    # The stalled worker wakes up: its heartbeat must not steal the job back.
+    assert not await backend.heartbeat("w1", "a")
+    assert await backend.heartbeat("w2", "a")
     await backend.ack("a")
 
 

@@ -16,8 +16,11 @@ import anyio
 
 from workers.agent.prompts import PromptSet
 from workers.backend import Backend, make_backend
+from workers.backend.redis import RedisBackend
+from workers.backend.retrying import RetryingBackend
 from workers.corpus import Corpus, build_corpus
 from workers.llm import OpenAIChatModel
+from workers.llm.redis_limiter import RedisLimiter
 from workers.runner import EngineParts, JobRunner
 from workers.settings import SIMULATED_MODEL_ID, LLMSettings, Settings
 from workers.sim.app import SimConfig
@@ -92,8 +95,14 @@ async def open_engine(
             sim = stack.enter_context(SimServer(sim_config))
             llm = simulated_llm(f"{sim.base_url}/v1", settings)
             log.warning(SIMULATED_BANNER)
-        model = OpenAIChatModel.from_settings(llm)
+        limiter = None
+        if isinstance(backend, RedisBackend):
+            # One rate and concurrency budget per LLM endpoint across every worker process.
+            limiter = await stack.enter_async_context(RedisLimiter.from_backend(backend))
+        model = OpenAIChatModel.from_settings(llm, limiter=limiter)
         await stack.enter_async_context(model)
+        # Workers ride out a Redis restart; the API (engine.backend) answers 503 instead.
+        engine_backend: Backend = RetryingBackend(backend) if isinstance(backend, RedisBackend) else backend
         path = await anyio.to_thread.run_sync(ensure_corpus, settings, on_corpus_progress)
         corpus = Corpus.open(path)
         stack.callback(corpus.close)
@@ -102,7 +111,7 @@ async def open_engine(
             "visit": VisitTool(corpus, settings.visit.max_chars),
         }
         parts = EngineParts(
-            backend=backend,
+            backend=engine_backend,
             model=model,
             tools=tools,
             prompts=PromptSet.load(),
@@ -115,7 +124,7 @@ async def open_engine(
         worker = None
         if run_worker:
             worker = Worker(
-                backend,
+                engine_backend,
                 runner,
                 max_jobs=settings.worker.max_jobs,
                 heartbeat_seconds=settings.worker.heartbeat_seconds,

@@ -10,7 +10,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, field_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -79,15 +79,59 @@ class CorpusSettings(BaseModel):
     auto_build: bool = True
 
 
+class SearchProviderSettings(BaseModel):
+    """One web search API. `base_url` is overridable so tests and proxies can stand in for it."""
+
+    base_url: str = ""
+    api_key: str = ""
+    timeout: float = Field(default=10.0, gt=0)
+
+
+SEARCH_PROVIDERS = ("local", "searxng", "serper", "tavily", "brave")
+
+
 class SearchSettings(BaseModel):
     providers: list[str] = ["local"]
     top_k: int = Field(default=5, ge=1, le=50)
     cache_ttl: int = Field(default=86400, ge=0)
+    coalesce_wait: float = Field(default=15.0, gt=0)
+    searxng: SearchProviderSettings = SearchProviderSettings()
+    serper: SearchProviderSettings = SearchProviderSettings(base_url="https://google.serper.dev")
+    tavily: SearchProviderSettings = SearchProviderSettings(base_url="https://api.tavily.com")
+    brave: SearchProviderSettings = SearchProviderSettings(base_url="https://api.search.brave.com/res/v1")
+
+    @field_validator("providers")
+    @classmethod
+    def _known_providers(cls, value: list[str]) -> list[str]:
+        names = [v.strip().lower() for v in value]
+        unknown = [n for n in names if n not in SEARCH_PROVIDERS]
+        if unknown:
+            raise ValueError(f"unknown search provider(s) {unknown}; known: {list(SEARCH_PROVIDERS)}")
+        if not names:
+            raise ValueError('at least one search provider is needed (offline: ["local"])')
+        return list(dict.fromkeys(names))
+
+    @property
+    def offline(self) -> bool:
+        """Only the local corpus: nothing may leave the machine."""
+        return self.providers == ["local"]
 
 
 class VisitSettings(BaseModel):
     max_chars: int = Field(default=6000, ge=200)
     cache_ttl: int = Field(default=86400, ge=0)
+    coalesce_wait: float = Field(default=60.0, gt=0)
+    timeout: float = Field(default=20.0, gt=0)
+    max_bytes: int = Field(default=3_000_000, ge=1024)
+    max_redirects: int = Field(default=5, ge=0, le=20)
+    allow_hosts: list[str] = []
+    user_agent: str = "Mozilla/5.0 (compatible; heavyresearch/0.1; research agent)"
+    pdf: bool = True
+    reader_base_url: str = ""
+    reader_api_key: str = ""
+    summary_page_tokens: int = Field(default=12000, ge=100)
+    summary_max_tokens: int = Field(default=2048, ge=64)
+    summary_retries: int = Field(default=2, ge=0, le=10)
 
 
 class AgentSettings(BaseModel):

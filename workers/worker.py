@@ -13,6 +13,7 @@ import socket
 import anyio
 
 from workers.backend.base import Backend
+from workers.errors import BackendUnavailable
 from workers.runner import JobRunner
 
 log = logging.getLogger(__name__)
@@ -67,6 +68,12 @@ class Worker:
                     break
                 try:
                     job_id = await self._claim()
+                except BackendUnavailable as exc:
+                    # A worker outlives a backend outage: it keeps trying to claim.
+                    slots.release()
+                    log.warning("worker %s cannot claim jobs: %s", self.worker_id, exc)
+                    await anyio.sleep(self.claim_timeout)
+                    continue
                 except BaseException:
                     slots.release()
                     raise
@@ -88,28 +95,52 @@ class Worker:
 
     async def _run_job(self, job_id: str, scope: anyio.CancelScope, slots: anyio.Semaphore) -> None:
         finished = False
+        lost = anyio.Event()
         try:
             with scope:
                 async with anyio.create_task_group() as tg:
-                    tg.start_soon(self._heartbeat, job_id)
+                    tg.start_soon(self._heartbeat, job_id, lost, scope)
                     await self.runner.run(job_id)
                     finished = True
                     tg.cancel_scope.cancel()
+        except BackendUnavailable as exc:
+            log.warning("job stopped: backend unavailable (%s)", exc, extra={"job_id": job_id})
         except Exception:
             # A bug, not a job outcome: log it loudly and hand the job back rather than lose it.
             log.exception("job crashed in worker %s", self.worker_id, extra={"job_id": job_id})
         finally:
             with anyio.CancelScope(shield=True):
-                record = None if finished else await self.backend.get_job(job_id)
-                if finished or record is None or record.status.terminal:
-                    await self.backend.ack(job_id)
-                else:
-                    await self.backend.release(job_id)
-                    log.info("job released by worker %s", self.worker_id, extra={"job_id": job_id})
+                await self._settle(job_id, finished=finished, lost=lost.is_set())
             self._running.pop(job_id, None)
             slots.release()
 
-    async def _heartbeat(self, job_id: str) -> None:
+    async def _settle(self, job_id: str, *, finished: bool, lost: bool) -> None:
+        """Ack a finished job, hand back an unfinished one; a lost job is another worker's now."""
+        if lost:
+            log.warning("job lost to another worker (lease lapsed)", extra={"job_id": job_id})
+            return
+        try:
+            record = None if finished else await self.backend.get_job(job_id)
+            if finished or record is None or record.status.terminal:
+                await self.backend.ack(job_id)
+            else:
+                await self.backend.release(job_id)
+                log.info("job released by worker %s", self.worker_id, extra={"job_id": job_id})
+        except BackendUnavailable as exc:
+            # The lease lapses on its own and another worker reclaims the job.
+            log.warning("could not settle job: %s", exc, extra={"job_id": job_id})
+
+    async def _heartbeat(self, job_id: str, lost: anyio.Event, scope: anyio.CancelScope) -> None:
         while True:
             await anyio.sleep(self.heartbeat_seconds)
-            await self.backend.heartbeat(self.worker_id, job_id)
+            try:
+                held = await self.backend.heartbeat(self.worker_id, job_id)
+            except BackendUnavailable as exc:
+                log.warning("heartbeat failed: %s", exc, extra={"job_id": job_id})
+                continue
+            if not held:
+                # Another worker took the job over (this one stalled past its lease): stop at
+                # once so two workers never run the same agents.
+                lost.set()
+                scope.cancel()
+                return

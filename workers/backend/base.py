@@ -74,7 +74,8 @@ class Backend(Protocol):
     async def claim(self, worker_id: str, timeout: float) -> str | None:
         """Take the next job (or one whose worker's lease lapsed); None after `timeout`."""
 
-    async def heartbeat(self, worker_id: str, job_id: str) -> None: ...
+    async def heartbeat(self, worker_id: str, job_id: str) -> bool:
+        """Extend this worker's lease; False when the job is no longer this worker's."""
 
     async def release(self, job_id: str) -> None:
         """Hand a claimed, unfinished job back to the queue at once (worker draining)."""

@@ -96,6 +96,8 @@ class MemoryBackend:
                 page.append(record.model_copy(deep=True))
                 if len(page) == limit:
                     break
+        if not page:
+            return [], None
         more = len(page) == limit and any(
             (status is None or self._jobs[i].status == status) for i in ids if i < page[-1].id
         )
@@ -209,9 +211,12 @@ class MemoryBackend:
             with anyio.move_on_after(min(remaining, self._lease)):
                 await changed.wait()
 
-    async def heartbeat(self, worker_id: str, job_id: str) -> None:
-        if job_id in self._claimed:
-            self._claimed[job_id] = (worker_id, time.monotonic() + self._lease)
+    async def heartbeat(self, worker_id: str, job_id: str) -> bool:
+        claim = self._claimed.get(job_id)
+        if claim is None or claim[0] != worker_id:
+            return False
+        self._claimed[job_id] = (worker_id, time.monotonic() + self._lease)
+        return True
 
     async def release(self, job_id: str) -> None:
         if self._claimed.pop(job_id, None) is not None:

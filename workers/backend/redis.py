@@ -429,10 +429,10 @@ class RedisBackend:
             pipe.set(self.keys.lease(job_id), worker_id, px=self._lease_ms)
             await pipe.execute()
 
-    async def heartbeat(self, worker_id: str, job_id: str) -> None:
+    async def heartbeat(self, worker_id: str, job_id: str) -> bool:
         keys = [self.keys.queue, self.keys.queue_entries, self.keys.lease(job_id)]
         args: list[str | int | float] = [QUEUE_GROUP, worker_id, self._lease_ms, job_id]
-        await self._queue_script(lua.HEARTBEAT, keys, args, repeatable=True)
+        return bool(await self._queue_script(lua.HEARTBEAT, keys, args, repeatable=True))
 
     async def release(self, job_id: str) -> None:
         keys = [self.keys.queue, self.keys.queue_entries, self.keys.lease(job_id)]

@@ -17,7 +17,7 @@ log = logging.getLogger(__name__)
 async def _main(settings: Settings) -> None:
     async with open_engine(settings, run_worker=False) as engine:
         worker = Worker(
-            engine.backend,
+            engine.runner.parts.backend,
             engine.runner,
             max_jobs=settings.worker.max_jobs,
             heartbeat_seconds=settings.worker.heartbeat_seconds,
