@@ -54,7 +54,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifecycle: Lifecycle = app.state.lifecycle
         run_worker = settings.backend == "memory"
         async with (
-            open_engine(settings, run_worker=run_worker) as engine,
+            open_engine(settings, run_worker=run_worker, build_engine=run_worker) as engine,
             httpx.AsyncClient(trust_env=False) as http,
         ):
             app.state.engine = engine
@@ -62,7 +62,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             # open_engine has already logged the simulation banner; this line repeats the flag
             # next to where the API says it is ready, so nobody misses it.
             log.info(
-                "API ready: backend=%s, in-process worker=%s, corpus=%d documents, SIMULATED model=%s",
+                "API ready: backend=%s, in-process worker=%s, corpus=%s documents, SIMULATED model=%s",
                 engine.backend.name,
                 run_worker,
                 engine.corpus_docs,

@@ -307,7 +307,10 @@ class HealthView(BaseModel):
     message: str | None = Field(
         default=None, description="A warning to show users, e.g. the simulation notice."
     )
-    corpus_documents: int
+    corpus_documents: int | None = Field(
+        default=None,
+        description="Documents in the local corpus; null in an API-only process (Redis backend).",
+    )
 
 
 class ReadinessCheck(BaseModel):
@@ -332,8 +335,9 @@ class FieldError(BaseModel):
 class ErrorDetail(BaseModel):
     type: str = Field(
         description=(
-            "Machine-readable kind: validation_error, unauthorized, not_found, conflict, queue_full, "
-            "unavailable, shutting_down, method_not_allowed, http_error, internal_error."
+            "Machine-readable kind: validation_error, bad_request, unauthorized, not_found, "
+            "method_not_allowed, conflict, payload_too_large, queue_full, unavailable, "
+            "shutting_down, http_error, internal_error."
         ),
         examples=["not_found"],
     )

@@ -118,13 +118,25 @@ async def wait_ready(
     raise TimeoutError("the server did not become healthy")
 
 
-async def stream_job(client: httpx.AsyncClient, job_id: str, result: LevelResult) -> None:
+def new_client(base_url: str) -> httpx.AsyncClient:
+    # Idle connections are dropped well before uvicorn's 5 s keep-alive timeout, so the client
+    # never reuses one the server is closing at that moment.
+    limits = httpx.Limits(max_connections=None, max_keepalive_connections=None, keepalive_expiry=2.0)
+    timeout = httpx.Timeout(120.0, read=None)
+    return httpx.AsyncClient(base_url=base_url, limits=limits, timeout=timeout, trust_env=False)
+
+
+async def stream_job(base_url: str, job_id: str, result: LevelResult) -> None:
+    # One client per stream: httpx scans its whole pool on every request and response, which
+    # with hundreds of open streams in one pool made the client, not the server, the bottleneck.
     opened = time.time()
     terminal = None
+    headers = {"Accept": "text/event-stream"}
     try:
-        async with client.stream(
-            "GET", f"/v1/research/{job_id}/events", headers={"Accept": "text/event-stream"}
-        ) as response:
+        async with (
+            new_client(base_url) as client,
+            client.stream("GET", f"/v1/research/{job_id}/events", headers=headers) as response,
+        ):
             if response.status_code != 200:
                 result.stream_errors.append(f"{job_id}: HTTP {response.status_code}")
                 return
@@ -171,11 +183,15 @@ async def run_level(client: httpx.AsyncClient, jobs: int, agents: int) -> LevelR
             tg.start_soon(submit, i)
     async with anyio.create_task_group() as tg:
         for job_id in ids:
-            tg.start_soon(stream_job, client, job_id, result)
+            tg.start_soon(stream_job, str(client.base_url), job_id, result)
     result.wall = time.monotonic() - start
 
     for job_id in ids:
-        job = (await client.get(f"/v1/research/{job_id}")).json()
+        try:
+            job = (await client.get(f"/v1/research/{job_id}")).json()
+        except httpx.HTTPError as exc:
+            result.bad_outcomes.append(f"{job_id}: GET failed: {type(exc).__name__}: {exc}")
+            continue
         timings = job["timings"]
         if job["status"] != "succeeded":
             result.bad_outcomes.append(f"{job_id}: {job['status']} {job.get('error')}")
@@ -206,11 +222,7 @@ def report(result: LevelResult) -> None:
 
 
 async def main_async(args: argparse.Namespace, base_url: str, server: subprocess.Popen[bytes]) -> None:
-    limits = httpx.Limits(max_connections=None, max_keepalive_connections=None)
-    timeout = httpx.Timeout(120.0, read=None)
-    async with httpx.AsyncClient(
-        base_url=base_url, limits=limits, timeout=timeout, trust_env=False
-    ) as client:
+    async with new_client(base_url) as client:
         health = await wait_ready(client, server)
         print(
             f"server: backend={health['backend']} simulated={health['simulated']} "

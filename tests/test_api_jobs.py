@@ -42,7 +42,7 @@ def one_slot_api(mini_corpus: Path) -> Iterator[LiveServer]:
     """One job runs, one may wait, the next is refused."""
     settings = api_settings(
         mini_corpus,
-        sim={"latency": 0.1},
+        sim={"latency": 0.3},
         server={"max_queued_jobs": 1},
         worker={"max_jobs": 1},
     )

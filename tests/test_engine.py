@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import re
-from itertools import pairwise
 import time
 from collections.abc import Iterator
+from itertools import pairwise
 from pathlib import Path
 
 import anyio
@@ -151,7 +151,7 @@ async def test_job_resumes_from_checkpoints_at_the_right_round(mini_corpus: Path
             # The worker dies mid-job (drain = stop and hand the job back).
             worker.drain()
             with anyio.fail_after(10):
-                while job.id in worker.running_jobs:
+                while job.id in worker.running_jobs:  # noqa: ASYNC110 - polls observable state
                     await anyio.sleep(0.01)
             checkpoints = await h.backend.load_checkpoints(job.id)
             done_rounds = {a: cp.round for a, cp in checkpoints.items()}

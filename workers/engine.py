@@ -25,8 +25,7 @@ from workers.runner import EngineParts, JobRunner
 from workers.settings import SIMULATED_MODEL_ID, LLMSettings, Settings
 from workers.sim.app import SimConfig
 from workers.sim.server import SimServer
-from workers.tools.base import Tool
-from workers.tools.local import SearchTool, VisitTool
+from workers.tools.factory import aclose_tools, build_tools
 from workers.worker import Worker
 
 log = logging.getLogger(__name__)
@@ -43,11 +42,11 @@ ProgressCallback = Callable[[int, int], None]
 class Engine:
     settings: Settings
     backend: Backend
-    runner: JobRunner
+    runner: JobRunner | None  # None in a front-end-only process
     worker: Worker | None
     simulated: bool
-    llm_base_url: str
-    corpus_docs: int
+    llm_base_url: str  # "" when the simulated model runs inside the worker processes
+    corpus_docs: int | None
 
 
 def corpus_path(settings: Settings) -> Path:
@@ -72,71 +71,89 @@ def simulated_llm(base_url: str, settings: Settings) -> LLMSettings:
     return settings.llm.model_copy(update={"base_url": base_url, "model": SIMULATED_MODEL_ID, "api_key": ""})
 
 
+@dataclass
+class _Built:
+    runner: JobRunner
+    backend: Backend
+    llm_base_url: str
+    corpus_docs: int
+
+
+async def _build_runner(
+    settings: Settings, backend: Backend, stack: AsyncExitStack, on_corpus_progress: ProgressCallback | None
+) -> _Built:
+    """Model client, corpus, tools and runner: what a process that runs jobs needs."""
+    llm = settings.llm
+    if not settings.llm.base_url:
+        sim_config = SimConfig(
+            latency=settings.sim.latency,
+            tokens_per_second=settings.sim.tokens_per_second,
+            fault_rate=settings.sim.fault_rate,
+            min_rounds=settings.sim.min_rounds,
+            seed=settings.sim.seed,
+        )
+        sim = stack.enter_context(SimServer(sim_config))
+        llm = simulated_llm(f"{sim.base_url}/v1", settings)
+        log.warning(SIMULATED_BANNER)
+    limiter = None
+    if isinstance(backend, RedisBackend):
+        # One rate and concurrency budget per LLM endpoint across every worker process.
+        limiter = await stack.enter_async_context(RedisLimiter.from_backend(backend))
+    model = OpenAIChatModel.from_settings(llm, limiter=limiter)
+    await stack.enter_async_context(model)
+    # Workers ride out a Redis restart; the API (engine.backend) answers 503 instead.
+    engine_backend: Backend = RetryingBackend(backend) if isinstance(backend, RedisBackend) else backend
+    path = await anyio.to_thread.run_sync(ensure_corpus, settings, on_corpus_progress)
+    corpus = Corpus.open(path)
+    stack.callback(corpus.close)
+    tools = build_tools(settings, corpus=corpus, backend=engine_backend, model=model)
+    stack.push_async_callback(aclose_tools, tools)
+    parts = EngineParts(
+        backend=engine_backend,
+        model=model,
+        tools=tools,
+        prompts=PromptSet.load(),
+        simulated=settings.simulated,
+        agent_concurrency=settings.agent.agent_concurrency,
+        observation_max_chars=settings.agent.observation_max_chars,
+        grace_seconds=settings.agent.forced_answer_grace,
+    )
+    return _Built(JobRunner(parts), engine_backend, llm.base_url, corpus.count())
+
+
 @asynccontextmanager
 async def open_engine(
     settings: Settings,
     *,
     run_worker: bool,
+    build_engine: bool = True,
     on_corpus_progress: ProgressCallback | None = None,
     backend: Backend | None = None,
 ) -> AsyncIterator[Engine]:
+    """The engine for this process. `build_engine=False` gives a front end only (an API process
+    on Redis): the backend, and no model client, corpus or simulated model of its own."""
     async with AsyncExitStack() as stack:
         backend = backend or make_backend(settings)
         stack.push_async_callback(backend.close)
-        llm = settings.llm
-        if not settings.llm.base_url:
-            sim_config = SimConfig(
-                latency=settings.sim.latency,
-                tokens_per_second=settings.sim.tokens_per_second,
-                fault_rate=settings.sim.fault_rate,
-                min_rounds=settings.sim.min_rounds,
-                seed=settings.sim.seed,
-            )
-            sim = stack.enter_context(SimServer(sim_config))
-            llm = simulated_llm(f"{sim.base_url}/v1", settings)
-            log.warning(SIMULATED_BANNER)
-        limiter = None
-        if isinstance(backend, RedisBackend):
-            # One rate and concurrency budget per LLM endpoint across every worker process.
-            limiter = await stack.enter_async_context(RedisLimiter.from_backend(backend))
-        model = OpenAIChatModel.from_settings(llm, limiter=limiter)
-        await stack.enter_async_context(model)
-        # Workers ride out a Redis restart; the API (engine.backend) answers 503 instead.
-        engine_backend: Backend = RetryingBackend(backend) if isinstance(backend, RedisBackend) else backend
-        path = await anyio.to_thread.run_sync(ensure_corpus, settings, on_corpus_progress)
-        corpus = Corpus.open(path)
-        stack.callback(corpus.close)
-        tools: dict[str, Tool] = {
-            "search": SearchTool(corpus, settings.search.top_k),
-            "visit": VisitTool(corpus, settings.visit.max_chars),
-        }
-        parts = EngineParts(
-            backend=engine_backend,
-            model=model,
-            tools=tools,
-            prompts=PromptSet.load(),
-            simulated=settings.simulated,
-            agent_concurrency=settings.agent.agent_concurrency,
-            observation_max_chars=settings.agent.observation_max_chars,
-            grace_seconds=settings.agent.forced_answer_grace,
-        )
-        runner = JobRunner(parts)
+        built = await _build_runner(settings, backend, stack, on_corpus_progress) if build_engine else None
         worker = None
         if run_worker:
+            if built is None:
+                raise ValueError("a worker needs the engine: build_engine=True")
             worker = Worker(
-                engine_backend,
-                runner,
+                built.backend,
+                built.runner,
                 max_jobs=settings.worker.max_jobs,
                 heartbeat_seconds=settings.worker.heartbeat_seconds,
             )
         engine = Engine(
             settings=settings,
             backend=backend,
-            runner=runner,
+            runner=built.runner if built else None,
             worker=worker,
             simulated=settings.simulated,
-            llm_base_url=llm.base_url,
-            corpus_docs=corpus.count(),
+            llm_base_url=built.llm_base_url if built else settings.llm.base_url,
+            corpus_docs=built.corpus_docs if built else None,
         )
         async with anyio.create_task_group() as tg:
             if worker is not None:

@@ -53,12 +53,7 @@ async def submit_job(
                 f"Idempotency-Key {idempotency_key!r} was already used with a different request body"
             )
         return stored, False
-    try:
-        await backend.enqueue(record.id)
-    except Exception:
-        # A job nobody will ever run must not linger as 'queued'.
-        await backend.delete_job(record.id)
-        raise
+    # job.queued goes first, so it is event 1 even when a worker claims the job at once.
     await backend.append_event(
         record.id,
         NewEvent(
@@ -67,6 +62,12 @@ async def submit_job(
             key="job.queued",
         ),
     )
+    try:
+        await backend.enqueue(record.id)
+    except Exception:
+        # A job nobody will ever run must not linger as 'queued'.
+        await backend.delete_job(record.id)
+        raise
     log.info("job queued", extra={"job_id": record.id})
     return record, True
 
@@ -79,10 +80,10 @@ async def cancel_job(backend: Backend, job_id: str) -> JobRecord:
     if record.status.terminal:
         return record
     await backend.request_cancel(job_id)
-    record.cancel_requested = True
     if record.status == JobStatus.queued:
         # Nobody runs it yet, so finish it here; a worker that claims it later sees it terminal.
         # The terminal event's key makes a racing worker's own job.cancelled a no-op.
+        record.cancel_requested = True
         record.status = JobStatus.cancelled
         record.finished_at = time.time()
         await backend.save_job(record)
@@ -93,7 +94,8 @@ async def cancel_job(backend: Backend, job_id: str) -> JobRecord:
             ),
         )
     else:
-        await backend.save_job(record)
+        # Only the flag: saving the whole record here could overwrite the runner's own save.
+        record.cancel_requested = True
     log.info("job cancel requested", extra={"job_id": job_id})
     return record
 

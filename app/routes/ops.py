@@ -72,6 +72,9 @@ async def _backend_check(backend: Backend) -> ReadinessCheck:
 
 
 async def _llm_check(http: httpx.AsyncClient, base_url: str, api_key: str, simulated: bool) -> ReadinessCheck:
+    if not base_url:
+        # A front-end process on Redis with no LLM configured: each worker runs its own sim.
+        return ReadinessCheck(ok=True, detail="simulated model, run inside the worker processes")
     url = f"{base_url.rstrip('/')}/models"
     headers = {"Authorization": f"Bearer {api_key}"} if api_key and not simulated else {}
     try:

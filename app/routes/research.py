@@ -127,7 +127,7 @@ async def job_view(backend: Backend, record: JobRecord) -> JobView:
         id=record.id,
         status=record.status,
         simulated=record.simulated,
-        cancel_requested=record.cancel_requested,
+        cancel_requested=record.cancel_requested or await backend.is_cancelled(record.id),
         request=params(record),
         agents=[_agent_view(a) for a in await _agents(backend, record)],
         result=_result_view(record.result) if record.result is not None else None,

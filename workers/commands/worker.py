@@ -16,6 +16,7 @@ log = logging.getLogger(__name__)
 
 async def _main(settings: Settings) -> None:
     async with open_engine(settings, run_worker=False) as engine:
+        assert engine.runner is not None
         worker = Worker(
             engine.runner.parts.backend,
             engine.runner,

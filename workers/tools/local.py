@@ -4,7 +4,8 @@ Every hit and every visited document is registered in the job's source registry,
 of a job cite one url by one id. The observation formats are documented in `workers.tools.render`.
 
 `VisitTool` reads the urls the corpus lacks through an optional `fallback` tool (a web fetcher),
-one call per url, concurrently, so each is cached and fetched on its own. A fallback's
+one call per url, concurrently, so each is cached and fetched on its own; the call carries the
+url's share of the character budget as `max_chars`. A fallback's
 `ToolError` becomes that url's "not found" line; any other error fails the whole call, as the
 tool contract says. Without a fallback the model gets a "not found" line and can search again.
 
@@ -14,7 +15,8 @@ never a rendered `ToolOutput` across jobs.
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Iterable
+from typing import Any, Protocol
 
 import anyio
 
@@ -34,13 +36,40 @@ from workers.tools.render import (
 PROVIDER = "local"
 
 
-def _unique(values: list[str]) -> list[str]:
+def unique(values: list[str]) -> list[str]:
     return list(dict.fromkeys(values))
 
 
-def _add_source(sources: list[Source], source: Source) -> None:
+def add_source(sources: list[Source], source: Source) -> None:
     if all(s.id != source.id for s in sources):
         sources.append(source)
+
+
+class HitLike(Protocol):
+    """A search hit from any provider (the corpus's, or a web API's)."""
+
+    @property
+    def url(self) -> str: ...
+    @property
+    def title(self) -> str: ...
+    @property
+    def snippet(self) -> str: ...
+
+
+async def render_hits(query: str, hits: Iterable[HitLike], ctx: ToolContext, sources: list[Source]) -> str:
+    """One query's observation block, every hit registered in the job's source registry (and
+    added to `sources`). Shared by every search tool, so they all read alike to the model."""
+    items: list[SearchItem] = []
+    for hit in hits:
+        source = await ctx.backend.register_source(ctx.job_id, hit.url, hit.title)
+        add_source(sources, source)
+        items.append(SearchItem(source.id, hit.title, hit.url, hit.snippet))
+    return render_search(query, items)
+
+
+def dropped_queries_note(max_queries: int) -> str:
+    # Said in the observation rather than raised: the other queries' results are good.
+    return f"(Only the first {max_queries} queries were run; send the rest again.)"
 
 
 class SearchTool:
@@ -53,20 +82,14 @@ class SearchTool:
         self.max_queries = max_queries
 
     async def __call__(self, arguments: dict[str, Any], ctx: ToolContext) -> ToolOutput:
-        queries = _unique(string_list(arguments, "query"))
+        queries = unique(string_list(arguments, "query"))
         dropped = queries[self.max_queries :]
         blocks: list[str] = []
         sources: list[Source] = []
         for query in queries[: self.max_queries]:
-            items: list[SearchItem] = []
-            for hit in await self.corpus.search(query, self.top_k):
-                source = await ctx.backend.register_source(ctx.job_id, hit.url, hit.title)
-                _add_source(sources, source)
-                items.append(SearchItem(source.id, hit.title, hit.url, hit.snippet))
-            blocks.append(render_search(query, items))
+            blocks.append(await render_hits(query, await self.corpus.search(query, self.top_k), ctx, sources))
         if dropped:
-            # Said in the observation rather than raised: the other queries' results are good.
-            blocks.append(f"(Only the first {self.max_queries} queries were run; send the rest again.)")
+            blocks.append(dropped_queries_note(self.max_queries))
         return ToolOutput(text=join_blocks(blocks), sources=sources, provider=PROVIDER)
 
 
@@ -85,7 +108,7 @@ class VisitTool:
         self.max_urls = max_urls
 
     async def __call__(self, arguments: dict[str, Any], ctx: ToolContext) -> ToolOutput:
-        urls = _unique(string_list(arguments, "url"))
+        urls = unique(string_list(arguments, "url"))
         goal = arguments.get("goal")
         if not isinstance(goal, str) or not goal.strip():
             raise ToolError("argument 'goal' must be a non-empty string: what to look for on the pages")
@@ -108,7 +131,7 @@ class VisitTool:
 
         remote: dict[int, ToolOutput] = {}
         if missing and self.fallback is not None:
-            fetched = await self._fetch(self.fallback, [urls[i] for i in missing], goal, ctx)
+            fetched = await self._fetch(self.fallback, [urls[i] for i in missing], goal, budget, ctx)
             for i, result in zip(missing, fetched, strict=True):
                 if isinstance(result, ToolOutput):
                     remote[i] = result
@@ -125,7 +148,7 @@ class VisitTool:
         sources: list[Source] = []
         for i in range(len(urls)):
             for source in found.get(i, []):
-                _add_source(sources, source)
+                add_source(sources, source)
         return ToolOutput(
             text=text,
             sources=sources,
@@ -134,14 +157,16 @@ class VisitTool:
         )
 
     @staticmethod
-    async def _fetch(fallback: Tool, urls: list[str], goal: str, ctx: ToolContext) -> list[ToolOutput | str]:
+    async def _fetch(
+        fallback: Tool, urls: list[str], goal: str, budget: int, ctx: ToolContext
+    ) -> list[ToolOutput | str]:
         """The fallback's output per url, or its `ToolError` message."""
         results: list[ToolOutput | str] = [""] * len(urls)
         failures: list[Exception] = []
 
         async def fetch(i: int) -> None:
             try:
-                results[i] = await fallback({"url": [urls[i]], "goal": goal}, ctx)
+                results[i] = await fallback({"url": [urls[i]], "goal": goal, "max_chars": budget}, ctx)
             except ToolError as exc:
                 results[i] = str(exc) or "could not be read"
             except Exception as exc:
@@ -159,4 +184,4 @@ class VisitTool:
     @staticmethod
     def _provider(local: int, remote: list[ToolOutput]) -> str:
         names = ([PROVIDER] if local else []) + [o.provider or "fallback" for o in remote]
-        return "+".join(_unique(names)) or PROVIDER
+        return "+".join(unique(names)) or PROVIDER

@@ -14,6 +14,9 @@ serves a key in this order:
 
 `cached` in the answer is True when this call reached nothing upstream: the value came from the
 backend cache or from another caller's call.
+
+The cache only saves work: when the backend is unavailable a lookup counts as a miss, a lock as
+taken by us and a store as done, so a Redis outage slows tools down but never fails them.
 """
 
 from __future__ import annotations
@@ -24,10 +27,12 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from urllib.parse import urlsplit
 
 import anyio
 
 from workers.backend.base import Backend
+from workers.errors import BackendUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -86,7 +91,7 @@ class SharedCache:
             self.stats.made += 1
             return (await make()).value, False
         while True:
-            value = await self._backend.cache_get(key) if self._store else None
+            value = await self._get(key) if self._store else None
             if value is not None:
                 self.stats.hits += 1
                 return value, True
@@ -122,23 +127,25 @@ class SharedCache:
         deadline = time.monotonic() + self._wait
         delay = _POLL_FIRST
         while True:
-            if await self._backend.try_lock(key, self._wait):
+            if await self._lock(key):
                 try:
                     # Stored between our cache miss and taking the lock?
-                    value = await self._backend.cache_get(key)
+                    value = await self._get(key)
                     if value is not None:
                         self.stats.hits += 1
                         return value, True
                     return await self._make_and_store(key, make), False
                 finally:
-                    await self._backend.unlock(key)
+                    # Even when cancelled: a lock left behind would stall other processes.
+                    with anyio.CancelScope(shield=True):
+                        await self._unlock(key)
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 log.info("gave up waiting for another worker to fill %s; making it here", key)
                 return await self._make_and_store(key, make), False
             await anyio.sleep(min(delay, remaining))
             delay = min(delay * 2, _POLL_MAX)
-            value = await self._backend.cache_get(key)
+            value = await self._get(key)
             if value is not None:
                 self.stats.coalesced += 1
                 return value, True
@@ -147,5 +154,51 @@ class SharedCache:
         self.stats.made += 1
         made = await make()
         if made.ttl > 0:
-            await self._backend.cache_set(key, made.value, made.ttl)
+            try:
+                await self._backend.cache_set(key, made.value, made.ttl)
+            except BackendUnavailable as exc:
+                log.warning("tool cache unavailable, %s not stored: %s", key, exc)
         return made.value
+
+    async def _get(self, key: str) -> str | None:
+        try:
+            return await self._backend.cache_get(key)
+        except BackendUnavailable as exc:
+            log.warning("tool cache unavailable, %s treated as a miss: %s", key, exc)
+            return None
+
+    async def _lock(self, key: str) -> bool:
+        try:
+            return await self._backend.try_lock(key, self._wait)
+        except BackendUnavailable as exc:
+            log.warning("tool cache unavailable, %s made without a lock: %s", key, exc)
+            return True
+
+    async def _unlock(self, key: str) -> None:
+        try:
+            await self._backend.unlock(key)
+        except BackendUnavailable as exc:
+            # The lock expires by itself after `wait` seconds.
+            log.warning("tool cache unavailable, lock on %s left to expire: %s", key, exc)
+
+
+def normalise_text(text: str) -> str:
+    """Queries and goals that differ only in case or spacing share a cache entry."""
+    return " ".join(text.split()).casefold()
+
+
+def normalise_url(url: str) -> str:
+    """Scheme and host lowercased, default port and fragment dropped, empty path as "/"; the
+    path and query are kept as written (servers may treat their case and order as meaningful)."""
+    parts = urlsplit(url.strip())
+    scheme = parts.scheme.lower()
+    host = (parts.hostname or "").rstrip(".")
+    try:
+        port = parts.port
+    except ValueError:
+        return url.strip()
+    netloc = f"[{host}]" if ":" in host else host
+    if port is not None and port != {"http": 80, "https": 443}.get(scheme):
+        netloc += f":{port}"
+    query = f"?{parts.query}" if parts.query else ""
+    return f"{scheme}://{netloc}{parts.path or '/'}{query}"

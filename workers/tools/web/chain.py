@@ -6,9 +6,9 @@
     ProviderError (HTTP 4xx/5xx incl. 429,        logs it and tries the next one (401/403 logged
       timeout, connection error, bad answer)        as an error: a key to fix, not an outage)
 
-When no provider has hits: an empty result if at least one of them answered (the query simply
-has none), else `RetryableError` listing every failure, which the agent sees as "search is
-unavailable right now" and can work around.
+When no provider has hits: an empty result, named after the last provider that answered, if
+at least one did (the query simply has none); else `RetryableError` listing every failure,
+which the agent sees as "search is unavailable right now" and can work around.
 """
 
 from __future__ import annotations
@@ -70,7 +70,7 @@ class ProviderChain:
                 continue
             if found:
                 return ChainResult(provider.name, found)
-            answered = answered or provider.name
+            answered = provider.name
             log.info("search provider %s found nothing for %r; trying the next one", provider.name, query)
         if answered is not None:
             return ChainResult(answered, [])

@@ -24,6 +24,8 @@ log = logging.getLogger(__name__)
 HTML_TYPES = frozenset({"text/html", "application/xhtml+xml"})
 TEXT_TYPES = frozenset({"text/plain", "text/markdown", "text/x-markdown"})
 PDF_TYPES = frozenset({"application/pdf", "application/x-pdf"})
+# Types that say nothing about the content: the first bytes decide.
+GENERIC_TYPES = frozenset({"", "application/octet-stream", "binary/octet-stream"})
 
 _TITLE = re.compile(rb"<title[^>]*>(.*?)</title>", re.IGNORECASE | re.DOTALL)
 _BLANK_LINES = re.compile(r"\n{3,}")
@@ -40,7 +42,7 @@ class ExtractionError(ToolError):
 
 
 def kind_of(content_type: str, head: bytes) -> str | None:
-    """"html", "text" or "pdf" for a Content-Type (sniffing the first bytes when it is missing
+    """ "html", "text" or "pdf" for a Content-Type (sniffing the first bytes when it is missing
     or generic), or None for a type visit does not read."""
     mime = content_type.split(";", 1)[0].strip().lower()
     if mime in HTML_TYPES:
@@ -49,7 +51,7 @@ def kind_of(content_type: str, head: bytes) -> str | None:
         return "text"
     if mime in PDF_TYPES:
         return "pdf"
-    if mime in ("", "application/octet-stream", "binary/octet-stream"):
+    if mime in GENERIC_TYPES:
         start = head.lstrip()[:512].lower()
         if start.startswith(b"%pdf-"):
             return "pdf"
