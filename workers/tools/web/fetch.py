@@ -16,6 +16,7 @@ directly.
 from __future__ import annotations
 
 import logging
+import ssl
 from dataclasses import dataclass
 from http.cookiejar import CookieJar, DefaultCookiePolicy
 from urllib.parse import urljoin
@@ -48,12 +49,13 @@ class Page:
     via: str  # "web" or "reader"
 
 
-def page_client() -> httpx.AsyncClient:
+def page_client(verify: ssl.SSLContext | bool = True) -> httpx.AsyncClient:
     """The client for page fetches. No environment proxies (a proxy would resolve the host
     itself and undo the pinning), no connection reuse (a pooled connection is keyed by the
     pinned address and would carry another host's TLS session), and no cookies kept between
-    fetches of different jobs."""
+    fetches of different jobs. `verify` is for tests with their own certificate authority."""
     return httpx.AsyncClient(
+        verify=verify,
         trust_env=False,
         follow_redirects=False,
         limits=httpx.Limits(max_connections=None, max_keepalive_connections=0),

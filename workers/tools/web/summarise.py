@@ -10,6 +10,7 @@ degrades to the trimmed page text itself rather than failing.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import re
@@ -21,7 +22,7 @@ from typing import Any
 from workers.errors import LLMConfigError, RetryableError
 from workers.llm.types import ChatModel
 from workers.settings import config_dir
-from workers.tools.render import trim_text
+from workers.tools.render import one_line, trim_text
 
 log = logging.getLogger(__name__)
 
@@ -78,13 +79,19 @@ class PageSummariser:
     ) -> None:
         self._model = model
         self._template = template
+        # Part of the summary cache key: a new prompt must not be served old summaries.
+        self.fingerprint = hashlib.sha256(template.template.encode()).hexdigest()[:16]
         self._page_chars = page_tokens * CHARS_PER_TOKEN
         self._max_tokens = max_tokens
         self._retries = retries
 
     async def summarise(self, *, goal: str, url: str, title: str, text: str, fallback_chars: int) -> Summary:
+        # Goal and title on one line each: the prompt's `## ` sections must stay its own.
         prompt = self._template.safe_substitute(
-            goal=goal, url=url, title=title, page=trim_text(text, self._page_chars)
+            goal=one_line(goal, 1000),
+            url=url,
+            title=one_line(title, 300),
+            page=trim_text(text, self._page_chars),
         )
         problem = ""
         for attempt in range(self._retries + 1):

@@ -73,7 +73,9 @@ class WebVisitTool:
         )
 
     async def _summary(self, url: str, goal: str) -> tuple[dict[str, Any], bool]:
-        key = cache_key("visit-summary", normalise_url(url), normalise_text(goal))
+        key = cache_key(
+            "visit-summary", normalise_url(url), normalise_text(goal), self.summariser.fingerprint
+        )
 
         async def make() -> Made:
             page = await self._page(url)
