@@ -75,8 +75,24 @@ def free_port() -> int:
     return port
 
 
-def start_server(port: int, corpus: Path, latency: float, log_path: Path) -> subprocess.Popen[bytes]:
+def start_sim(port: int, latency: float, log_path: Path) -> subprocess.Popen[bytes]:
+    """The simulated model as its own process, as a real model server would be: its CPU is then
+    not taken from the API process being measured."""
+    code = "import sys; from workers.cli import main; sys.exit(main())"
+    return subprocess.Popen(
+        [sys.executable, "-c", code, "sim-llm", "--port", str(port), "--latency", str(latency)],
+        stdout=log_path.open("wb"),
+        stderr=subprocess.STDOUT,
+        cwd=ROOT,
+    )
+
+
+def start_server(
+    port: int, corpus: Path, latency: float, log_path: Path, sim_url: str | None
+) -> subprocess.Popen[bytes]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("HR_")}
+    if sim_url is not None:
+        env.update(HR_LLM__BASE_URL=f"{sim_url}/v1", HR_LLM__MODEL="heavyresearch-sim")
     env.update(
         HR_BACKEND="memory",
         HR_CORPUS__PATH=str(corpus),
@@ -256,6 +272,11 @@ def main() -> int:
     parser.add_argument("--levels", default="50,100,200,300", help="comma-separated job counts")
     parser.add_argument("--agents", type=int, default=4)
     parser.add_argument("--latency", type=float, default=1.0, help="simulated seconds per model call")
+    parser.add_argument(
+        "--sim-in-process",
+        action="store_true",
+        help="run the simulated model inside the serve process (its default) instead of as its own process",
+    )
     args = parser.parse_args()
     args.levels = [int(x) for x in args.levels.split(",") if x]
 
@@ -266,10 +287,28 @@ def main() -> int:
         build_corpus(corpus, [CORPUS_JSONL], wiki=False)
         port = free_port()
         log_path = Path(tmp) / "server.log"
-        server = start_server(port, corpus, args.latency, log_path)
+        sim = None
+        sim_url = None
+        if not args.sim_in_process:
+            sim_port = free_port()
+            sim = start_sim(sim_port, args.latency, Path(tmp) / "sim.log")
+            sim_url = f"http://127.0.0.1:{sim_port}"
+            deadline = time.monotonic() + 30
+            while True:
+                try:
+                    if httpx.get(f"{sim_url}/health", timeout=1).status_code == 200:
+                        break
+                except httpx.TransportError:
+                    if time.monotonic() > deadline:
+                        raise
+                time.sleep(0.05)
+        print(f"simulated model: {'in the serve process' if sim is None else 'its own process'}")
+        server = start_server(port, corpus, args.latency, log_path, sim_url)
         try:
             anyio.run(main_async, args, f"http://127.0.0.1:{port}", server)
         finally:
+            if sim is not None:
+                sim.terminate()
             server.terminate()
             try:
                 server.wait(timeout=30)

@@ -32,6 +32,7 @@ import httpx
 from workers.errors import HeavyResearchError, LLMConfigError, RetryableError
 from workers.llm.endpoints import Endpoint, resolve_endpoints
 from workers.llm.limiter import Limiter, LocalLimiter
+from workers.llm.pool import ClientPool
 from workers.llm.retry import backoff_delay, parse_retry_after
 from workers.llm.sse import iter_sse_data
 from workers.llm.types import ChatMessage, ChatResult, DeltaCallback, Role
@@ -67,7 +68,7 @@ class OpenAIChatModel:
         self._endpoints = {role: tuple(chain) for role, chain in endpoints.items()}
         self._limiter = limiter
         self._transport = transport
-        self._client: httpx.AsyncClient | None = None
+        self._pool: ClientPool | None = None
 
     @classmethod
     def from_settings(
@@ -89,18 +90,13 @@ class OpenAIChatModel:
             raise ValueError(f"unknown LLM role {role!r}") from None
 
     async def start(self) -> None:
-        if self._client is None:
-            self._client = httpx.AsyncClient(
-                transport=self._transport,
-                # The limiter is the only concurrency cap; a pool limit would be a hidden second.
-                limits=httpx.Limits(max_connections=None, max_keepalive_connections=64),
-                follow_redirects=False,
-            )
+        if self._pool is None:
+            self._pool = ClientPool(self._transport)
 
     async def aclose(self) -> None:
-        client, self._client = self._client, None
-        if client is not None:
-            await client.aclose()
+        pool, self._pool = self._pool, None
+        if pool is not None:
+            await pool.aclose()
 
     async def __aenter__(self) -> Self:
         await self.start()
@@ -124,9 +120,9 @@ class OpenAIChatModel:
         max_tokens: int | None = None,
         on_delta: DeltaCallback | None = None,
     ) -> ChatResult:
-        if self._client is None:
+        if self._pool is None:
             raise RuntimeError("OpenAIChatModel is not started: use `async with` or await start()")
-        client = self._client
+        pool = self._pool
         chain = self.endpoints(role)
         failures: list[str] = []
         attempts = 0
@@ -138,8 +134,13 @@ class OpenAIChatModel:
             for attempt in range(tries):
                 attempts += 1
                 try:
-                    async with self._limiter.slot(
-                        endpoint.key, endpoint.settings.max_concurrency, endpoint.settings.requests_per_minute
+                    async with (
+                        self._limiter.slot(
+                            endpoint.key,
+                            endpoint.settings.max_concurrency,
+                            endpoint.settings.requests_per_minute,
+                        ),
+                        pool.client() as client,
                     ):
                         reply = await self._attempt(client, endpoint, body, on_delta)
                 except RetryableError as exc:
