@@ -21,11 +21,6 @@ DATA = Path(__file__).parent / "data"
 MINI = DATA / "mini_corpus.jsonl"
 
 
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
-
 @pytest.fixture(scope="module")
 def mini(tmp_path_factory: pytest.TempPathFactory) -> Corpus:
     path = tmp_path_factory.mktemp("mini") / "mini.sqlite"

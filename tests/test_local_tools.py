@@ -26,11 +26,6 @@ MINI = Path(__file__).parent / "data" / "mini_corpus.jsonl"
 WIKI = "https://valdoria.example/wiki/"
 
 
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
-
 @pytest.fixture(scope="module")
 def corpus(tmp_path_factory: pytest.TempPathFactory) -> Corpus:
     path = tmp_path_factory.mktemp("tools") / "mini.sqlite"

@@ -31,11 +31,6 @@ from workers.tools.web.visit import WebVisitTool
 AGENTS = 8
 
 
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
-
 @pytest.fixture(scope="module")
 def apis() -> Iterator[SearchAPIs]:
     with SearchAPIs() as fake:

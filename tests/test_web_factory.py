@@ -27,11 +27,6 @@ from workers.tools.web.search import WebSearchTool
 from workers.tools.web.visit import WebVisitTool
 
 
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
-
 class NoModel:
     async def chat(self, *args: Any, **kwargs: Any) -> Any:
         raise AssertionError("no model call expected")

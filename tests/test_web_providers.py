@@ -28,11 +28,6 @@ PROVIDER_TYPES: dict[str, Callable[[httpx.AsyncClient, SearchProviderSettings], 
 }
 
 
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
-
 @pytest.fixture(scope="module")
 def apis() -> Iterator[SearchAPIs]:
     with SearchAPIs() as fake:

@@ -26,11 +26,6 @@ from workers.tools.web.types import Hit, Locale, ProviderError, SearchProvider
 EN = Locale("en")
 
 
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
-
 @pytest.fixture(scope="module")
 def apis() -> Iterator[SearchAPIs]:
     with SearchAPIs() as fake:

@@ -33,11 +33,6 @@ from workers.tools.web.summarise import PageSummariser, load_template, parse_rep
 from workers.tools.web.visit import WebVisitTool
 
 
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
-
 @pytest.fixture(scope="module")
 def site() -> Iterator[Website]:
     with Website() as web:
