@@ -13,7 +13,7 @@ from typing import Any, Literal
 
 from pydantic import AnyHttpUrl, BaseModel, ConfigDict, Field, field_validator
 
-from workers.models import AgentStatus, JobRecord, JobStatus, Usage
+from workers.models import AgentStatus, JobRecord, JobStatus, Usage, WebhookState, WebhookStatus
 
 # Tools a request may name; the engine builds exactly these.
 TOOL_NAMES = ("search", "visit")
@@ -118,8 +118,14 @@ class ResearchCreate(BaseModel):
     webhook_url: AnyHttpUrl | None = Field(
         default=None,
         description=(
-            "An http(s) URL stored with the job. Delivery is NOT implemented yet: nothing is "
-            "called when the job finishes; poll the job or stream its events instead."
+            "An http(s) URL called once the job ends (succeeded, failed or cancelled): one POST of "
+            "JSON with `type` (the terminal event), `job_id`, `status`, `answer`, `sources`, `error`, "
+            "`simulated`, `finished_at` and `links`. Signed with HMAC-SHA256 in "
+            "`X-Heavyresearch-Signature: sha256=<hex>` when the server has a webhook secret. Failed "
+            "attempts are retried, and a worker crash may repeat a call: every call for one job "
+            "carries the same `X-Heavyresearch-Delivery` id. Only public internet addresses are "
+            "called, unless the server allows the host (`webhooks.allow_hosts`); redirects are not "
+            "followed. The job's `webhook` shows the outcome."
         ),
         examples=["https://example.com/hooks/research"],
     )
@@ -265,6 +271,23 @@ class JobLinks(BaseModel):
         return cls(self=base, events=f"{base}/events", cancel=f"{base}/cancel")
 
 
+class WebhookView(BaseModel):
+    """What came of calling the job's `webhook_url`."""
+
+    state: WebhookState = Field(
+        description="`delivered` (the receiver answered 2xx) or `failed` (given up).", examples=["delivered"]
+    )
+    delivery_id: str = Field(description="The `X-Heavyresearch-Delivery` header every attempt carried.")
+    attempts: int = Field(description="Calls made.", examples=[1])
+    last_status: int | None = Field(
+        default=None,
+        description="HTTP status of the last answer; null when none came (refused, unreachable, timed out).",
+        examples=[200],
+    )
+    last_error: str | None = Field(default=None, description="Why the last attempt failed, when it did.")
+    delivered_at: datetime | None = None
+
+
 class JobView(BaseModel):
     """A research job: what it was asked, where it is, and its result once it has one."""
 
@@ -278,6 +301,13 @@ class JobView(BaseModel):
     usage: UsageView
     timings: Timings
     error: str | None = Field(default=None, description="Why the job failed, when it did.")
+    webhook: WebhookView | None = Field(
+        default=None,
+        description=(
+            "The outcome of calling `request.webhook_url`; null without one, or until the call "
+            "(made just after the job ends, retries included) is over."
+        ),
+    )
     links: JobLinks
 
 
@@ -368,6 +398,19 @@ def timings(record: JobRecord, now: float) -> Timings:
         started_at=_when(record.started_at),
         finished_at=_when(record.finished_at),
         duration_seconds=duration,
+    )
+
+
+def webhook_view(status: WebhookStatus | None) -> WebhookView | None:
+    if status is None:
+        return None
+    return WebhookView(
+        state=status.state,
+        delivery_id=status.delivery_id,
+        attempts=status.attempts,
+        last_status=status.last_status,
+        last_error=status.last_error,
+        delivered_at=_when(status.delivered_at),
     )
 
 

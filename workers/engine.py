@@ -26,6 +26,7 @@ from workers.settings import SIMULATED_MODEL_ID, LLMSettings, Settings
 from workers.sim.app import SimConfig
 from workers.sim.server import SimServer
 from workers.tools.factory import aclose_tools, build_tools
+from workers.webhooks import WebhookSender
 from workers.worker import Worker
 
 log = logging.getLogger(__name__)
@@ -82,7 +83,7 @@ class _Built:
 async def _build_runner(
     settings: Settings, backend: Backend, stack: AsyncExitStack, on_corpus_progress: ProgressCallback | None
 ) -> _Built:
-    """Model client, corpus, tools and runner: what a process that runs jobs needs."""
+    """Model client, corpus, tools, webhook sender and runner: what a process that runs jobs needs."""
     llm = settings.llm
     if not settings.llm.base_url:
         sim_config = SimConfig(
@@ -108,6 +109,7 @@ async def _build_runner(
     stack.callback(corpus.close)
     tools = build_tools(settings, corpus=corpus, backend=engine_backend, model=model)
     stack.push_async_callback(aclose_tools, tools)
+    webhooks = await stack.enter_async_context(WebhookSender(settings.webhooks))
     parts = EngineParts(
         backend=engine_backend,
         model=model,
@@ -117,6 +119,7 @@ async def _build_runner(
         agent_concurrency=settings.agent.agent_concurrency,
         observation_max_chars=settings.agent.observation_max_chars,
         grace_seconds=settings.agent.forced_answer_grace,
+        webhooks=webhooks,
     )
     return _Built(JobRunner(parts), engine_backend, llm.base_url, corpus.count())
 

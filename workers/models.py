@@ -130,6 +130,22 @@ class JobResult(BaseModel):
     simulated: bool = False
 
 
+class WebhookState(StrEnum):
+    delivered = "delivered"  # the receiver answered 2xx
+    failed = "failed"  # refused by the address guard, a non-retryable answer, or attempts spent
+
+
+class WebhookStatus(BaseModel):
+    """The outcome of calling a job's `webhook_url` after the job ended."""
+
+    state: WebhookState
+    delivery_id: str  # the X-Heavyresearch-Delivery header every attempt carried
+    attempts: int
+    last_status: int | None = None  # HTTP status of the last answer; None when none came
+    last_error: str | None = None
+    delivered_at: float | None = None
+
+
 class JobRecord(BaseModel):
     id: str
     status: JobStatus = JobStatus.queued
@@ -145,3 +161,10 @@ class JobRecord(BaseModel):
     cancel_requested: bool = False
     idempotency_key: str | None = None
     request_hash: str | None = None
+    webhook: WebhookStatus | None = None
+
+    @property
+    def webhook_due(self) -> bool:
+        """The job has ended and its webhook has not been called to an outcome yet: whoever
+        runs the job next (another worker, after a crash) still owes the call."""
+        return self.status.terminal and self.request.webhook_url is not None and self.webhook is None

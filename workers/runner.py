@@ -24,6 +24,7 @@ from workers.llm.types import ChatModel
 from workers.models import AgentCheckpoint, AgentStatus, AgentSummary, JobRecord, JobStatus, Usage
 from workers.synthesis import synthesize
 from workers.tools.base import Tool
+from workers.webhooks import WebhookSender
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +47,7 @@ class EngineParts:
     agent_concurrency: int = 16
     observation_max_chars: int = 6000
     grace_seconds: float = 20.0
+    webhooks: WebhookSender | None = None  # None: requests' webhook_url is never called
 
 
 def summarise(checkpoints: list[AgentCheckpoint]) -> list[AgentSummary]:
@@ -69,6 +71,12 @@ class JobRunner:
         self.parts = parts
 
     async def run(self, job_id: str) -> Outcome:
+        outcome = await self._run(job_id)
+        if outcome is Outcome.finished:
+            await self._notify(job_id)
+        return outcome
+
+    async def _run(self, job_id: str) -> Outcome:
         backend = self.parts.backend
         record = await backend.get_job(job_id)
         if record is None:
@@ -112,6 +120,19 @@ class JobRunner:
             await self._end(fresh, JobStatus.cancelled, EventType.job_cancelled, {"reason": "cancelled"})
             jlog.info("job cancelled")
         return Outcome.finished
+
+    async def _notify(self, job_id: str) -> None:
+        """Call the ended job's webhook, unless an earlier run got it to an outcome. It runs
+        after the terminal status and event are stored, so the job never waits for it; a
+        worker that dies before the outcome is saved leaves the call to the next one."""
+        webhooks = self.parts.webhooks
+        record = await self.parts.backend.get_job(job_id)
+        if webhooks is None or record is None or not record.webhook_due:
+            return
+        record.webhook = await webhooks.deliver(record)
+        # A drain landing now must not cost a delivered call its record (and a second call).
+        with anyio.CancelScope(shield=True):
+            await self.parts.backend.save_job(record)
 
     def _context(self, record: JobRecord, checkpoints: dict[int, AgentCheckpoint]) -> JobContext:
         request = record.request

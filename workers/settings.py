@@ -134,6 +134,17 @@ class VisitSettings(BaseModel):
     summary_retries: int = Field(default=2, ge=0, le=10)
 
 
+class WebhookSettings(BaseModel):
+    """How a job's `webhook_url` is called once the job ends."""
+
+    secret: str = ""
+    timeout: float = Field(default=10.0, gt=0)
+    attempts: int = Field(default=4, ge=1, le=20)
+    retry_base_delay: float = Field(default=1.0, ge=0)
+    retry_max_delay: float = Field(default=30.0, ge=0)
+    allow_hosts: list[str] = []
+
+
 class AgentSettings(BaseModel):
     default_agents: int = Field(default=4, ge=1, le=16)
     max_agents: int = Field(default=16, ge=1, le=64)
@@ -177,6 +188,7 @@ class Settings(BaseSettings):
     corpus: CorpusSettings = CorpusSettings()
     search: SearchSettings = SearchSettings()
     visit: VisitSettings = VisitSettings()
+    webhooks: WebhookSettings = WebhookSettings()
     agent: AgentSettings = AgentSettings()
     server: ServerSettings = ServerSettings()
     worker: WorkerSettings = WorkerSettings()

@@ -115,13 +115,15 @@ class Worker:
             slots.release()
 
     async def _settle(self, job_id: str, *, finished: bool, lost: bool) -> None:
-        """Ack a finished job, hand back an unfinished one; a lost job is another worker's now."""
+        """Ack a finished job, hand back an unfinished one; a lost job is another worker's now.
+        A job stopped after its end but before its webhook call (a drain) counts as unfinished:
+        the worker that claims it next makes the call."""
         if lost:
             log.warning("job lost to another worker (lease lapsed)", extra={"job_id": job_id})
             return
         try:
             record = None if finished else await self.backend.get_job(job_id)
-            if finished or record is None or record.status.terminal:
+            if finished or record is None or (record.status.terminal and not record.webhook_due):
                 await self.backend.ack(job_id)
             else:
                 await self.backend.release(job_id)

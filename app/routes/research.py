@@ -31,6 +31,7 @@ from app.schemas import (
     UsageView,
     params,
     timings,
+    webhook_view,
 )
 from app.sse import event_stream_response
 from workers.backend.base import Backend
@@ -134,6 +135,7 @@ async def job_view(backend: Backend, record: JobRecord) -> JobView:
         usage=UsageView.of(record.usage),
         timings=timings(record, time.time()),
         error=record.error,
+        webhook=webhook_view(record.webhook),
         links=JobLinks.of(record.id),
     )
 
