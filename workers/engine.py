@@ -98,8 +98,10 @@ async def _build_runner(
         log.warning(SIMULATED_BANNER)
     limiter = None
     if isinstance(backend, RedisBackend):
-        # One rate and concurrency budget per LLM endpoint across every worker process.
-        limiter = await stack.enter_async_context(RedisLimiter.from_backend(backend))
+        # One rate and concurrency budget per LLM endpoint across every worker process. Like
+        # the RetryingBackend below, admission waits out a Redis restart instead of failing
+        # the agent that is about to call the model.
+        limiter = await stack.enter_async_context(RedisLimiter.from_backend(backend, patience=120.0))
     model = OpenAIChatModel.from_settings(llm, limiter=limiter)
     await stack.enter_async_context(model)
     # Workers ride out a Redis restart; the API (engine.backend) answers 503 instead.

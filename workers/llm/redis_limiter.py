@@ -11,7 +11,10 @@
 
 Both use Redis' clock (`TIME`), so processes on machines with skewed clocks agree. Waiting
 for a free slot polls with capped exponential backoff: a freed slot goes to whichever waiter
-asks first, not strictly first come, first served.
+asks first, not strictly first come, first served. Redis being unreachable raises
+`BackendUnavailable` at once, unless `patience` is set: then admission waits for Redis up to
+that many seconds (workers use it like their `RetryingBackend`, so that an agent about to call
+the model does not fail because Redis is restarting).
 
 Use it as `async with RedisLimiter(...)`: the keeper task lives between enter and exit.
 """
@@ -21,6 +24,7 @@ from __future__ import annotations
 import logging
 import os
 import random
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from types import TracebackType
@@ -81,6 +85,7 @@ return wait
 
 _POLL_MIN = 0.005
 _POLL_MAX = 0.25
+_OUTAGE_DELAY_MAX = 2.0
 
 
 class RedisLimiter:
@@ -92,6 +97,7 @@ class RedisLimiter:
         hold_seconds: float = 30.0,
         burst: int = 1,
         where: str = "redis",
+        patience: float = 0.0,
     ) -> None:
         if burst < 1:
             raise ValueError("burst must be at least 1")
@@ -102,13 +108,14 @@ class RedisLimiter:
         self._hold_ms = max(1, int(hold_seconds * 1000))
         self._burst = burst
         self._where = where
+        self._patience = patience
         self._held: dict[str, str] = {}  # token -> holders key
         self._task_group: TaskGroup | None = None
         self._scripts: dict[str, AsyncScript] = {}
 
     @classmethod
     def from_backend(
-        cls, backend: RedisBackend, *, hold_seconds: float = 30.0, burst: int = 1
+        cls, backend: RedisBackend, *, hold_seconds: float = 30.0, burst: int = 1, patience: float = 0.0
     ) -> RedisLimiter:
         """Share the backend's connection pool and key prefix."""
         return cls(
@@ -117,6 +124,7 @@ class RedisLimiter:
             hold_seconds=hold_seconds,
             burst=burst,
             where=backend.where,
+            patience=patience,
         )
 
     # -- lifecycle ------------------------------------------------------------------------------
@@ -173,16 +181,32 @@ class RedisLimiter:
         async with unavailable_on_failure(self._where):
             return await script(keys=keys, args=args)
 
+    async def _script_patiently(self, source: str, keys: list[str], args: list[str | int]) -> Any:
+        """`_script` that waits out a Redis outage (with backoff) for up to `patience` seconds.
+        Only admission waits: a release that fails is logged and its hold lapses by itself."""
+        give_up = time.monotonic() + self._patience
+        delay = 0.05
+        while True:
+            try:
+                return await self._script(source, keys, args)
+            except BackendUnavailable as exc:
+                if time.monotonic() + delay > give_up:
+                    raise
+                log.warning("LLM limiter: %s; retrying in %.2fs", exc, delay)
+                await anyio.sleep(delay)
+                delay = min(delay * 2, _OUTAGE_DELAY_MAX)
+
     async def _acquire(self, holders: str, token: str, max_concurrency: int) -> None:
         delay = _POLL_MIN
-        while not int(await self._script(_ACQUIRE, [holders], [token, max_concurrency, self._hold_ms])):
+        args: list[str | int] = [token, max_concurrency, self._hold_ms]
+        while not int(await self._script_patiently(_ACQUIRE, [holders], args)):
             # Jittered, so waiters in many processes do not poll in lockstep.
             await anyio.sleep(delay * random.uniform(0.5, 1.0))
             delay = min(delay * 2, _POLL_MAX)
 
     async def _reserve(self, pace: str, rpm: int) -> float:
         interval_us = max(1, round(60_000_000 / rpm))
-        wait_us = int(await self._script(_RESERVE, [pace], [interval_us, self._burst]))
+        wait_us = int(await self._script_patiently(_RESERVE, [pace], [interval_us, self._burst]))
         return wait_us / 1_000_000
 
     async def _release(self, holders: str, token: str) -> None:
