@@ -15,9 +15,12 @@ $(BIN)/heavyresearch: pyproject.toml uv.lock
 
 setup: $(BIN)/heavyresearch
 
-# redis-server for the Redis tests (they start their own on a free port).
+# redis-server for the Redis tests (they start their own on a free port), Chromium for the
+# web page test.
 system-deps:
-	@command -v redis-server >/dev/null || { apt-get update && apt-get install -y --no-install-recommends redis-server; }
+	@need=""; command -v redis-server >/dev/null || need="$$need redis-server"; \
+	command -v chromium >/dev/null || need="$$need chromium"; \
+	if [ -n "$$need" ]; then apt-get update && apt-get install -y --no-install-recommends $$need; fi
 
 run: setup
 	$(BIN)/heavyresearch serve

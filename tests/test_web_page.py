@@ -1,0 +1,57 @@
+"""The live web page in a real headless Chromium: submit a question, watch it finish."""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.server import LiveServer, api_settings, live_server
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+
+pytestmark = pytest.mark.skipif(
+    CHROMIUM is None, reason="needs Debian's chromium (make system-deps / .ci/run install it)"
+)
+
+# The flags this machine needs: no sandbox as root, and no background calls to the internet.
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+
+
+@pytest.fixture(scope="module")
+def server(mini_corpus: Path) -> Iterator[LiveServer]:
+    with live_server(api_settings(mini_corpus, sim={"latency": 0.05})) as running:
+        yield running
+
+
+def test_page_runs_a_job_live_and_shows_answer_sources_and_credits(server: LiveServer) -> None:
+    from playwright.sync_api import expect, sync_playwright
+
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page()
+            page.goto(f"{server.base_url}/")
+            expect(page.locator("#sim-banner")).to_be_visible()
+            expect(page.locator("#sim-banner")).to_contain_text("SIMULATED")
+            page.fill("#query", "What is the capital of Valdoria?")
+            page.fill("#agents", "3")
+            page.click("#submit")
+            # Live progress: a row per agent appears while the job runs, then the answer.
+            expect(page.locator("#agents-body tr")).to_have_count(3, timeout=30_000)
+            expect(page.locator("#answer")).not_to_be_empty(timeout=60_000)
+            expect(page.locator("#sources li").first).to_be_visible()
+            assert page.locator("#sources li").count() >= 1
+            assert "Wikipedia" in page.locator("footer").inner_text()
+        finally:
+            browser.close()
