@@ -269,6 +269,9 @@ def _validation_message(exc: ValidationError) -> str:
 
 
 async def _complete(state: SimState, request: Request, chat: _ChatRequest) -> Response:
+    # Latency counts from the request's arrival, as a model server's time to first token does:
+    # the sim's own work happens inside it instead of being added on top.
+    arrived = anyio.current_time()
     config = state.config  # one snapshot per call: a runtime change applies to the next call
     stats = state.stats
     stats.calls += 1
@@ -326,7 +329,8 @@ async def _complete(state: SimState, request: Request, chat: _ChatRequest) -> Re
                 chunks, media_type="text/event-stream", headers={"Cache-Control": "no-cache"}
             )
         pace = usage["completion_tokens"] / config.tokens_per_second if config.tokens_per_second else 0.0
-        waited = await _wait(state, config.latency + pace, request.receive)
+        left = config.latency + pace - (anyio.current_time() - arrived)
+        waited = await _wait(state, max(left, 0.0), request.receive)
         if waited == "disconnected":
             stats.cancelled += 1
         else:
