@@ -1,5 +1,5 @@
 """API capacity benchmark: one `heavyresearch serve` process (memory backend, engine in-process)
-on the SIMULATED model with 1 s per model call.
+on the SIMULATED model with 1 s per model call (the simulated model runs as its own process).
 
 For each load level it submits that many 4-agent jobs at once, streams every job's events over
 SSE (one client per job), and prints:
@@ -46,6 +46,7 @@ TERMINAL = {"job.succeeded", "job.failed", "job.cancelled"}
 @dataclass
 class LevelResult:
     jobs: int
+    watchers: int = 1
     wall: float = 0.0
     post_errors: list[str] = field(default_factory=list)
     stream_errors: list[str] = field(default_factory=list)
@@ -143,42 +144,59 @@ def new_client(base_url: str) -> httpx.AsyncClient:
 
 
 async def stream_job(base_url: str, job_id: str, result: LevelResult) -> None:
-    # One client per stream: httpx scans its whole pool on every request and response, which
-    # with hundreds of open streams in one pool made the client, not the server, the bottleneck.
+    """One SSE client on a bare socket. The load generator shares this machine's two cores with
+    the server, so it must be as cheap as it can be: an HTTP/1.0 request (the body is then the
+    plain event stream, no chunked framing) and one `json.loads` per event."""
+    host, port = base_url.removeprefix("http://").split(":")
     opened = time.time()
     terminal = None
-    headers = {"Accept": "text/event-stream"}
+    request = (
+        f"GET /v1/research/{job_id}/events HTTP/1.0\r\nHost: {host}\r\nAccept: text/event-stream\r\n\r\n"
+    )
     try:
-        async with (
-            new_client(base_url) as client,
-            client.stream("GET", f"/v1/research/{job_id}/events", headers=headers) as response,
-        ):
-            if response.status_code != 200:
-                result.stream_errors.append(f"{job_id}: HTTP {response.status_code}")
-                return
-            async for line in response.aiter_lines():
-                if not line.startswith("data:"):
-                    continue
+        async with await anyio.connect_tcp(host, int(port)) as sock:
+            await sock.send(request.encode())
+            buffer = b""
+            head_done = False
+            while True:
+                try:
+                    buffer += await sock.receive(65536)
+                except (anyio.EndOfStream, anyio.BrokenResourceError):
+                    break
                 arrived = time.time()
-                event = json.loads(line[5:])
-                result.events += 1
-                if event["ts"] >= opened:
-                    result.live_delays.append(arrived - event["ts"])
-                else:
-                    result.replayed += 1
-                if event["type"] in ("agent.failed", "job.failed"):
-                    result.bad_outcomes.append(f"{job_id}: {event['type']} {event['data']}")
-                if event["type"] in TERMINAL:
-                    terminal = event["type"]
-    except httpx.HTTPError as exc:
+                if not head_done:
+                    end = buffer.find(b"\r\n\r\n")
+                    if end < 0:
+                        continue
+                    status = buffer.split(b"\r\n", 1)[0]
+                    if b" 200 " not in status:
+                        result.stream_errors.append(f"{job_id}: {status.decode(errors='replace')}")
+                        return
+                    buffer, head_done = buffer[end + 4 :], True
+                *lines, buffer = buffer.split(b"\n")
+                for line in lines:
+                    if not line.startswith(b"data:"):
+                        continue
+                    event = json.loads(line[5:])
+                    result.events += 1
+                    if event["ts"] >= opened:
+                        result.live_delays.append(arrived - event["ts"])
+                    else:
+                        result.replayed += 1
+                    if event["type"] in ("agent.failed", "job.failed"):
+                        result.bad_outcomes.append(f"{job_id}: {event['type']} {event['data']}")
+                    if event["type"] in TERMINAL:
+                        terminal = event["type"]
+    except OSError as exc:
         result.stream_errors.append(f"{job_id}: {type(exc).__name__}: {exc}")
         return
     if terminal != "job.succeeded":
         result.stream_errors.append(f"{job_id}: stream ended with {terminal}")
 
 
-async def run_level(client: httpx.AsyncClient, jobs: int, agents: int) -> LevelResult:
-    result = LevelResult(jobs=jobs)
+async def run_level(client: httpx.AsyncClient, jobs: int, agents: int, watchers: int = 1) -> LevelResult:
+    """`jobs` jobs at once, each streamed by `watchers` SSE clients."""
+    result = LevelResult(jobs=jobs, watchers=watchers)
     ids: list[str] = []
     start = time.monotonic()
 
@@ -199,7 +217,8 @@ async def run_level(client: httpx.AsyncClient, jobs: int, agents: int) -> LevelR
             tg.start_soon(submit, i)
     async with anyio.create_task_group() as tg:
         for job_id in ids:
-            tg.start_soon(stream_job, str(client.base_url), job_id, result)
+            for _ in range(watchers):
+                tg.start_soon(stream_job, str(client.base_url), job_id, result)
     result.wall = time.monotonic() - start
 
     for job_id in ids:
@@ -227,7 +246,8 @@ def report(result: LevelResult) -> None:
     ms = [d * 1000 for d in result.live_delays]
     waits = result.queue_waits
     print(
-        f"{result.jobs:>5} jobs | errors {result.errors:>3} | wall {result.wall:6.1f} s"
+        f"{result.jobs:>5} jobs x {result.watchers:>2} clients | errors {result.errors:>3}"
+        f" | wall {result.wall:6.1f} s"
         f" | queue wait p50/max {pct(waits, 50):5.2f}/{max(waits, default=0):5.2f} s"
         f" | job run p50/p99 {pct(result.run_times, 50):5.2f}/{pct(result.run_times, 99):5.2f} s"
         f" | events {result.events:>6} ({result.replayed} replayed)"
@@ -255,11 +275,15 @@ async def main_async(args: argparse.Namespace, base_url: str, server: subprocess
             if result.errors == 0:
                 held = level
         print(f"largest level held with no errors: {held} concurrent {args.agents}-agent jobs")
-        for result in results:
-            if result.jobs == 200:
+        # The same 200 SSE clients on fewer jobs: fan-out of events to clients, with the engine
+        # not saturating this machine's two cores.
+        fanout = await run_level(client, args.fanout_jobs, args.agents, watchers=200 // args.fanout_jobs)
+        report(fanout)
+        for result in [*results, fanout]:
+            if result.jobs * result.watchers == 200:
                 ms = [d * 1000 for d in result.live_delays]
                 print(
-                    f"event ts → SSE client delay with 200 clients streaming: "
+                    f"event ts → SSE client delay, 200 clients on {result.jobs} jobs: "
                     f"p50 {pct(ms, 50):.1f} ms, p99 {pct(ms, 99):.1f} ms, "
                     f"mean {statistics.fmean(ms) if ms else float('nan'):.1f} ms over {len(ms)} live events"
                 )
@@ -271,6 +295,7 @@ def main() -> int:
     )
     parser.add_argument("--levels", default="50,100,200,300", help="comma-separated job counts")
     parser.add_argument("--agents", type=int, default=4)
+    parser.add_argument("--fanout-jobs", type=int, default=20, help="jobs for the 200-client fan-out run")
     parser.add_argument("--latency", type=float, default=1.0, help="simulated seconds per model call")
     parser.add_argument(
         "--sim-in-process",

@@ -13,7 +13,7 @@ from contextlib import asynccontextmanager
 
 import httpx
 
-SHARD_SIZE = 48
+SHARD_SIZE = 8
 
 
 class _Shard:
