@@ -54,6 +54,19 @@ def corpus_path(settings: Settings) -> Path:
     return Path(settings.corpus.path).expanduser()
 
 
+class _LogProgress:
+    """Corpus build progress for the log, each time another tenth is done."""
+
+    def __init__(self) -> None:
+        self.tenths = -1
+
+    def __call__(self, done: int, total: int) -> None:
+        tenths = 10 * done // max(total, 1)
+        if tenths > self.tenths:
+            self.tenths = tenths
+            log.info("building the local corpus: %d/%d documents", done, total)
+
+
 def ensure_corpus(settings: Settings, on_progress: ProgressCallback | None = None) -> Path:
     """The corpus file, built from the offline Wikipedia data on first start when missing."""
     path = corpus_path(settings)
@@ -64,7 +77,7 @@ def ensure_corpus(settings: Settings, on_progress: ProgressCallback | None = Non
             )
         log.info("building the local corpus at %s (first start)", path)
         path.parent.mkdir(parents=True, exist_ok=True)
-        build_corpus(path, None, wiki=True, on_progress=on_progress)
+        build_corpus(path, None, wiki=True, on_progress=on_progress or _LogProgress())
     return path
 
 
