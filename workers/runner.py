@@ -116,6 +116,9 @@ class JobRunner:
             fresh = await backend.get_job(job_id)
             if fresh is None:
                 return Outcome.missing
+            if fresh.status.terminal:
+                # The job ended just as the cancel arrived: its own end stands.
+                return Outcome.finished
             fresh.agents = summarise(list((await backend.load_checkpoints(job_id)).values()))
             await self._end(fresh, JobStatus.cancelled, EventType.job_cancelled, {"reason": "cancelled"})
             jlog.info("job cancelled")
