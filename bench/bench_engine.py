@@ -71,10 +71,11 @@ async def parallel_efficiency() -> None:
     with corpus_file() as corpus, sim_process("--min-rounds", str(rounds), "--latency", str(latency)) as sim:
         settings = settings_for(corpus, sim)
         async with open_engine(settings, run_worker=True) as engine:
-            timer = CallTimer(engine.runner.parts.model)
+            assert engine.runner is not None
+            timer = Recorder(engine.runner.parts.model)
             engine.runner.parts.model = timer
             await run_job(engine, ResearchRequest(query="warm-up", agents=2, max_rounds=3))
-            timer.seconds.clear()
+            timer.calls.clear()
             events = await run_job(
                 engine,
                 ResearchRequest(query="Who founded the city of Port Elan?", agents=agents, max_rounds=rounds),
@@ -85,7 +86,7 @@ async def parallel_efficiency() -> None:
     )
     ideal = (per_agent + 1) * latency
     # The model's own time as the client saw it: the slowest agent's calls plus the synthesis call.
-    model_path = max(sum(timer.seconds.get(a, [])) for a in range(agents)) + sum(timer.seconds.get(None, []))
+    model_path = max(timer.seconds(a) for a in range(agents)) + timer.seconds(None)
     print(
         f"parallel efficiency: n={agents}, {per_agent} rounds, {latency * 1000:.0f} ms latency: "
         f"wall {wall:.3f} s / ideal {ideal:.3f} s = {wall / ideal:.3f} (target <= 1.10)"
@@ -97,12 +98,13 @@ async def parallel_efficiency() -> None:
     )
 
 
-class CallTimer:
-    """Wraps the model client to time each call, by seed (= agent; None = synthesis)."""
+class Recorder:
+    """Wraps the model client to keep each call's seed (= agent; None = synthesis), prompt,
+    output and duration."""
 
     def __init__(self, inner: ChatModel) -> None:
         self.inner = inner
-        self.seconds: dict[int | None, list[float]] = {}
+        self.calls: list[tuple[int | None, list[ChatMessage], ChatResult, float]] = []
 
     async def chat(
         self,
@@ -118,33 +120,11 @@ class CallTimer:
         result = await self.inner.chat(
             role, messages, seed=seed, temperature=temperature, max_tokens=max_tokens, on_delta=on_delta
         )
-        self.seconds.setdefault(seed, []).append(time.perf_counter() - started)
+        self.calls.append((seed, messages, result, time.perf_counter() - started))
         return result
 
-
-class Recorder:
-    """Wraps the model client to keep each research call's seed (= agent), prompt and output."""
-
-    def __init__(self, inner: ChatModel) -> None:
-        self.inner = inner
-        self.calls: list[tuple[int | None, list[ChatMessage], ChatResult]] = []
-
-    async def chat(
-        self,
-        role: Role,
-        messages: list[ChatMessage],
-        *,
-        seed: int | None = None,
-        temperature: float | None = None,
-        max_tokens: int | None = None,
-        on_delta: DeltaCallback | None = None,
-    ) -> ChatResult:
-        result = await self.inner.chat(
-            role, messages, seed=seed, temperature=temperature, max_tokens=max_tokens, on_delta=on_delta
-        )
-        if role == "research":
-            self.calls.append((seed, messages, result))
-        return result
+    def seconds(self, seed: int | None) -> float:
+        return sum(took for s, _, _, took in self.calls if s == seed)
 
 
 def section(text: str, name: str) -> str:
@@ -172,6 +152,7 @@ async def bounded_context() -> None:
     with corpus_file(wiki=True) as corpus, sim_process("--min-rounds", "40") as sim:
         settings = settings_for(corpus, sim)
         async with open_engine(settings, run_worker=True) as engine:
+            assert engine.runner is not None
             recorder = Recorder(engine.runner.parts.model)
             engine.runner.parts.model = recorder
             await run_job(
@@ -185,7 +166,9 @@ async def bounded_context() -> None:
     iter_by_agent: dict[int, list[int]] = {}
     react_by_agent: dict[int, list[int]] = {}
     for agent in range(agents):
-        calls = [(m, r) for seed, m, r in recorder.calls if seed == agent and "## Round" in m[1]["content"]]
+        calls = [
+            (m, r) for seed, m, r, _ in recorder.calls if seed == agent and "## Round" in m[1]["content"]
+        ]
         iter_by_agent[agent] = [r.usage.prompt_tokens for _, r in calls][:rounds]
         react_by_agent[agent] = react_tokens(calls)[:rounds]
 
