@@ -7,10 +7,13 @@ from __future__ import annotations
 import ipaddress
 import os
 import socket
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+
+from tests.fake_search_apis import SearchAPIs, Website
 
 DATA = Path(__file__).parent / "data"
 
@@ -70,3 +73,16 @@ def wiki_corpus(tmp_path_factory: pytest.TempPathFactory) -> Path:
     path = tmp_path_factory.mktemp("wiki") / "wiki.sqlite"
     build_corpus(path, None, wiki=True)
     return path
+
+
+# Local fakes of the search providers' APIs and of web pages; one of each per test module.
+@pytest.fixture(scope="module")
+def apis() -> Iterator[SearchAPIs]:
+    with SearchAPIs() as fake:
+        yield fake
+
+
+@pytest.fixture(scope="module")
+def site() -> Iterator[Website]:
+    with Website() as web:
+        yield web

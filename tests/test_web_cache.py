@@ -4,7 +4,7 @@ worker processes; with Redis they are two real connections), on both backends.""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 import anyio
 import httpx
@@ -29,18 +29,6 @@ from workers.tools.web.summarise import PageSummariser, load_template
 from workers.tools.web.visit import WebVisitTool
 
 AGENTS = 8
-
-
-@pytest.fixture(scope="module")
-def apis() -> Iterator[SearchAPIs]:
-    with SearchAPIs() as fake:
-        yield fake
-
-
-@pytest.fixture(scope="module")
-def site() -> Iterator[Website]:
-    with Website() as web:
-        yield web
 
 
 @pytest.fixture(autouse=True)

@@ -3,7 +3,7 @@ provider's documented error bodies, 429 and a bad key."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 
 import httpx
 import pytest
@@ -26,12 +26,6 @@ PROVIDER_TYPES: dict[str, Callable[[httpx.AsyncClient, SearchProviderSettings], 
     "tavily": TavilyProvider,
     "brave": BraveProvider,
 }
-
-
-@pytest.fixture(scope="module")
-def apis() -> Iterator[SearchAPIs]:
-    with SearchAPIs() as fake:
-        yield fake
 
 
 @pytest.fixture(autouse=True)

@@ -26,12 +26,6 @@ from workers.tools.web.types import Hit, Locale, ProviderError, SearchProvider
 EN = Locale("en")
 
 
-@pytest.fixture(scope="module")
-def apis() -> Iterator[SearchAPIs]:
-    with SearchAPIs() as fake:
-        yield fake
-
-
 @pytest.fixture(autouse=True)
 def reset(apis: SearchAPIs) -> None:
     apis.set("ok")

@@ -34,12 +34,6 @@ from workers.tools.web.visit import WebVisitTool
 
 
 @pytest.fixture(scope="module")
-def site() -> Iterator[Website]:
-    with Website() as web:
-        yield web
-
-
-@pytest.fixture(scope="module")
 def sim() -> Iterator[SimServer]:
     with SimServer() as server:
         yield server
