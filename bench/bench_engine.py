@@ -21,7 +21,7 @@ from bench._common import corpus_file, settings_for, sim_process
 from workers.engine import open_engine
 from workers.events import Event, EventType
 from workers.jobs import submit_job
-from workers.llm.types import ChatMessage, ChatModel, ChatResult, DeltaCallback, Role
+from workers.llm.types import ChatMessage, ChatModel, ChatResult, DeltaCallback, ResetCallback, Role
 from workers.models import ResearchRequest
 from workers.sim.policy import count_tokens
 
@@ -115,10 +115,17 @@ class Recorder:
         temperature: float | None = None,
         max_tokens: int | None = None,
         on_delta: DeltaCallback | None = None,
+        on_reset: ResetCallback | None = None,
     ) -> ChatResult:
         started = time.perf_counter()
         result = await self.inner.chat(
-            role, messages, seed=seed, temperature=temperature, max_tokens=max_tokens, on_delta=on_delta
+            role,
+            messages,
+            seed=seed,
+            temperature=temperature,
+            max_tokens=max_tokens,
+            on_delta=on_delta,
+            on_reset=on_reset,
         )
         self.calls.append((seed, messages, result, time.perf_counter() - started))
         return result

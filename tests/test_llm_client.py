@@ -235,6 +235,47 @@ async def test_connection_dropped_mid_stream_is_retried(fake: FakeOpenAI) -> Non
 
 
 @pytest.mark.anyio
+async def test_a_retried_stream_tells_the_caller_to_drop_what_it_showed(fake: FakeOpenAI) -> None:
+    text = "A complete answer after a dropped connection."
+    fake.script("main", Step(content=text, drop_after=2), Step(content=text))
+    shown: list[str] = []
+    resets = 0
+
+    async def on_delta(piece: str) -> None:
+        shown.append(piece)
+
+    async def on_reset() -> None:
+        nonlocal resets
+        resets += 1
+        shown.clear()
+
+    async with OpenAIChatModel.from_settings(make_settings(fake)) as model:
+        result = await model.chat("research", MESSAGES, on_delta=on_delta, on_reset=on_reset)
+
+    assert resets == 1
+    assert "".join(shown) == result.content == text
+
+
+@pytest.mark.anyio
+async def test_no_reset_when_the_failed_attempt_sent_nothing(fake: FakeOpenAI) -> None:
+    fake.script("main", Step(status=500), Step(content="fine"))
+    resets = 0
+
+    async def on_reset() -> None:
+        nonlocal resets
+        resets += 1
+
+    async def ignore(piece: str) -> None:
+        return None
+
+    async with OpenAIChatModel.from_settings(make_settings(fake)) as model:
+        result = await model.chat("research", MESSAGES, on_delta=ignore, on_reset=on_reset)
+
+    assert result.content == "fine"
+    assert resets == 0
+
+
+@pytest.mark.anyio
 async def test_stream_without_done_or_finish_is_treated_as_dropped(fake: FakeOpenAI) -> None:
     cut = 'data: {"choices": [{"index": 0, "delta": {"content": "half"}, "finish_reason": null}]}\n\n'
     fake.script("main", Step(raw=cut, raw_content_type="text/event-stream"), Step(content="whole"))

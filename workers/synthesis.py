@@ -51,6 +51,18 @@ class _DeltaSink:
         if len(self.buffer) >= DELTA_CHARS:
             await self.flush()
 
+    async def reset(self) -> None:
+        """The model call starts over: what was streamed is void, and clients are told so."""
+        self.buffer = ""
+        self.count += 1
+        await self.ctx.emit(
+            NewEvent(
+                type=EventType.synthesis_delta,
+                data={"text": "", "reset": True},
+                key=f"synthesis.delta.{self.count}",
+            )
+        )
+
     async def flush(self) -> None:
         if not self.buffer:
             return
@@ -101,7 +113,9 @@ async def synthesize(ctx: JobContext, checkpoints: list[AgentCheckpoint]) -> tup
         timeout = max(left, ctx.grace_seconds) if left is not None else None
         try:
             with anyio.move_on_after(timeout if timeout is not None else float("inf")):
-                result = await ctx.model.chat("synthesis", synthesis_messages(ctx, finished), on_delta=sink)
+                result = await ctx.model.chat(
+                    "synthesis", synthesis_messages(ctx, finished), on_delta=sink, on_reset=sink.reset
+                )
                 await sink.flush()
                 await ctx.emit(
                     NewEvent(

@@ -68,7 +68,10 @@ class ProgressView:
             case EventType.synthesis_started:
                 self.phase = "synthesizing"
             case EventType.synthesis_delta:
-                self.synthesis_chars += len(str(event.data.get("text", "")))
+                text = str(event.data.get("text", ""))
+                self.synthesis_chars = (
+                    len(text) if event.data.get("reset") else self.synthesis_chars + len(text)
+                )
             case _ if event.type.terminal:
                 self.phase = event.type.value.removeprefix("job.")
         if self.live is not None:

@@ -15,7 +15,8 @@ longer than `retry_max_delay` is out of service for this call, and the next endp
                                                          setting to fix
 
 Content deltas of a streamed call go to `on_delta` as they arrive. A retried attempt streams again
-from its start, so a caller showing deltas must take `ChatResult.content` as the final word.
+from its start; before it, `on_reset` is called when the failed attempt had sent deltas, so a
+caller showing them can clear what it showed.
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ from workers.llm.limiter import Limiter, LocalLimiter
 from workers.llm.pool import ClientPool
 from workers.llm.retry import backoff_delay, parse_retry_after
 from workers.llm.sse import iter_sse_data
-from workers.llm.types import ChatMessage, ChatResult, DeltaCallback, Role
+from workers.llm.types import ChatMessage, ChatResult, DeltaCallback, ResetCallback, Role
 from workers.llm.wire import (
     Reply,
     WireError,
@@ -119,6 +120,7 @@ class OpenAIChatModel:
         temperature: float | None = None,
         max_tokens: int | None = None,
         on_delta: DeltaCallback | None = None,
+        on_reset: ResetCallback | None = None,
     ) -> ChatResult:
         if self._pool is None:
             raise RuntimeError("OpenAIChatModel is not started: use `async with` or await start()")
@@ -127,12 +129,18 @@ class OpenAIChatModel:
         failures: list[str] = []
         attempts = 0
         last_retry_after: float | None = None
+        tap = _DeltaTap(on_delta) if on_delta is not None else None
         for endpoint in chain:
             body = self._body(endpoint, messages, seed, temperature, max_tokens, stream=on_delta is not None)
             reasons: list[str] = []
             tries = endpoint.settings.max_retries + 1
             for attempt in range(tries):
                 attempts += 1
+                if tap is not None and tap.sent:
+                    # A failed attempt had streamed part of its answer: the caller drops it.
+                    tap.sent = False
+                    if on_reset is not None:
+                        await on_reset()
                 try:
                     async with (
                         self._limiter.slot(
@@ -142,7 +150,7 @@ class OpenAIChatModel:
                         ),
                         pool.client() as client,
                     ):
-                        reply = await self._attempt(client, endpoint, body, on_delta)
+                        reply = await self._attempt(client, endpoint, body, tap)
                 except RetryableError as exc:
                     reasons.append(str(exc))
                     last_retry_after = exc.retry_after
@@ -252,6 +260,18 @@ class OpenAIChatModel:
             raise RetryableError(f"{type(exc).__name__}: {exc or 'connection failed'}") from exc
         except WireError as exc:
             raise RetryableError(f"malformed response: {exc}") from exc
+
+
+class _DeltaTap:
+    """Passes deltas on and remembers whether the current attempt sent any."""
+
+    def __init__(self, on_delta: DeltaCallback) -> None:
+        self.on_delta = on_delta
+        self.sent = False
+
+    async def __call__(self, text: str) -> None:
+        self.sent = True
+        await self.on_delta(text)
 
 
 async def _read_stream(endpoint: Endpoint, response: httpx.Response, on_delta: DeltaCallback | None) -> Reply:

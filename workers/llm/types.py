@@ -11,6 +11,9 @@ from workers.models import Usage
 
 Role = Literal["research", "synthesis", "summariser"]
 DeltaCallback = Callable[[str], Awaitable[None]]
+# Called when a streamed attempt that already sent deltas failed and the call starts over:
+# what was streamed so far is void.
+ResetCallback = Callable[[], Awaitable[None]]
 
 
 class ChatMessage(TypedDict):
@@ -38,6 +41,7 @@ class ChatModel(Protocol):
         temperature: float | None = None,
         max_tokens: int | None = None,
         on_delta: DeltaCallback | None = None,
+        on_reset: ResetCallback | None = None,
     ) -> ChatResult:
         """One completion. Retries what is retryable; raises `LLMConfigError` for what is not,
         and `RetryableError` once retries and fallbacks are exhausted."""
