@@ -23,59 +23,38 @@ import re
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from functools import lru_cache
-from typing import Literal
 
-SimRole = Literal["research", "synthesis", "summariser", "other"]
+from workers.sim.summarise import summarise
+from workers.sim.synthesis import parse_agent_reports, synthesize
+from workers.sim.text import (
+    CITATION,
+    MAX_FINDING_CHARS,
+    Reply,
+    SimRole,
+    count_tokens,
+    keywords,
+    norm,
+    overlap,
+    shorten,
+    stem,
+    stems,
+    top_sentences,
+)
 
 # Bounds of the research report: they are what keeps its size flat over hundreds of rounds.
 MAX_FINDINGS = 5
-MAX_FINDING_CHARS = 200
 MAX_VISITED = 6
 MAX_LEADS = 3
 MAX_SEARCHED = 4
 MAX_ANSWER_CHARS = 240
-MAX_SYNTHESIS_FINDINGS = 10
 
 REPORT_TITLE = "Simulated research notes (heavyresearch-sim)."
-
-_STOPWORD_TEXT = """a about above after again against all am an and any are as at be because been before being
-    below between both but by can could did do does doing down during each few for from further had
-    has have having he her here hers him his how i if in into is it its itself just me more most my
-    no nor not now of off on once only or other our ours out over own same she should so some such
-    than that the their theirs them then there these they this those through to too under until up
-    very was we were what when where which while who whom whose why will with would you your yours
-    also many much name named find give tell list please known first one two"""
-STOPWORDS = frozenset(_STOPWORD_TEXT.split())
 
 _SECTION = re.compile(
     r"^##[ \t]+(Question|Current report|Last action|Last observation|Round|Instruction|Agent reports"
     r"|Goal|Page)[ \t]*$",
     re.MULTILINE,
 )
-_CITATION = re.compile(r"\[(S\d+)\]")
-_WORD = re.compile(r"[A-Za-z0-9][A-Za-z0-9'-]*")
-# A sentence ends at . ! ? before a capital, but not after an initial ("Philip K. Dick") or a
-# common abbreviation.
-_SENTENCE_END = re.compile(
-    r"(?<!\b[A-Z]\.)(?<!\bMr\.)(?<!\bMs\.)(?<!\bDr\.)(?<!\bSt\.)(?<!\bJr\.)(?<!\bvs\.)(?<!\bNo\.)"
-    r"(?<=[.!?])\s+(?=[A-Z0-9\"'(\[])"
-)
-
-
-def count_tokens(text: str) -> int:
-    """The simulation's tokenizer: one token per four characters, rounded up.
-
-    Cheap and deterministic; usage figures and the bounded-context benchmark are measured in it.
-    """
-    return -(-len(text) // 4)
-
-
-@dataclass(frozen=True)
-class Reply:
-    role: SimRole
-    content: str
-    reasoning: str = ""
 
 
 def respond(messages: Sequence[Mapping[str, str]], *, seed: int, min_rounds: int) -> Reply:
@@ -151,70 +130,6 @@ def _sections(text: str, names: Sequence[str]) -> dict[str, str]:
         end = ordered[i + 1][1].start() if i + 1 < len(ordered) else len(text)
         out[name] = text[match.end() : end].strip()
     return out
-
-
-# ---------------------------------------------------------------------------------------------
-# Text helpers
-
-
-def keywords(text: str) -> list[str]:
-    """Content words of `text`, lowercased, in order, without duplicates."""
-    return list(_keywords(text))
-
-
-@lru_cache(maxsize=4096)
-def _keywords(text: str) -> tuple[str, ...]:
-    # Cached: the same sentences are scored again every round, and the sim's CPU is charged
-    # to the model's latency in the benchmarks.
-    seen: dict[str, None] = {}
-    for word in _WORD.findall(text.lower()):
-        word = word.strip("'-")
-        if len(word) > 1 and word not in STOPWORDS:
-            seen.setdefault(word, None)
-    return tuple(seen)
-
-
-def _stem(word: str) -> str:
-    # A five-letter prefix matches "inspired"/"inspiration" without a real stemmer.
-    return word[:5]
-
-
-def _stems(text: str) -> set[str]:
-    return {_stem(w) for w in keywords(text)}
-
-
-def overlap(text: str, terms: set[str]) -> int:
-    return len(_stems(text) & terms)
-
-
-def sentences(text: str) -> list[str]:
-    return list(_sentences(text))
-
-
-@lru_cache(maxsize=1024)
-def _sentences(text: str) -> tuple[str, ...]:
-    out: list[str] = []
-    for line in text.splitlines():
-        line = line.strip().lstrip("#*->").strip()
-        for piece in _SENTENCE_END.split(line):
-            piece = " ".join(piece.split())
-            if len(piece) >= 25:
-                out.append(piece)
-    return tuple(out)
-
-
-def shorten(text: str, limit: int) -> str:
-    if len(text) <= limit:
-        return text
-    cut = text[: limit - 1].rsplit(" ", 1)[0].rstrip(" ,;:")
-    return cut + "…"
-
-
-def _top_sentences(text: str, terms: set[str], k: int) -> list[str]:
-    """The `k` sentences that overlap `terms` most, in the order they appear."""
-    scored = [(overlap(s, terms), i, s) for i, s in enumerate(sentences(text))]
-    best = sorted((x for x in scored if x[0] > 0), key=lambda x: (-x[0], x[1]))[:k]
-    return [s for _, _, s in sorted(best, key=lambda x: x[1])]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -352,7 +267,7 @@ def parse_memory(report: str) -> Memory:
             in_findings = True
             continue
         if in_findings and line.startswith("- "):
-            if _CITATION.search(line):
+            if CITATION.search(line):
                 memory.findings.append(line[2:].strip())
             continue
         in_findings = False
@@ -367,11 +282,11 @@ def parse_memory(report: str) -> Memory:
 
 
 def render_report(memory: Memory, question: str, next_step: str) -> str:
-    terms = _stems(question)
+    terms = stems(question)
     covered: set[str] = set()
     for finding in memory.findings:
-        covered |= _stems(finding) & terms
-    gaps = [w for w in keywords(question) if _stem(w) not in covered][:8]
+        covered |= stems(finding) & terms
+    gaps = [w for w in keywords(question) if stem(w) not in covered][:8]
     lines = [REPORT_TITLE, "Findings:"]
     lines += [f"- {f}" for f in memory.findings] or ["- none yet"]
     lines.append("Visited: " + (" ".join(memory.visited) or "none"))
@@ -392,15 +307,11 @@ def _finding(sentence: str, source: str) -> str:
     return shorten(sentence, MAX_FINDING_CHARS - len(cite)) + cite
 
 
-def _norm(text: str) -> str:
-    return " ".join(re.sub(r"[^a-z0-9]+", " ", _CITATION.sub("", text).lower()).split())
-
-
 def _merge_findings(old: list[str], new: list[str], terms: set[str]) -> list[str]:
     """Keep at most MAX_FINDINGS, the most relevant, in the order they were found."""
     unique: dict[str, str] = {}
     for finding in old + new:
-        unique.setdefault(_norm(finding), finding)
+        unique.setdefault(norm(finding), finding)
     items = list(unique.values())
     keep = sorted(range(len(items)), key=lambda i: (-overlap(items[i], terms), i))[:MAX_FINDINGS]
     return [items[i] for i in sorted(keep)]
@@ -434,11 +345,9 @@ def query_variants(question: str, seed: int, extra_terms: Sequence[str] = ()) ->
 
 def _extra_terms(findings: list[str], question: str) -> list[str]:
     """Frequent words of the findings that the question does not use: new angles to search."""
-    terms = _stems(question)
-    counts = Counter(
-        w for f in findings for w in keywords(_CITATION.sub("", f)) if w.isalpha() and len(w) > 3
-    )
-    return [w for w, _ in counts.most_common() if _stem(w) not in terms][:3]
+    terms = stems(question)
+    counts = Counter(w for f in findings for w in keywords(CITATION.sub("", f)) if w.isalpha() and len(w) > 3)
+    return [w for w, _ in counts.most_common() if stem(w) not in terms][:3]
 
 
 def _tool_call(name: str, arguments: dict[str, object]) -> str:
@@ -453,20 +362,20 @@ def _reply(seed: int, think: str, report: str, action: str) -> Reply:
 
 
 def best_finding(findings: Sequence[str], question: str) -> str | None:
-    terms = _stems(question)
+    terms = stems(question)
     ranked = sorted(range(len(findings)), key=lambda i: (-overlap(findings[i], terms), i))
     return findings[ranked[0]] if ranked else None
 
 
 def _answer_text(finding: str) -> str:
-    cites = " ".join(f"[{c}]" for c in dict.fromkeys(_CITATION.findall(finding)))
-    sentence = _CITATION.sub("", finding).strip()
+    cites = " ".join(f"[{c}]" for c in dict.fromkeys(CITATION.findall(finding)))
+    sentence = CITATION.sub("", finding).strip()
     return shorten(sentence, MAX_ANSWER_CHARS - len(cites) - 1) + " " + cites
 
 
 def research_turn(ws: Workspace, *, seed: int, min_rounds: int) -> Reply:
     """One IterResearch round: rebuild the report from the workspace, then act or answer."""
-    terms = _stems(ws.question)
+    terms = stems(ws.question)
     memory = parse_memory(ws.report)
     rng = random.Random(f"research:{seed}:{ws.round}:{ws.question}")
     notes = [f"Round {ws.round}" + (f" of at most {ws.max_rounds}." if ws.max_rounds else ".")]
@@ -483,7 +392,7 @@ def research_turn(ws: Workspace, *, seed: int, min_rounds: int) -> Reply:
         new = []
         per_page = 1 + rng.randrange(2)
         for page in pages:
-            new += [_finding(s, page.id) for s in _top_sentences(page.text, terms, per_page)]
+            new += [_finding(s, page.id) for s in top_sentences(page.text, terms, per_page)]
         notes.append(f"Read {len(pages)} page(s), {len(missing)} not found; {len(new)} relevant sentence(s).")
         memory.findings = _merge_findings(memory.findings, new, terms)
         done = {p.url for p in pages} | set(missing)
@@ -531,103 +440,13 @@ def research_turn(ws: Workspace, *, seed: int, min_rounds: int) -> Reply:
     return _reply(seed, " ".join(notes), report, _tool_call("search", {"query": queries}))
 
 
-# ---------------------------------------------------------------------------------------------
-# Synthesis role
-
-
-@dataclass(frozen=True)
-class AgentReport:
-    agent: int
-    answer: str
-    report: str
-
-
-_NO_ANSWER = {"", "none", "no answer", "n a", "null"}
-
-
-def parse_agent_reports(text: str) -> list[AgentReport]:
-    blocks = re.split(r"^###[ \t]+Agent[ \t]+(\d+)[ \t]*$", text, flags=re.MULTILINE)
-    out: list[AgentReport] = []
-    for number, block in zip(blocks[1::2], blocks[2::2], strict=True):
-        match = re.match(r"\s*Answer:(.*?)(?:^Report:[ \t]*$|\Z)(.*)", block, re.DOTALL | re.MULTILINE)
-        answer, report = (match.group(1).strip(), match.group(2).strip()) if match else ("", block.strip())
-        out.append(AgentReport(int(number), answer, report))
-    return out
-
-
-def _cited_lines(report: str) -> list[str]:
-    skip = ("Leads:", "Visited:", "Searched:", "Next:", "Open gaps:")
-    lines = (line.strip().removeprefix("- ").strip() for line in report.splitlines())
-    return [line for line in lines if _CITATION.search(line) and not line.startswith(skip)]
-
-
-def _synthesis_reply(think: str, report: str, answer: str) -> Reply:
-    content = f"<think>{think}</think>\n<report>\n{report}\n</report>\n<answer>{answer}</answer>"
-    return Reply("synthesis", content)
-
-
-def synthesize(question: str, agents: Sequence[AgentReport]) -> Reply:
-    """Majority answer; ties go to the side whose reports cite the most sources."""
-    groups: dict[str, list[AgentReport]] = {}
-    for agent in agents:
-        key = _norm(agent.answer)
-        if key not in _NO_ANSWER:
-            groups.setdefault(key, []).append(agent)
-
-    def cited(group: list[AgentReport]) -> int:
-        return len({c for a in group for c in _CITATION.findall(a.report + a.answer)})
-
-    if not groups:
-        report = f"Simulated synthesis (heavyresearch-sim): none of the {len(agents)} agents found an answer."
-        think = "No agent produced an answer; nothing to weigh."
-        answer = "No answer: none of the research agents found one."
-        return _synthesis_reply(think, report, answer)
-    winner = min(groups.values(), key=lambda g: (-len(g), -cited(g), g[0].agent))
-    answer = winner[0].answer
-    findings: dict[str, str] = {}
-    for agent in winner:
-        for line in _cited_lines(agent.report):
-            findings.setdefault(_norm(line), shorten(line, MAX_FINDING_CHARS))
-    numbers = ", ".join(str(a.agent) for a in winner)
-    lines = [
-        f"Simulated synthesis (heavyresearch-sim): {len(winner)} of {len(agents)} agents "
-        f"(agents {numbers}) agree on the answer.",
-        "Findings:",
-        *[f"- {f}" for f in list(findings.values())[:MAX_SYNTHESIS_FINDINGS]],
-    ]
-    dissent = [a for group in groups.values() if group is not winner for a in group]
-    lines += [
-        f"Dissent: agent {a.agent} answered: {shorten(_CITATION.sub('', a.answer).strip(), 160)}"
-        for a in dissent[:4]
-    ]
-    think = (
-        f"{len(groups)} distinct answer(s) among {len(agents)} agents; the majority ({len(winner)}) "
-        f"cites {cited(winner)} source(s). Question: {shorten(question, 120)}"
-    )
-    report = "\n".join(lines)
-    return _synthesis_reply(think, report, answer)
-
-
-# ---------------------------------------------------------------------------------------------
-# Summariser role
-
-
-def summarise(goal: str, page: str) -> Reply:
-    """Goal-directed extraction, in the JSON shape of the Tongyi visit summariser."""
-    terms = _stems(goal)
-    evidence = _top_sentences(page, terms, 3)
-    if evidence:
-        result = {
-            "rational": "Simulated extraction: these sentences share the most terms with the goal ("
-            + ", ".join(keywords(goal)[:6])
-            + ").",
-            "evidence": " ".join(evidence),
-            "summary": shorten(" ".join(_top_sentences(page, terms, 1)), 400),
-        }
-    else:
-        result = {
-            "rational": "Simulated extraction: no sentence of the page shares a term with the goal.",
-            "evidence": "",
-            "summary": "The page does not contain information relevant to the goal.",
-        }
-    return Reply("summariser", json.dumps(result))
+__all__ = [
+    "MAX_FINDINGS",
+    "MAX_FINDING_CHARS",
+    "MAX_VISITED",
+    "Reply",
+    "SimRole",
+    "count_tokens",
+    "detect_role",
+    "respond",
+]
