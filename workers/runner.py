@@ -21,6 +21,7 @@ from workers.events import EventType, NewEvent
 from workers.heavy import agent_specs, run_agents
 from workers.jobs import TERMINAL_KEY
 from workers.llm.types import ChatModel
+from workers.logs import job_context
 from workers.models import AgentCheckpoint, AgentStatus, AgentSummary, JobRecord, JobStatus, Usage
 from workers.synthesis import synthesize
 from workers.tools.base import Tool
@@ -71,10 +72,11 @@ class JobRunner:
         self.parts = parts
 
     async def run(self, job_id: str) -> Outcome:
-        outcome = await self._run(job_id)
-        if outcome is Outcome.finished:
-            await self._notify(job_id)
-        return outcome
+        with job_context(job_id):
+            outcome = await self._run(job_id)
+            if outcome is Outcome.finished:
+                await self._notify(job_id)
+            return outcome
 
     async def _run(self, job_id: str) -> Outcome:
         backend = self.parts.backend

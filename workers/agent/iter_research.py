@@ -18,6 +18,7 @@ from workers.agent.parser import ParsedOutput, parse_output
 from workers.errors import RetryableError, ToolError
 from workers.events import EventType, NewEvent
 from workers.llm.types import ChatMessage, ChatResult
+from workers.logs import job_context
 from workers.models import AgentCheckpoint, AgentStatus, ToolCall, Usage
 from workers.tools.base import ToolContext
 from workers.tools.render import trim_text
@@ -122,6 +123,10 @@ class IterResearchAgent:
 
     async def run(self, cp: AgentCheckpoint) -> AgentCheckpoint:
         """Run (or resume) until an answer, a limit, or a failure. Cancellation propagates."""
+        with job_context(self.ctx.job_id, self.spec.index):
+            return await self._run(cp)
+
+    async def _run(self, cp: AgentCheckpoint) -> AgentCheckpoint:
         if cp.status in (AgentStatus.finished, AgentStatus.failed):
             return cp
         if cp.round == 0:
