@@ -181,6 +181,7 @@ class Settings(BaseSettings):
     backend: Literal["memory", "redis"] = "memory"
     redis_url: str = "redis://127.0.0.1:6379/0"
     redis_prefix: str = "hr"
+    redis_max_connections: int = Field(default=1000, ge=8)
     job_ttl_seconds: int = Field(default=7 * 86400, ge=60)
     log_level: str = "INFO"
     llm: LLMSettings = LLMSettings()

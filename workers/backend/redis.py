@@ -30,7 +30,7 @@ from urllib.parse import urlsplit
 
 import anyio
 import redis.exceptions as redis_errors
-from redis.asyncio import Redis
+from redis.asyncio import BlockingConnectionPool, Redis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.commands.core import AsyncScript
@@ -75,15 +75,21 @@ def connect(
     socket_timeout: float = 5.0,
     connect_timeout: float = 2.0,
     health_check_interval: int = 10,
+    max_connections: int = 1000,
 ) -> Redis:
     """A pooled client that fails fast instead of hanging or retrying blindly.
 
     redis-py's own retries are off: they would repeat non-idempotent scripts (an event
     appended twice) after a lost reply; `RedisBackend` retries only what is safe to repeat.
     Pooled connections are checked before use and reconnect by themselves after a restart.
+    The pool blocks for a free connection at its limit instead of failing: every open event
+    stream holds one for the length of a blocking read, and a burst of them must queue, not
+    turn into 503s.
     """
-    return Redis.from_url(
+    pool = BlockingConnectionPool.from_url(
         url,
+        max_connections=max_connections,
+        timeout=socket_timeout,
         decode_responses=True,
         socket_timeout=socket_timeout,
         socket_connect_timeout=connect_timeout,
@@ -91,6 +97,7 @@ def connect(
         health_check_interval=health_check_interval,
         retry=Retry(NoBackoff(), 0),
     )
+    return Redis(connection_pool=pool)
 
 
 class RedisBackend:
@@ -106,9 +113,15 @@ class RedisBackend:
         job_ttl_seconds: int = 7 * 86400,
         socket_timeout: float = 5.0,
         connect_timeout: float = 2.0,
+        max_connections: int = 1000,
     ) -> None:
         self.keys = RedisKeys(prefix)
-        self.client = connect(url, socket_timeout=socket_timeout, connect_timeout=connect_timeout)
+        self.client = connect(
+            url,
+            socket_timeout=socket_timeout,
+            connect_timeout=connect_timeout,
+            max_connections=max_connections,
+        )
         self.where = redacted(url)
         self._max_queued = max_queued_jobs
         self._lease_ms = max(1, int(lease_seconds * 1000))
@@ -129,6 +142,7 @@ class RedisBackend:
             max_queued_jobs=settings.server.max_queued_jobs,
             lease_seconds=settings.worker.lease_seconds,
             job_ttl_seconds=settings.job_ttl_seconds,
+            max_connections=settings.redis_max_connections,
         )
 
     # -- plumbing -------------------------------------------------------------------------------
