@@ -8,6 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import httpx
+
 from tests.conftest import DATA
 
 
@@ -74,3 +76,26 @@ def test_unknown_command_fails_with_usage() -> None:
     proc = run_cli("frobnicate")
     assert proc.returncode == 2
     assert "usage:" in proc.stderr
+
+
+def test_ask_server_submits_to_a_running_service(mini_corpus: Path) -> None:
+    from tests.server import api_settings, live_server
+
+    with live_server(api_settings(mini_corpus)) as server:
+        proc = run_cli(
+            "ask",
+            "What is the capital of Valdoria?",
+            "--agents",
+            "2",
+            "--max-rounds",
+            "6",
+            "--json",
+            "--server",
+            server.base_url,
+        )
+        assert proc.returncode == 0, proc.stderr
+        events = [json.loads(line) for line in proc.stdout.splitlines()]
+        assert [e["seq"] for e in events] == list(range(1, len(events) + 1))
+        assert events[-1]["type"] == "job.succeeded"
+        listed = httpx.get(f"{server.base_url}/v1/research", timeout=10).json()
+        assert events[0]["job_id"] in [job["id"] for job in listed["items"]]
