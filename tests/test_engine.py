@@ -71,11 +71,11 @@ async def test_four_agent_job_on_wiki_corpus(wiki_corpus: Path, sim: SimServer) 
 
 
 async def test_job_survives_30_percent_errors_and_10_percent_malformed(mini_corpus: Path) -> None:
-    # ~60+ calls, so every fault kind shows up (the faults are seeded, the interleaving is not).
+    # ~80 calls, so every fault kind shows up (the faults are seeded, the interleaving is not).
     config = SimConfig(min_rounds=8, rate_429=0.15, rate_500=0.15, rate_malformed=0.10, seed=7)
     with SimServer(config) as sim:
         async with harness(mini_corpus, sim.base_url) as h:
-            job = await h.submit("What is the capital of France?", agents=6, max_rounds=24)
+            job = await h.submit("What is the capital of France?", agents=8, max_rounds=24)
             events = await h.run_to_end(job.id, timeout=120)
             record = await h.backend.get_job(job.id)
             stats = await h.sim_stats()

@@ -22,7 +22,7 @@ async def test_lines_logged_inside_a_job_carry_its_id_and_agent(
     caplog.handler.addFilter(ContextDefaults())
     caplog.set_level(logging.INFO)
     # Faults make the LLM client log its retries: code that never sees a job id itself.
-    with SimServer(SimConfig(min_rounds=3, rate_429=0.3, seed=3)) as sim:
+    with SimServer(SimConfig(min_rounds=3, rate_429=1.0, max_faults=3)) as sim:
         async with harness(mini_corpus, sim.base_url) as h:
             job = await h.submit("What is the capital of Valdoria?", agents=3, max_rounds=8)
             await h.run_to_end(job.id)
