@@ -39,21 +39,21 @@ def _message(event: Event) -> ServerSentEvent:
 async def follow(backend: Backend, job_id: str, after: int, stop: anyio.Event) -> AsyncIterator[Event]:
     """Every event with seq > `after`, in order, live; ends after the terminal event, when the
     job is deleted, or when `stop` is set (the server is shutting down)."""
+    if after > 0 and await _seen_terminal(backend, job_id, after):
+        return  # a reconnect after the end: nothing is missing
     last = after
     while not stop.is_set():
-        events = await backend.read_events(job_id, last)
+        # Returns at once when events are waiting; the job record is read only when idle, not
+        # once per batch of events for every client.
+        events = await _wait(backend, job_id, last, WAIT_SECONDS, stop)
         if not events:
             record = await backend.get_job(job_id)
             if record is None:
                 return
             if record.status.terminal:
-                if last > 0 and await _seen_terminal(backend, job_id, last):
-                    return
                 events = await _wait(backend, job_id, last, TERMINAL_GRACE_SECONDS, stop)
                 if not events:
                     return
-            else:
-                events = await _wait(backend, job_id, last, WAIT_SECONDS, stop)
         for event in events:
             yield event
             last = event.seq

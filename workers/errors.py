@@ -1,9 +1,9 @@
 """The engine's error tree.
 
 HeavyResearchError
-├── FeedbackError        a bad model output or tool call: fed back to the model as its next
-│   ├── FormatError      observation, never raised out of an agent
-│   └── ToolError
+├── FeedbackError        fed back to the model as its next observation, never raised out of
+│   └── ToolError        an agent (a malformed output is not raised at all: the parser
+│                        returns it as `ParsedOutput.error`)
 ├── RetryableError       429 / 5xx / timeout / dropped connection: retried with backoff
 ├── LLMConfigError       401, 404 model, 400: fails fast, names the setting to fix
 ├── BackendUnavailable   the job store cannot be reached (HTTP 503 with Retry-After)
@@ -22,10 +22,6 @@ class HeavyResearchError(Exception):
 
 class FeedbackError(HeavyResearchError):
     """The model did something wrong; the message goes back to it verbatim."""
-
-
-class FormatError(FeedbackError):
-    pass
 
 
 class ToolError(FeedbackError):

@@ -78,8 +78,8 @@ class AgentCheckpoint(BaseModel):
     agent: int
     round: int = 0
     report: str = ""
-    last_action: ToolCall | None = None
-    last_action_text: str = ""
+    # The tool call as the model wrote it: the next workspace shows it verbatim.
+    last_action: str = ""
     last_observation: str = ""
     usage: Usage = Field(default_factory=Usage)
     status: AgentStatus = AgentStatus.pending

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -13,8 +12,6 @@ from workers.events import Event, NewEvent
 from workers.llm.types import ChatModel
 from workers.models import Usage
 from workers.tools.base import Tool
-
-log = logging.getLogger(__name__)
 
 
 @dataclass

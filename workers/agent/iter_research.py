@@ -95,7 +95,7 @@ class IterResearchAgent:
         user = prompts.research_round.safe_substitute(
             question=self._question(),
             report=cp.report or "(empty: this is the first round)",
-            last_action=cp.last_action_text or "(none yet)",
+            last_action=cp.last_action or "(none yet)",
             last_observation=cp.last_observation or "(none yet)",
             round=cp.round + 1,
             max_rounds=self.ctx.max_rounds,
@@ -197,12 +197,10 @@ class IterResearchAgent:
                 await self._finish(cp, answer, "answered")
                 return False
             case CallTool(call, text):
-                cp.last_action = call
-                cp.last_action_text = text.strip()
+                cp.last_action = text.strip()
                 cp.last_observation = await self._act(call, round_)
             case Feedback(message):
-                cp.last_action = None
-                cp.last_action_text = "(your previous reply could not be used)"
+                cp.last_action = "(your previous reply could not be used)"
                 cp.last_observation = message
                 self._log.info("round %d: output fed back: %s", round_, message)
         await self._checkpoint(cp)

@@ -12,6 +12,7 @@ from typing import Any, Protocol
 from pydantic import BaseModel, Field
 
 from workers.backend.base import Backend
+from workers.errors import ToolError
 from workers.models import Source
 
 
@@ -41,8 +42,6 @@ class Tool(Protocol):
 
 def string_list(arguments: dict[str, Any], key: str) -> list[str]:
     """Read a `string[]` argument, accepting a bare string as models often send one."""
-    from workers.errors import ToolError
-
     value = arguments.get(key)
     if isinstance(value, str):
         value = [value]
