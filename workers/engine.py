@@ -15,6 +15,7 @@ from pathlib import Path
 import anyio
 
 from workers.agent.prompts import PromptSet
+from workers.agent.tokens import make_counter
 from workers.backend import Backend, make_backend
 from workers.backend.redis import RedisBackend
 from workers.backend.retrying import RetryingBackend
@@ -135,6 +136,8 @@ async def _build_runner(
         observation_max_chars=settings.agent.observation_max_chars,
         grace_seconds=settings.agent.forced_answer_grace,
         webhooks=webhooks,
+        react_context_tokens=settings.agent.react_context_tokens,
+        token_counter=make_counter(settings.agent.react_tokenizer),
     )
     return _Built(JobRunner(parts), engine_backend, llm.base_url, corpus.count())
 

@@ -1,4 +1,8 @@
-"""Heavy Mode: n IterResearch agents on one question, in parallel under one task group."""
+"""Heavy Mode: n research agents on one question, in parallel under one task group.
+
+The agents are IterResearch agents (`mode="heavy"`) or ReAct agents (`mode="react"`, the
+released evaluation's multi-rollout setting): the two modes differ only in the agent loop.
+"""
 
 from __future__ import annotations
 
@@ -6,7 +10,8 @@ import anyio
 
 from workers.agent.context import JobContext
 from workers.agent.iter_research import AgentSpec, IterResearchAgent
-from workers.models import AgentCheckpoint
+from workers.agent.react import ReActAgent
+from workers.models import AgentCheckpoint, Mode
 
 # The published sampling range; agents spread over it so they explore differently.
 TEMPERATURE_RANGE = (0.6, 0.85)
@@ -28,6 +33,7 @@ async def run_agents(
     checkpoints: dict[int, AgentCheckpoint],
     *,
     concurrency: int,
+    mode: Mode = "heavy",
 ) -> list[AgentCheckpoint]:
     """Run (or resume) every agent; returns their final checkpoints in agent order.
 
@@ -35,12 +41,13 @@ async def run_agents(
     the caller's scope stops every agent, mid-call too.
     """
     limiter = anyio.CapacityLimiter(concurrency)
+    agent_class = ReActAgent if mode == "react" else IterResearchAgent
     results: dict[int, AgentCheckpoint] = {}
 
     async def one(spec: AgentSpec) -> None:
         async with limiter:
             cp = checkpoints.get(spec.index) or AgentCheckpoint(agent=spec.index)
-            results[spec.index] = await IterResearchAgent(ctx, spec).run(cp)
+            results[spec.index] = await agent_class(ctx, spec).run(cp)
 
     async with anyio.create_task_group() as tg:
         for spec in specs:

@@ -58,7 +58,12 @@ async def submit_job(
         record.id,
         NewEvent(
             type=EventType.job_queued,
-            data={"agents": request.agents, "max_rounds": request.max_rounds, "simulated": simulated},
+            data={
+                "agents": request.agents,
+                "max_rounds": request.max_rounds,
+                "mode": request.mode,
+                "simulated": simulated,
+            },
             key="job.queued",
         ),
     )

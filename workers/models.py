@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import time
 from enum import StrEnum
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
@@ -44,6 +44,11 @@ class Usage(BaseModel):
     __add__ = add
 
 
+# "heavy": IterResearch agents (bounded workspaces) + synthesis; "react": the released ReAct loop
+# (one growing transcript per agent), n rollouts + synthesis when agents > 1.
+Mode = Literal["heavy", "react"]
+
+
 class ResearchRequest(BaseModel):
     """What the engine needs to run one Heavy job (validated at the edge before it gets here)."""
 
@@ -57,6 +62,7 @@ class ResearchRequest(BaseModel):
     angles: list[str] | None = None
     webhook_url: str | None = None
     metadata: dict[str, Any] = Field(default_factory=dict)
+    mode: Mode = "heavy"
 
 
 class ToolCall(BaseModel):
@@ -87,6 +93,9 @@ class AgentCheckpoint(BaseModel):
     stop_reason: str | None = None
     error: str | None = None
     elapsed: float = 0.0
+    # ReAct mode only: the whole transcript (system prompt, question, assistant turns, tool
+    # responses), which is that agent's entire state; empty for IterResearch agents.
+    transcript: list[dict[str, str]] = Field(default_factory=list)
 
 
 class Source(BaseModel):

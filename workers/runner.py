@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import StrEnum
 
 import anyio
 
 from workers.agent.context import JobContext, TokenBudget
 from workers.agent.prompts import PromptSet
+from workers.agent.tokens import EstimateCounter, TokenCounter
 from workers.backend.base import Backend
 from workers.errors import JobFailed, LLMConfigError
 from workers.events import EventType, NewEvent
@@ -49,6 +50,9 @@ class EngineParts:
     observation_max_chars: int = 6000
     grace_seconds: float = 20.0
     webhooks: WebhookSender | None = None  # None: requests' webhook_url is never called
+    # ReAct mode's transcript budget and token counter (`agent.react_context_tokens`, `…_tokenizer`).
+    react_context_tokens: int = 110_000
+    token_counter: TokenCounter = field(default_factory=EstimateCounter)
 
 
 def summarise(checkpoints: list[AgentCheckpoint]) -> list[AgentSummary]:
@@ -95,9 +99,18 @@ class JobRunner:
         await backend.save_job(record)
         await backend.append_event(
             job_id,
-            NewEvent(type=EventType.job_started, data={"agents": record.request.agents}, key="job.started"),
+            NewEvent(
+                type=EventType.job_started,
+                data={"agents": record.request.agents, "mode": record.request.mode},
+                key="job.started",
+            ),
         )
-        jlog.info("job running (%d agents, max %d rounds)", record.request.agents, record.request.max_rounds)
+        jlog.info(
+            "job running (%s mode, %d agents, max %d rounds)",
+            record.request.mode,
+            record.request.agents,
+            record.request.max_rounds,
+        )
 
         cancelled = False
         async with anyio.create_task_group() as tg:
@@ -158,6 +171,8 @@ class JobRunner:
             budget=TokenBudget(limit=request.max_tokens, used=used),
             observation_max_chars=self.parts.observation_max_chars,
             grace_seconds=self.parts.grace_seconds,
+            context_tokens=self.parts.react_context_tokens,
+            token_counter=self.parts.token_counter,
         )
 
     def _tools(self, wanted: list[str] | None) -> dict[str, Tool]:
@@ -171,7 +186,9 @@ class JobRunner:
         ctx = self._context(record, checkpoints)
         specs = agent_specs(record.request.agents, record.request.angles)
         try:
-            finals = await run_agents(ctx, specs, checkpoints, concurrency=self.parts.agent_concurrency)
+            finals = await run_agents(
+                ctx, specs, checkpoints, concurrency=self.parts.agent_concurrency, mode=record.request.mode
+            )
             record.agents = summarise(finals)
             record.usage = sum((cp.usage for cp in finals), Usage())
             if not any(cp.status == AgentStatus.finished for cp in finals):

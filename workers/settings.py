@@ -154,6 +154,8 @@ class AgentSettings(BaseModel):
     observation_max_chars: int = Field(default=6000, ge=200)
     angles: list[str] = []
     forced_answer_grace: float = Field(default=20.0, gt=0)
+    react_context_tokens: int = Field(default=110_000, ge=1000)
+    react_tokenizer: str = ""
 
 
 class ServerSettings(BaseModel):

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from workers.agent.prompts import PromptSet
+from workers.agent.tokens import EstimateCounter, TokenCounter
 from workers.backend.base import Backend
 from workers.events import Event, NewEvent
 from workers.llm.types import ChatModel
@@ -48,6 +49,9 @@ class JobContext:
     # After a deadline, a forced answer still gets this long to come back from the model.
     grace_seconds: float = 20.0
     date: str = field(default_factory=lambda: datetime.now(UTC).date().isoformat())
+    # ReAct mode: the transcript's token budget (`agent.react_context_tokens`) and how to count.
+    context_tokens: int = 110_000
+    token_counter: TokenCounter = field(default_factory=EstimateCounter)
 
     async def emit(self, event: NewEvent) -> Event | None:
         return await self.backend.append_event(self.job_id, event)

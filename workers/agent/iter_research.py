@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import anyio
 
 from workers.agent.context import JobContext
+from workers.agent.observation import wrap
 from workers.agent.parser import ParsedOutput, parse_output
 from workers.errors import RetryableError, ToolError
 from workers.events import EventType, NewEvent
@@ -96,7 +97,7 @@ class IterResearchAgent:
             question=self._question(),
             report=cp.report or "(empty: this is the first round)",
             last_action=cp.last_action or "(none yet)",
-            last_observation=cp.last_observation or "(none yet)",
+            last_observation=wrap(cp.last_observation) if cp.last_observation else "(none yet)",
             round=cp.round + 1,
             max_rounds=self.ctx.max_rounds,
         )

@@ -19,6 +19,10 @@ _NAMES = (
     "synthesis_system",
     "synthesis_user",
     "synthesis_agent",
+    "react_system",
+    "react_user",
+    "react_final",
+    "react_omitted",
 )
 
 
@@ -30,6 +34,10 @@ class PromptSet:
     synthesis_system: Template
     synthesis_user: Template
     synthesis_agent: Template
+    react_system: Template
+    react_user: Template
+    react_final: Template
+    react_omitted: Template
 
     @classmethod
     def load(cls, folder: Path | None = None) -> PromptSet:

@@ -121,6 +121,7 @@ class OpenAIChatModel:
         max_tokens: int | None = None,
         on_delta: DeltaCallback | None = None,
         on_reset: ResetCallback | None = None,
+        stop: list[str] | None = None,
     ) -> ChatResult:
         if self._pool is None:
             raise RuntimeError("OpenAIChatModel is not started: use `async with` or await start()")
@@ -132,6 +133,8 @@ class OpenAIChatModel:
         tap = _DeltaTap(on_delta) if on_delta is not None else None
         for endpoint in chain:
             body = self._body(endpoint, messages, seed, temperature, max_tokens, stream=on_delta is not None)
+            if stop:
+                body["stop"] = list(stop)
             reasons: list[str] = []
             tries = endpoint.settings.max_retries + 1
             for attempt in range(tries):

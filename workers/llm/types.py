@@ -42,6 +42,8 @@ class ChatModel(Protocol):
         max_tokens: int | None = None,
         on_delta: DeltaCallback | None = None,
         on_reset: ResetCallback | None = None,
+        stop: list[str] | None = None,
     ) -> ChatResult:
-        """One completion. Retries what is retryable; raises `LLMConfigError` for what is not,
-        and `RetryableError` once retries and fallbacks are exhausted."""
+        """One completion, cut at the first of `stop` when given. Retries what is retryable;
+        raises `LLMConfigError` for what is not, and `RetryableError` once retries and
+        fallbacks are exhausted."""

@@ -33,6 +33,7 @@ from workers.sim.faults import (
     malform,
 )
 from workers.sim.policy import Reply, SimRole, count_tokens, detect_role, respond
+from workers.sim.react import apply_stop, is_react, react_turn
 
 __all__ = ["MODEL_ID", "SimConfig", "SimState", "SimStats", "create_app"]
 
@@ -277,7 +278,7 @@ async def _complete(state: SimState, request: Request, chat: _ChatRequest) -> Re
     stats.calls += 1
     call = stats.calls
     messages = [{"role": m.role, "content": m.text()} for m in chat.messages]
-    role = detect_role(messages)
+    role: SimRole = "research" if is_react(messages) else detect_role(messages)
     stats.by_role[role] += 1
     fault = decide_fault(
         config, request_seed=chat.seed, call=call, role=role, faults_so_far=state.faults_under_config
@@ -357,12 +358,15 @@ def _reply(
 ) -> Reply:
     # The server's seed shifts every request seed, so `sim-llm --seed N` changes whole runs.
     seed = (chat.seed or 0) + config.seed
-    reply = respond(messages, seed=seed, min_rounds=config.min_rounds)
+    if is_react(messages):
+        reply = react_turn(messages, seed=seed, min_rounds=config.min_rounds)
+    else:
+        reply = respond(messages, seed=seed, min_rounds=config.min_rounds)
     if fault == "malformed":
         kind = MALFORMED_KINDS[(stats.faults["malformed"] - 1) % len(MALFORMED_KINDS)]
         stats.malformed_kinds[kind] += 1
         reply = malform(reply, kind)
-    return reply
+    return apply_stop(reply, (chat.model_extra or {}).get("stop"))
 
 
 async def _stream(

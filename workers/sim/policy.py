@@ -24,6 +24,7 @@ from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
+from workers.agent.observation import unwrap
 from workers.sim.summarise import summarise
 from workers.sim.synthesis import parse_agent_reports, synthesize
 from workers.sim.text import (
@@ -161,7 +162,7 @@ def parse_workspace(text: str) -> Workspace | None:
         question=sections["Question"],
         report=sections.get("Current report", ""),
         last_action=sections.get("Last action", ""),
-        observation=sections.get("Last observation", ""),
+        observation=unwrap(sections.get("Last observation", "")),
         round=round_no,
         max_rounds=max_rounds,
         instruction=sections.get("Instruction"),
