@@ -13,7 +13,7 @@ from typing import Any, Literal
 
 from pydantic import AnyHttpUrl, BaseModel, ConfigDict, Field, field_validator
 
-from workers.models import AgentStatus, JobRecord, JobStatus, Usage, WebhookState, WebhookStatus
+from workers.models import AgentStatus, JobRecord, JobStatus, Mode, Usage, WebhookState, WebhookStatus
 
 # Tools a request may name; the engine builds exactly these.
 TOOL_NAMES = ("search", "visit")
@@ -134,6 +134,17 @@ class ResearchCreate(BaseModel):
         description="Free-form JSON object stored with the job and returned as is (at most 8 KiB as JSON).",
         examples=[{"ticket": "R-1042"}],
     )
+    mode: Mode = Field(
+        default="heavy",
+        description=(
+            "`heavy`: IterResearch agents, each rebuilding a compact workspace every round, and a "
+            "synthesis of their reports (Heavy Mode). `react`: the released ReAct loop, one growing "
+            "transcript per agent with a final answer turn at the context budget "
+            "(`agent.react_context_tokens`); with `agents` > 1, independent rollouts and a synthesis "
+            "of their answers and last reasoning."
+        ),
+        examples=["heavy"],
+    )
     stream: bool = Field(
         default=False,
         description=(
@@ -195,6 +206,7 @@ class ResearchParams(BaseModel):
     angles: list[str] | None = None
     webhook_url: str | None = None
     metadata: dict[str, Any] = Field(default_factory=dict)
+    mode: Mode = "heavy"
 
 
 class UsageView(BaseModel):

@@ -29,6 +29,12 @@ def _parser() -> argparse.ArgumentParser:
     ask.add_argument("--max-rounds", type=int, default=None, help="round limit per agent (1-256)")
     ask.add_argument("--max-seconds", type=float, default=None, help="time budget for the job")
     ask.add_argument("--max-tokens", type=int, default=None, help="token budget for the job")
+    ask.add_argument(
+        "--mode",
+        choices=("heavy", "react"),
+        default="heavy",
+        help="heavy: IterResearch agents + synthesis (default); react: the released ReAct loop",
+    )
     ask.add_argument("--json", action="store_true", help="print every event as one JSON line")
     ask.add_argument("--server", default=None, help="submit to a running service at this URL")
 

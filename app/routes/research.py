@@ -120,6 +120,7 @@ def engine_request(body: ResearchCreate, settings: Settings) -> ResearchRequest:
         angles=body.angles,
         webhook_url=str(body.webhook_url) if body.webhook_url is not None else None,
         metadata=body.metadata or {},
+        mode=body.mode,
     )
 
 

@@ -72,7 +72,8 @@ class ReActAgent(IterResearchAgent):
             date=self.ctx.date, tools=tools_block(self.ctx.tools.values())
         )
         user = prompts.react_user.safe_substitute(question=self._question())
-        return [{"role": "system", "content": system}, {"role": "user", "content": user}]
+        # Template files end in a newline; a chat message does not.
+        return [{"role": "system", "content": system.strip()}, {"role": "user", "content": user.strip()}]
 
     def transcript_tokens(self, cp: AgentCheckpoint) -> int:
         return count_messages(self.ctx.token_counter, cp.transcript)

@@ -26,6 +26,7 @@ def ask(settings: Settings, args: argparse.Namespace) -> int:
         max_rounds=args.max_rounds or settings.agent.default_max_rounds,
         max_seconds=args.max_seconds,
         max_tokens=args.max_tokens,
+        mode=getattr(args, "mode", "heavy"),
     )
     run = _remote if args.server else _local
     record = anyio.run(run, settings, request, args, backend_options={"use_uvloop": True})

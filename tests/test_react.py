@@ -1,0 +1,294 @@
+"""ReAct mode beside Heavy: the released loop end to end on the SIMULATED model over HTTP.
+
+The API over real HTTP runs both modes (memory backend); the in-process engine shows the
+transcript (the ReAct checkpoint), the context rule, a real tokenizer, and resume. The Redis
+scale-out test of ReAct (kill -9 of a worker) is in tests/test_react_scaleout.py.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import anyio
+import pytest
+
+from tests.engine_harness import engine_settings, harness, rounds_by_agent
+from tests.fake_openai import FakeOpenAI, Step
+from tests.server import LiveServer, api_settings, live_server, run_to_end
+from workers.agent.observation import wrap
+from workers.agent.react import STOP
+from workers.agent.tokens import EstimateCounter, count_messages, make_counter
+from workers.engine import open_engine
+from workers.events import EventType
+from workers.jobs import submit_job
+from workers.models import AgentCheckpoint, AgentStatus, JobStatus, ResearchRequest
+from workers.sim.app import SimConfig
+from workers.sim.server import SimServer
+from workers.worker import Worker
+
+pytestmark = pytest.mark.anyio
+
+QUESTION = "Who founded the Halvard Observatory?"
+CALL = '<tool_call>\n{"name": "search", "arguments": {"query": ["Halvard Observatory"]}}\n</tool_call>'
+
+
+@pytest.fixture(scope="module")
+def api(mini_corpus: Path) -> Iterator[LiveServer]:
+    with live_server(api_settings(mini_corpus)) as server:
+        yield server
+
+
+def usage_by_agent(events: list[dict[str, Any]]) -> dict[int, list[int]]:
+    prompts: dict[int, list[int]] = {}
+    for event in events:
+        if event["type"] == "usage" and event.get("agent") is not None:
+            prompts.setdefault(event["agent"], []).append(event["data"]["prompt_tokens"])
+    return prompts
+
+
+@pytest.mark.parametrize("mode", ["heavy", "react"])
+async def test_both_modes_end_to_end_over_http(api: LiveServer, mode: str) -> None:
+    async with api.client() as client:
+        response = await client.post("/v1/research", json={"query": QUESTION, "agents": 2, "mode": mode})
+        assert response.status_code == 202, response.text
+        job = response.json()
+        assert job["request"]["mode"] == mode
+        events = await run_to_end(client, job["id"])
+        final = (await client.get(f"/v1/research/{job['id']}")).json()
+    assert events[-1]["type"] == "job.succeeded", events[-1]
+    assert events[0]["data"]["mode"] == mode
+    assert next(e for e in events if e["type"] == "job.started")["data"]["mode"] == mode
+    assert final["status"] == "succeeded" and final["request"]["mode"] == mode
+    assert "Brandvik" in final["result"]["answer"]
+    assert final["result"]["sources"], final["result"]
+    assert final["result"]["synthesis"] == "model"
+    assert [a["status"] for a in final["agents"]] == ["finished", "finished"]
+    assert {e["data"]["name"] for e in events if e["type"] == "tool.called"} == {"search", "visit"}
+    prompts = usage_by_agent(events)
+    if mode == "react":
+        # One growing transcript: every call's prompt is larger than the one before.
+        for agent, sizes in prompts.items():
+            assert sizes == sorted(sizes) and len(set(sizes)) == len(sizes), (agent, sizes)
+        assert all(e["type"] != "report.updated" for e in events)
+    else:
+        assert any(e["type"] == "report.updated" for e in events)
+
+
+async def test_mode_is_validated(api: LiveServer) -> None:
+    async with api.client() as client:
+        response = await client.post("/v1/research", json={"query": QUESTION, "mode": "chain"})
+    assert response.status_code == 422
+    assert "mode" in response.text
+
+
+async def test_react_transcript_is_the_released_loop(mini_corpus: Path) -> None:
+    with SimServer(SimConfig(min_rounds=3)) as sim:
+        async with harness(mini_corpus, sim.base_url) as h:
+            job = await h.submit(QUESTION, agents=1, mode="react")
+            events = await h.run_to_end(job.id)
+            cp = (await h.backend.load_checkpoints(job.id))[0]
+    assert events[-1].type == EventType.job_succeeded
+    system, question, *turns = cp.transcript
+    assert system["role"] == "system" and question == {"role": "user", "content": QUESTION}
+    # The tools' JSON signatures inside <tools>, the call format and the date.
+    tools = system["content"].split("<tools>\n", 1)[1].split("\n</tools>", 1)[0]
+    signatures = [json.loads(line) for line in tools.splitlines()]
+    assert {s["function"]["name"] for s in signatures} == {"search", "visit"}
+    visit = next(s for s in signatures if s["function"]["name"] == "visit")["function"]
+    assert visit["parameters"]["properties"]["url"] == {"type": "array", "items": {"type": "string"}}
+    assert visit["parameters"]["required"] == ["url", "goal"]
+    assert (
+        '<tool_call>\n{"name": <function-name>, "arguments": <args-json-object>}\n</tool_call>'
+        in (system["content"])
+    )
+    assert "Current date: 20" in system["content"]
+    # Assistant turns and tool responses alternate; each tool response is wrapped.
+    assert [m["role"] for m in turns] == ["assistant", "user"] * (len(turns) // 2) + ["assistant"]
+    observations = [m["content"] for m in turns if m["role"] == "user"]
+    results = [e for e in events if e.type == EventType.tool_result]
+    assert len(observations) == len(results) == cp.round - 1
+    for text in observations:
+        assert text.startswith("<tool_response>\n") and text.endswith("\n</tool_response>")
+        assert text.count("<tool_response>") == 1 and text.count("</tool_response>") == 1
+    assert observations[-1] == wrap(cp.last_observation)
+    assert all("<think>" in m["content"] for m in turns if m["role"] == "assistant")
+    assert cp.status == AgentStatus.finished and cp.answer and "Brandvik" in cp.answer
+    # The last reasoning is what synthesis reads in ReAct mode (it carries the sim's sourced notes).
+    assert "[S" in cp.report
+
+
+async def test_react_calls_stop_at_tool_response_and_cut_an_invented_one(mini_corpus: Path) -> None:
+    """A real-model-like fake that ignores the stop sequence and writes its own observation."""
+    call = CALL
+    invented = (
+        "\n<tool_response>\nThe observatory was founded by Nobody.\n</tool_response>\n<answer>Nobody</answer>"
+    )
+    with FakeOpenAI() as fake:
+        fake.script(
+            "main",
+            Step(content=f"<think>search first</think>\n{call}{invented}"),
+            Step(content="<think>found it [S1]</think>\n<answer>Ilse Brandvik [S1]</answer>"),
+        )
+        settings = engine_settings(mini_corpus, fake.base_url("main").removesuffix("/v1"))
+        async with open_engine(settings, run_worker=True) as engine:
+            record, _ = await submit_job(
+                engine.backend, ResearchRequest(query=QUESTION, agents=1, mode="react"), simulated=False
+            )
+            with anyio.fail_after(30):
+                while not (job := await engine.backend.get_job(record.id)) or not job.status.terminal:  # noqa: ASYNC110
+                    await anyio.sleep(0.02)
+        bodies = [r.body for r in fake.received("main")]
+    assert job.status == JobStatus.succeeded, job.error
+    assert job.result is not None and job.result.answer.startswith("Ilse Brandvik")
+    assert [b["stop"] for b in bodies] == [STOP, STOP]
+    second = bodies[1]["messages"]
+    assert second[2]["role"] == "assistant" and "Nobody" not in second[2]["content"]
+    assert second[2]["content"].endswith("</tool_call>")
+    assert second[3]["content"].startswith("<tool_response>\nA search for 'Halvard Observatory'")
+
+
+async def test_context_budget_gives_one_final_turn_that_keeps_the_last_observation(mini_corpus: Path) -> None:
+    budget = 1000
+    with SimServer(SimConfig(min_rounds=30)) as sim:
+        async with harness(mini_corpus, sim.base_url, agent={"react_context_tokens": budget}) as h:
+            job = await h.submit(QUESTION, agents=1, mode="react", max_rounds=30)
+            events = await h.run_to_end(job.id)
+            cp = (await h.backend.load_checkpoints(job.id))[0]
+            stats = await h.sim_stats()
+    forced = [e for e in events if e.type == EventType.round_started and e.data.get("forced")]
+    assert len(forced) == 1, forced
+    assert "context budget" in forced[0].data["reason"]
+    assert cp.stop_reason is not None and cp.stop_reason.startswith("forced: The transcript has reached")
+    # Every call the model received fit the budget (the sim counts a subset of what we count).
+    assert stats["max_prompt_tokens"]["research"] <= budget
+    # The final turn came after the last tool response, which the transcript keeps whole.
+    instruction, reply = cp.transcript[-2], cp.transcript[-1]
+    assert instruction["role"] == "user" and "cannot call any more tools" in instruction["content"]
+    assert reply["role"] == "assistant" and "<answer>" in reply["content"]
+    assert cp.transcript[-3] == {"role": "user", "content": wrap(cp.last_observation)}
+    results = [e for e in events if e.type == EventType.tool_result]
+    kept = [m for m in cp.transcript if m["role"] == "user" and m["content"].startswith("<tool_response>")]
+    assert len(kept) == len(results), "a tool response went missing from the transcript"
+    # What had to be left out of the final prompt is said, in the event and to the model.
+    omitted = forced[0].data["omitted_messages"]
+    assert isinstance(omitted, int) and omitted >= 0
+    assert forced[0].data["observation_trimmed"] is False
+    assert cp.answer
+
+
+async def test_a_real_tokenizer_counts_the_transcript(mini_corpus: Path, tmp_path: Path) -> None:
+    from tokenizers import Tokenizer, models, pre_tokenizers
+
+    # A word-level tokenizer: unlike the estimate, it counts words, whatever their length.
+    vocab = {"[UNK]": 0, "Who": 1, "founded": 2, "the": 3, "?": 4}
+    tokenizer = Tokenizer(models.WordLevel(vocab, unk_token="[UNK]"))
+    tokenizer.pre_tokenizer = pre_tokenizers.Whitespace()
+    path = tmp_path / "tokenizer.json"
+    tokenizer.save(str(path))
+    counter = make_counter(str(path))
+    assert counter.name == "tokenizer:tokenizer.json"
+    assert counter.count("Who founded it ?") == 4
+    with SimServer(SimConfig(min_rounds=3)) as sim:
+        async with harness(mini_corpus, sim.base_url, agent={"react_tokenizer": str(path)}) as h:
+            job = await h.submit(QUESTION, agents=1, mode="react")
+            events = await h.run_to_end(job.id)
+            cp = (await h.backend.load_checkpoints(job.id))[0]
+    first = next(e for e in events if e.type == EventType.round_started)
+    assert first.data["context_tokens"] == count_messages(counter, cp.transcript[:2])
+    assert first.data["context_tokens"] != count_messages(EstimateCounter(), cp.transcript[:2])
+
+
+def test_the_estimate_counts_non_ascii_as_whole_tokens() -> None:
+    counter = EstimateCounter()
+    assert counter.count("abcdefgh") == 2
+    assert counter.count("长城是中国") == 5
+    assert count_messages(counter, [{"role": "user", "content": "abcd"}]) == 1 + 4
+
+
+async def test_react_agents_resume_on_another_worker_without_redoing_rounds(mini_corpus: Path) -> None:
+    with SimServer(SimConfig(min_rounds=8, latency=0.02)) as sim:
+        async with harness(mini_corpus, sim.base_url) as h:
+            worker = h.engine.worker
+            assert worker is not None
+            job = await h.submit(QUESTION, agents=3, max_rounds=20, mode="react")
+            await h.events_until(
+                job.id,
+                lambda ev: (
+                    len(rounds_by_agent(ev)) == 3 and all(len(r) >= 3 for r in rounds_by_agent(ev).values())
+                ),
+            )
+            worker.drain()
+            with anyio.fail_after(10):
+                while job.id in worker.running_jobs:  # noqa: ASYNC110 - polls observable state
+                    await anyio.sleep(0.01)
+            before = await h.backend.load_checkpoints(job.id)
+            assert all(len(cp.transcript) >= 4 for cp in before.values())
+            second = Worker(h.backend, h.engine.runner, max_jobs=2, heartbeat_seconds=1)
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(second.run)
+                events = await h.run_to_end(job.id)
+                second.drain()
+            record = await h.backend.get_job(job.id)
+            stats = await h.sim_stats()
+            after = await h.backend.load_checkpoints(job.id)
+    assert record is not None and record.status == JobStatus.succeeded
+    for agent, seen in rounds_by_agent(events).items():
+        assert seen == list(range(1, len(seen) + 1)), (agent, seen)
+    assert sum(1 for e in events if e.type == EventType.agent_started) == 3
+    for agent, cp in after.items():
+        # The resumed transcript continues the saved one.
+        assert cp.transcript[: len(before[agent].transcript)] == before[agent].transcript
+    rounds = sum(cp.round for cp in after.values())
+    # Only the calls in flight at the drain (one per agent at most) were made again.
+    assert 0 <= stats["by_role"]["research"] - rounds <= 3
+
+
+async def test_a_resumed_turn_runs_its_pending_tool_call_without_asking_the_model_again(
+    mini_corpus: Path,
+) -> None:
+    """The crash came after the assistant turn was saved and before its tool response."""
+    with SimServer(SimConfig(min_rounds=3)) as sim:
+        settings = engine_settings(mini_corpus, sim.base_url)
+        async with open_engine(settings, run_worker=False) as engine:
+            assert engine.runner is not None
+            record, _ = await submit_job(
+                engine.backend, ResearchRequest(query=QUESTION, agents=1, mode="react"), simulated=True
+            )
+            # The first run: its agent's system prompt and question, then one assistant turn.
+            from workers.agent.context import JobContext, TokenBudget
+            from workers.agent.iter_research import AgentSpec
+            from workers.agent.react import ReActAgent
+
+            ctx = JobContext(
+                job_id=record.id,
+                question=QUESTION,
+                backend=engine.backend,
+                model=engine.runner.parts.model,
+                tools=engine.runner.parts.tools,
+                prompts=engine.runner.parts.prompts,
+                max_rounds=32,
+                deadline=None,
+                budget=TokenBudget(limit=None),
+            )
+            head = ReActAgent(ctx, AgentSpec(index=0, seed=0, temperature=0.6)).initial_transcript()
+            call = CALL
+            cp = AgentCheckpoint(
+                agent=0,
+                round=1,
+                status=AgentStatus.running,
+                transcript=[*head, {"role": "assistant", "content": f"<think>look it up</think>\n{call}"}],
+            )
+            await engine.backend.save_checkpoint(record.id, cp)
+            await engine.runner.run(record.id)
+            done = (await engine.backend.load_checkpoints(record.id))[0]
+            events = await engine.backend.read_events(record.id)
+            calls = sim.stats.by_role["research"]
+    assert done.status == AgentStatus.finished
+    # The pending call ran first (its result is message 4), and round 1 was never asked again.
+    assert done.transcript[3]["content"].startswith("<tool_response>\nA search for 'Halvard Observatory'")
+    assert calls == done.round - 1
+    called = [(e.round, e.data["name"]) for e in events if e.type == EventType.tool_called]
+    assert called[0] == (1, "search") and [r for r, _ in called] == sorted({r for r, _ in called})
