@@ -37,7 +37,7 @@ PROTOCOL_TAGS = (
     "assistant",
 )
 _TAG = re.compile(
-    r"<(?=\s*/?\s*(?:" + "|".join(PROTOCOL_TAGS) + r")\b[^<>]*>)",
+    r"<(?=\s*/?\s*(?:" + "|".join(PROTOCOL_TAGS) + r")(?:\s[^<>]*)?/?>)",
     re.IGNORECASE,
 )
 # Chat-template control tokens: `<|im_start|>`, `<|im_end|>`, `<|endoftext|>`, `<|eot_id|>`, …
