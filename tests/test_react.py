@@ -292,3 +292,41 @@ async def test_a_resumed_turn_runs_its_pending_tool_call_without_asking_the_mode
     assert calls == done.round - 1
     called = [(e.round, e.data["name"]) for e in events if e.type == EventType.tool_called]
     assert called[0] == (1, "search") and [r for r, _ in called] == sorted({r for r, _ in called})
+
+
+async def test_react_job_survives_errors_and_malformed_outputs(mini_corpus: Path) -> None:
+    config = SimConfig(min_rounds=6, rate_429=0.15, rate_500=0.15, rate_malformed=0.15, seed=7)
+    with SimServer(config) as sim:
+        async with harness(mini_corpus, sim.base_url) as h:
+            job = await h.submit(QUESTION, agents=4, max_rounds=20, mode="react")
+            events = await h.run_to_end(job.id, timeout=120)
+            record = await h.backend.get_job(job.id)
+            checkpoints = await h.backend.load_checkpoints(job.id)
+            stats = await h.sim_stats()
+    assert record is not None and record.status == JobStatus.succeeded, record.error if record else None
+    assert record.result is not None and record.result.answer
+    assert stats["faults"]["malformed"] > 0, stats
+    # A malformed turn stays in the transcript, answered by a format error inside <tool_response>.
+    feedback = [
+        m["content"]
+        for cp in checkpoints.values()
+        for m in cp.transcript
+        if m["role"] == "user" and m["content"].startswith("<tool_response>\nFormat error")
+    ]
+    assert feedback, "no malformed output was fed back"
+    assert [e.seq for e in events] == list(range(1, len(events) + 1))
+
+
+async def test_react_round_limit_forces_a_final_turn_after_the_last_observation(mini_corpus: Path) -> None:
+    with SimServer(SimConfig(min_rounds=50)) as sim:
+        async with harness(mini_corpus, sim.base_url) as h:
+            job = await h.submit(QUESTION, agents=1, max_rounds=3, mode="react")
+            events = await h.run_to_end(job.id)
+            cp = (await h.backend.load_checkpoints(job.id))[0]
+            record = await h.backend.get_job(job.id)
+    forced = [e for e in events if e.type == EventType.round_started and e.data.get("forced")]
+    assert len(forced) == 1 and "round limit" in forced[0].data["reason"]
+    assert forced[0].data["omitted_messages"] == 0
+    assert cp.transcript[-3] == {"role": "user", "content": wrap(cp.last_observation)}
+    assert cp.round == 4 and cp.answer and "Brandvik" in cp.answer
+    assert record is not None and record.result is not None and record.result.cut_short
