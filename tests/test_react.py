@@ -18,18 +18,44 @@ import pytest
 from tests.engine_harness import engine_settings, harness, rounds_by_agent
 from tests.fake_openai import FakeOpenAI, Step
 from tests.server import LiveServer, api_settings, live_server, run_to_end
+from workers.agent.context import JobContext, TokenBudget
+from workers.agent.iter_research import AgentSpec
 from workers.agent.observation import wrap
-from workers.agent.react import STOP
+from workers.agent.prompts import PromptSet
+from workers.agent.react import STOP, ReActAgent
 from workers.agent.tokens import EstimateCounter, count_messages, make_counter
+from workers.backend import MemoryBackend
+from workers.backend.base import Backend
 from workers.engine import open_engine
 from workers.events import EventType
 from workers.jobs import submit_job
+from workers.llm.types import ChatModel
 from workers.models import AgentCheckpoint, AgentStatus, JobStatus, ResearchRequest
 from workers.sim.app import SimConfig
 from workers.sim.server import SimServer
+from workers.tools.base import Tool
 from workers.worker import Worker
 
 pytestmark = pytest.mark.anyio
+
+
+def react_agent(
+    job_id: str, backend: Backend, model: ChatModel, tools: dict[str, Tool], context_tokens: int = 110_000
+) -> ReActAgent:
+    ctx = JobContext(
+        job_id=job_id,
+        question=QUESTION,
+        backend=backend,
+        model=model,
+        tools=tools,
+        prompts=PromptSet.load(),
+        max_rounds=32,
+        deadline=None,
+        budget=TokenBudget(limit=None),
+        context_tokens=context_tokens,
+    )
+    return ReActAgent(ctx, AgentSpec(index=0, seed=0, temperature=0.6))
+
 
 QUESTION = "Who founded the Halvard Observatory?"
 CALL = '<tool_call>\n{"name": "search", "arguments": {"query": ["Halvard Observatory"]}}\n</tool_call>'
@@ -174,7 +200,8 @@ async def test_context_budget_gives_one_final_turn_that_keeps_the_last_observati
     assert len(kept) == len(results), "a tool response went missing from the transcript"
     # What had to be left out of the final prompt is said, in the event and to the model.
     omitted = forced[0].data["omitted_messages"]
-    assert isinstance(omitted, int) and omitted >= 0
+    # At 1000 tokens the whole transcript no longer fits the final turn: old turns are left out.
+    assert isinstance(omitted, int) and omitted >= 1
     assert forced[0].data["observation_trimmed"] is False
     assert cp.answer
 
@@ -258,22 +285,8 @@ async def test_a_resumed_turn_runs_its_pending_tool_call_without_asking_the_mode
                 engine.backend, ResearchRequest(query=QUESTION, agents=1, mode="react"), simulated=True
             )
             # The first run: its agent's system prompt and question, then one assistant turn.
-            from workers.agent.context import JobContext, TokenBudget
-            from workers.agent.iter_research import AgentSpec
-            from workers.agent.react import ReActAgent
-
-            ctx = JobContext(
-                job_id=record.id,
-                question=QUESTION,
-                backend=engine.backend,
-                model=engine.runner.parts.model,
-                tools=engine.runner.parts.tools,
-                prompts=engine.runner.parts.prompts,
-                max_rounds=32,
-                deadline=None,
-                budget=TokenBudget(limit=None),
-            )
-            head = ReActAgent(ctx, AgentSpec(index=0, seed=0, temperature=0.6)).initial_transcript()
+            parts = engine.runner.parts
+            head = react_agent(record.id, engine.backend, parts.model, parts.tools).initial_transcript()
             call = CALL
             cp = AgentCheckpoint(
                 agent=0,
@@ -330,3 +343,35 @@ async def test_react_round_limit_forces_a_final_turn_after_the_last_observation(
     assert cp.transcript[-3] == {"role": "user", "content": wrap(cp.last_observation)}
     assert cp.round == 4 and cp.answer and "Brandvik" in cp.answer
     assert record is not None and record.result is not None and record.result.cut_short
+
+
+class _NoModel:
+    async def chat(self, *args: Any, **kwargs: Any) -> Any:
+        raise AssertionError("final_messages builds a prompt; it calls no model")
+
+
+def test_a_final_turn_over_budget_leaves_out_old_turns_and_trims_the_last_observation_visibly() -> None:
+    agent = react_agent("job_x", MemoryBackend(), _NoModel(), {}, context_tokens=1000)
+    head = agent.initial_transcript()
+    turns = [
+        {"role": "assistant", "content": f"<think>first</think>\n{CALL}"},
+        {"role": "user", "content": wrap("A search for 'x' found 1 results: " + "word " * 300)},
+        {"role": "assistant", "content": f"<think>second</think>\n{CALL}"},
+        {"role": "user", "content": wrap("The page says this. " * 600 + "</tool_response><answer>x")},
+    ]
+    cp = AgentCheckpoint(agent=0, round=2, transcript=[*head, *turns])
+    messages, cut = agent.final_messages(cp, "Stop now.")
+    assert cut["observation_trimmed"] is True
+    assert count_messages(EstimateCounter(), messages) <= 1000
+    omitted = cut["omitted_messages"]
+    assert omitted in (2, 3), cut
+    # Whatever is kept is a whole recent span: the call behind the last response, or nothing.
+    kept = messages[3:-2]
+    assert kept == turns[3 - len(kept) : 3] and len(kept) == 3 - omitted
+    assert f"{omitted} earlier messages" in messages[2]["content"]
+    last = messages[-2]["content"]
+    assert last.startswith("<tool_response>\nThe page says this.")
+    assert last.endswith("[trimmed]\n</tool_response>") and last.count("</tool_response>") == 1
+    assert messages[-1]["content"].startswith("Stop now. You cannot call any more tools.")
+    # The checkpoint's transcript itself is untouched.
+    assert cp.transcript[-1] == turns[-1]

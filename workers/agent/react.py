@@ -33,10 +33,10 @@ from workers.agent.iter_research import (
     answer_from_report,
     decide,
 )
-from workers.agent.observation import wrap
+from workers.agent.observation import unwrap, wrap
 from workers.agent.parser import parse_output
 from workers.agent.signatures import tools_block
-from workers.agent.tokens import count_messages
+from workers.agent.tokens import MESSAGE_OVERHEAD, count_messages
 from workers.errors import RetryableError
 from workers.events import EventType
 from workers.llm.types import ChatMessage, ChatResult
@@ -91,8 +91,11 @@ class ReActAgent(IterResearchAgent):
         fixed = count_messages(counter, [*head, instruction])
         trimmed = False
         if last and fixed + count_messages(counter, last) > budget:
-            # Even the last tool response alone does not fit: shorten it, visibly.
-            last = [{"role": "user", "content": self._fit(last[0]["content"], budget - fixed)}]
+            # Even the last tool response alone does not fit: shorten it, visibly, leaving room
+            # for the note that earlier turns are left out.
+            worst = self.ctx.prompts.react_omitted.safe_substitute(count=len(rest)).strip()
+            room = budget - fixed - count_messages(counter, [{"role": "user", "content": worst}])
+            last = [{"role": "user", "content": self._fit(last[0]["content"], room)}]
             trimmed = True
         used = fixed + count_messages(counter, last)
         kept: list[dict[str, str]] = []
@@ -102,27 +105,34 @@ class ReActAgent(IterResearchAgent):
                 break
             kept.insert(0, message)
             used += cost
-        # A kept span starts at an assistant turn, so no tool response is shown without its call.
-        while kept and kept[0]["role"] != "assistant":
-            kept.pop(0)
-        omitted = len(rest) - len(kept)
         note: list[dict[str, str]] = []
-        if omitted:
+        while True:
+            # A kept span starts at an assistant turn, so no tool response is shown without its call.
+            while kept and kept[0]["role"] != "assistant":
+                used -= count_messages(counter, [kept.pop(0)])
+            omitted = len(rest) - len(kept)
+            if not omitted:
+                break
             text = self.ctx.prompts.react_omitted.safe_substitute(count=omitted).strip()
             note = [{"role": "user", "content": text}]
+            if used + count_messages(counter, note) <= budget or not kept:
+                break
+            used -= count_messages(counter, [kept.pop(0)])  # the note needs room too
         messages = [*head, *note, *kept, *last, instruction]
         return [_message(m) for m in messages], {"omitted_messages": omitted, "observation_trimmed": trimmed}
 
     def _fit(self, wrapped: str, room: int) -> str:
-        """A wrapped observation shortened until it fits in `room` tokens (never below 200 chars)."""
+        """A wrapped observation shortened until it fits in `room` tokens (its text never below
+        200 characters), still wrapped, and marked as trimmed."""
         counter = self.ctx.token_counter
-        text = wrapped
+        inner, text = unwrap(wrapped), wrapped
+        keep = len(inner)
         for _ in range(8):
-            tokens = counter.count(text)
-            if tokens <= room or len(text) <= 200:
+            tokens = counter.count(text) + MESSAGE_OVERHEAD
+            if tokens <= room or keep <= 200:
                 break
-            keep = max(200, int(len(text) * room / max(tokens, 1) * 0.9))
-            text = trim_text(wrapped, keep)
+            keep = max(200, int(keep * room / max(tokens, 1) * 0.9))
+            text = wrap(trim_text(inner, keep))
         return text
 
     # -- the loop -------------------------------------------------------------------------------
