@@ -99,3 +99,24 @@ def test_ask_server_submits_to_a_running_service(mini_corpus: Path) -> None:
         assert events[-1]["type"] == "job.succeeded"
         listed = httpx.get(f"{server.base_url}/v1/research", timeout=10).json()
         assert events[0]["job_id"] in [job["id"] for job in listed["items"]]
+
+
+def test_ask_mode_react_runs_the_react_loop(mini_corpus: Path) -> None:
+    proc = run_cli(
+        "ask",
+        "What is the capital of Valdoria?",
+        "--mode",
+        "react",
+        "--agents",
+        "2",
+        "--max-rounds",
+        "8",
+        "--json",
+        env={"HR_CORPUS__PATH": str(mini_corpus)},
+    )
+    assert proc.returncode == 0, proc.stderr
+    events = [json.loads(line) for line in proc.stdout.splitlines()]
+    assert events[0]["data"]["mode"] == "react"
+    assert all(e["data"]["mode"] == "react" for e in events if e["type"] == "agent.started")
+    assert events[-1]["type"] == "job.succeeded"
+    assert run_cli("ask", "q", "--mode", "chain").returncode == 2
