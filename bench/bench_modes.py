@@ -5,7 +5,9 @@ research policy answering from round 8 on) and the mini corpus:
 
 1. prompt tokens per research call as the agent goes (round 1, 2, 4, 8): ReAct's transcript
    grows with every turn and tool response, IterResearch's workspace stays bounded;
-2. wall time and total tokens per job (every agent call and the synthesis), with 1 and 4 agents.
+2. wall time and total tokens per job (every agent call and the synthesis), with 1 and 4 agents;
+3. one long run per mode (the policy answers from round 32): prompt tokens at rounds 8, 16 and
+   32, and ReAct under a small context budget (8K tokens), where the final turn comes early.
 
 Token counts are the simulated model's (four characters a token). The machine is shared, so
 wall times are indicative only.
@@ -18,6 +20,7 @@ import time
 from typing import Any
 
 import anyio
+import httpx
 
 from bench._common import corpus_file, settings_for, sim_process
 from workers.engine import open_engine
@@ -57,6 +60,36 @@ def prompt_by_round(events: list[Event]) -> dict[int, list[int]]:
     return out
 
 
+LONG_ROUNDS = 32
+SMALL_BUDGET = 8000
+
+
+async def long_runs(sim: str, corpus: Any) -> None:
+    async with httpx.AsyncClient() as client:
+        response = await client.post(
+            f"{sim}/sim/config", json={"min_rounds": LONG_ROUNDS, "latency": LATENCY}
+        )
+        response.raise_for_status()
+    print()
+    print(f"3. One long run (answers from round {LONG_ROUNDS}), 1 agent, prompt tokens per call")
+    print(f"   {'run':>22} {'r8':>6} {'r16':>6} {'r32':>6} {'max':>6} {'total tokens':>13} {'forced at':>10}")
+    runs: list[tuple[str, Mode, int]] = [
+        ("heavy", "heavy", 110_000),
+        ("react (110K budget)", "react", 110_000),
+        (f"react ({SMALL_BUDGET // 1000}K budget)", "react", SMALL_BUDGET),
+    ]
+    for label, mode, budget in runs:
+        settings = settings_for(corpus, sim, agent={"react_context_tokens": budget})
+        async with open_engine(settings, run_worker=True) as engine:
+            request = ResearchRequest(query=QUESTIONS[0], agents=1, max_rounds=LONG_ROUNDS + 4, mode=mode)
+            events, _, tokens = await run_job(engine, request)
+        sizes = {r: v[0] for r, v in prompt_by_round(events).items()}
+        forced = [e.round for e in events if e.type == EventType.round_started and e.data.get("forced")]
+        shown = " ".join(f"{sizes.get(r, 0):>6}" for r in (8, 16, 32))
+        where = str(forced[0]) if forced else "-"
+        print(f"   {label:>22} {shown} {max(sizes.values()):>6} {tokens:>13} {where:>10}")
+
+
 async def main() -> None:
     with (
         corpus_file() as corpus,
@@ -81,7 +114,13 @@ async def main() -> None:
                             for round_, sizes in prompt_by_round(events).items():
                                 per_round[mode].setdefault(round_, []).extend(sizes)
                     rows[(mode, agents)] = stats
+        report(rows, per_round)
+        await long_runs(sim, corpus)
 
+
+def report(
+    rows: dict[tuple[Mode, int], dict[str, list[float]]], per_round: dict[Mode, dict[int, list[int]]]
+) -> None:
     print("SIMULATED model, mini corpus; busy shared 2-core machine: wall times are indicative.")
     print(f"{len(QUESTIONS)} questions, answers from round {MIN_ROUNDS}, {LATENCY * 1000:.0f} ms latency.")
     print()
