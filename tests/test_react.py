@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -375,3 +376,38 @@ def test_a_final_turn_over_budget_leaves_out_old_turns_and_trims_the_last_observ
     assert messages[-1]["content"].startswith("Stop now. You cannot call any more tools.")
     # The checkpoint's transcript itself is untouched.
     assert cp.transcript[-1] == turns[-1]
+
+
+def test_tool_signatures_read_the_one_line_descriptions() -> None:
+    from workers.agent.signatures import signature
+
+    @dataclass
+    class _Tool:
+        name: str
+        description: str
+
+        async def __call__(self, arguments: dict[str, Any], ctx: Any) -> Any:  # pragma: no cover
+            raise NotImplementedError
+
+    scholar = signature(_Tool("google_scholar", "google_scholar(query: string[]) — academic search"))
+    assert scholar == {
+        "type": "function",
+        "function": {
+            "name": "google_scholar",
+            "description": "academic search",
+            "parameters": {
+                "type": "object",
+                "properties": {"query": {"type": "array", "items": {"type": "string"}}},
+                "required": ["query"],
+            },
+        },
+    }
+    mixed = signature(_Tool("f", "f(n: integer, flags?: boolean[]) — does f"))["function"]["parameters"]
+    assert mixed["properties"] == {
+        "n": {"type": "integer"},
+        "flags": {"type": "array", "items": {"type": "boolean"}},
+    }
+    assert mixed["required"] == ["n"]
+    # A description in another shape is kept whole, with no parameters.
+    plain = signature(_Tool("g", "a tool that does g"))["function"]
+    assert plain["description"] == "a tool that does g" and plain["parameters"]["properties"] == {}
