@@ -35,7 +35,7 @@ async def test_a_killed_worker_s_react_and_heavy_jobs_resume_on_the_other(
     make_stack: StackMaker,  # noqa: F811
 ) -> None:
     stack = make_stack(
-        sim=SimConfig(latency=0.4, min_rounds=6),
+        sim=SimConfig(latency=0.4, min_rounds=4),
         apis=1,
         workers=1,
         env={"HR_WORKER__MAX_JOBS": "3"},
@@ -45,13 +45,13 @@ async def test_a_killed_worker_s_react_and_heavy_jobs_resume_on_the_other(
     modes = ["react", "heavy", "react", "heavy", "react"]
     job_ids = [await submit_mode(stack.apis[0], mode, agents=2, max_rounds=8) for mode in modes]
     mode_of = dict(zip(job_ids, modes, strict=True))
-    # Started once the victim holds its three: the survivor takes the other two, then the rest.
-    (survivor,) = stack.cluster.start_workers(1)
     async with stack.inspector() as inspect:
         held = await wait_mid_research(inspect, job_ids, victim, agents=2)
         before = {job_id: await inspect.load_checkpoints(job_id) for job_id in held}
     assert {mode_of[job_id] for job_id in held} == {"react", "heavy"}, held
     victim.kill()
+    # Started after the kill, so the victim cannot finish its jobs while the survivor starts.
+    (survivor,) = stack.cluster.start_workers(1)
 
     logs = await follow_all(stack.apis, job_ids)
     rounds = await check_all_succeeded(stack, logs, agents=2)
