@@ -403,7 +403,9 @@ def test_plain_text_answer_after_repeated_think_close() -> None:
 
 def test_plain_text_answer_after_qwen_thinking_with_stripped_opening_tag() -> None:
     # vLLM/SGLang reasoning parsers often strip <think> and leave only the closing tag.
-    out = ok(parse_output("Okay, the user wants the capital.\nIt is Paris.\n</think>\n\nThe capital is Paris."))
+    out = ok(
+        parse_output("Okay, the user wants the capital.\nIt is Paris.\n</think>\n\nThe capital is Paris.")
+    )
     assert out.answer == "The capital is Paris."
     assert out.think.startswith("Okay, the user wants")
 

@@ -156,6 +156,24 @@ class AgentSettings(BaseModel):
     forced_answer_grace: float = Field(default=20.0, gt=0)
 
 
+class BudgetSettings(BaseModel):
+    """How a job's `max_seconds` and `max_tokens` are shared out (see `workers.budget`)."""
+
+    finish_share: float = Field(default=0.25, gt=0, lt=1)
+    finish_max_seconds: float = Field(default=60.0, gt=0)
+    forced_share: float = Field(default=0.4, gt=0, lt=1)
+    finish_allowance_seconds: float = Field(default=2.0, ge=0)
+    min_research_seconds: float = Field(default=1.0, ge=0)
+    forced_round_tokens: int = Field(default=6144, ge=64)
+    synthesis_tokens: int = Field(default=12288, ge=64)
+    min_round_tokens: int = Field(default=2048, ge=64)
+    round_completion_tokens: int = Field(default=4096, ge=16)
+    forced_completion_tokens: int = Field(default=2048, ge=16)
+    synthesis_completion_tokens: int = Field(default=4096, ge=16)
+    min_completion_tokens: int = Field(default=128, ge=1)
+    chars_per_token: float = Field(default=3.0, gt=0)
+
+
 class ServerSettings(BaseModel):
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=0, le=65535)
@@ -193,6 +211,7 @@ class Settings(BaseSettings):
     agent: AgentSettings = AgentSettings()
     server: ServerSettings = ServerSettings()
     worker: WorkerSettings = WorkerSettings()
+    budget: BudgetSettings = BudgetSettings()
 
     @property
     def simulated(self) -> bool:

@@ -109,13 +109,30 @@ async def synthesize(ctx: JobContext, checkpoints: list[AgentCheckpoint]) -> tup
         mode, answer, report = "single", finished[0].answer or "", finished[0].report
     else:
         sink = _DeltaSink(ctx)
-        left = ctx.seconds_left()
-        timeout = max(left, ctx.grace_seconds) if left is not None else None
-        try:
-            with anyio.move_on_after(timeout if timeout is not None else float("inf")):
-                result = await ctx.model.chat(
-                    "synthesis", synthesis_messages(ctx, finished), on_delta=sink, on_reset=sink.reset
+        messages = synthesis_messages(ctx, finished)
+        # Its own share of the time and tokens, planned when the job started (workers.budget).
+        timeout = ctx.synthesis_timeout()
+        hold = ctx.budget.hold("synthesis", messages)
+        if hold is None or (timeout is not None and timeout <= 0):
+            ctx.budget.settle(hold, None)
+            log.warning(
+                "no budget left for the synthesis model; using the majority answer",
+                extra={"job_id": ctx.job_id},
+            )
+        else:
+            result = None
+            try:
+                with anyio.move_on_after(timeout if timeout is not None else float("inf")):
+                    result = await ctx.model.chat(
+                        "synthesis", messages, max_tokens=hold.max_tokens, on_delta=sink, on_reset=sink.reset
+                    )
+            except (RetryableError, LLMConfigError) as exc:
+                log.warning(
+                    "synthesis model failed, using the majority answer: %s", exc, extra={"job_id": ctx.job_id}
                 )
+            finally:
+                ctx.budget.settle(hold, result.usage if result is not None else None)
+            if result is not None:
                 await sink.flush()
                 await ctx.emit(
                     NewEvent(
@@ -128,14 +145,14 @@ async def synthesize(ctx: JobContext, checkpoints: list[AgentCheckpoint]) -> tup
                         key="synthesis.usage",
                     )
                 )
-                ctx.budget.spend(result.usage)
-                usage = result.usage
-                parsed = parse_output(result.content, result.reasoning)
+                parsed = parse_output(result.content, result.reasoning, ())
+                usage = result.usage.model_copy(
+                    update={
+                        "format_recoveries": len(parsed.recoveries),
+                        "format_errors": 1 if parsed.error else 0,
+                    }
+                )
                 answer, report = (parsed.answer or "").strip(), (parsed.report or "").strip()
-        except (RetryableError, LLMConfigError) as exc:
-            log.warning(
-                "synthesis model failed, using the majority answer: %s", exc, extra={"job_id": ctx.job_id}
-            )
         if not answer:
             best = majority(finished)
             mode, answer, report = "majority", best.answer or "", best.report
