@@ -200,6 +200,8 @@ class JobRunner:
             record.status = JobStatus.synthesizing
             await backend.save_job(record)
             result, synthesis_usage = await synthesize(ctx, finals)
+            # The synthesis cleaned the agents' answers of fabricated citations: show them so.
+            record.agents = summarise(finals)
         except (JobFailed, LLMConfigError) as exc:
             record.error = str(exc)
             await self._end(record, JobStatus.failed, EventType.job_failed, {"error": str(exc)})
