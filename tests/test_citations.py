@@ -172,3 +172,14 @@ def test_check_never_leaves_an_unknown_id(text: str) -> None:
     out, _ = check_citations(text, SOURCES[:1], "report")
     assert set(cited_ids(out)) <= {"S1"}
     assert "f.example" not in out
+
+
+def test_url_glued_to_a_word_is_still_checked() -> None:
+    assert check("see Shttps://fake.example/a now") == (
+        "see S now",
+        [
+            RemovedCitation(
+                where="answer", citation="https://fake.example/a", removed=["https://fake.example/a"]
+            )
+        ],
+    )

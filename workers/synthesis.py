@@ -139,18 +139,15 @@ async def synthesize(ctx: JobContext, checkpoints: list[AgentCheckpoint]) -> tup
                 ctx.budget.settle(hold, result.usage if result is not None else None)
             if result is not None:
                 await sink.flush()
-                await ctx.emit(
-                    NewEvent(
-                        type=EventType.usage,
-                        data={
-                            "prompt_tokens": result.usage.prompt_tokens,
-                            "completion_tokens": result.usage.completion_tokens,
-                            "role": "synthesis",
-                        },
-                        key="synthesis.usage",
-                    )
-                )
                 parsed = parse_output(result.content, result.reasoning, ())
+                data: dict[str, object] = {
+                    "prompt_tokens": result.usage.prompt_tokens,
+                    "completion_tokens": result.usage.completion_tokens,
+                    "role": "synthesis",
+                }
+                if parsed.recoveries:
+                    data["format_recoveries"] = list(parsed.recoveries)
+                await ctx.emit(NewEvent(type=EventType.usage, data=data, key="synthesis.usage"))
                 usage = result.usage.model_copy(
                     update={
                         "format_recoveries": len(parsed.recoveries),

@@ -31,7 +31,8 @@ _GROUP = re.compile(rf"\[\s*({_ITEM}(?:\s*[,;]\s*{_ITEM}|\s+{_ITEM})*)\s*\]")
 _ITEM_RE = re.compile(r"(S?)(\d+)(?:\s*[-–—]\s*(S?)(\d+))?")
 # [label](url "title") and ![alt](url); the url may be wrapped in <…>.
 _LINK = re.compile(r"(!?)\[([^\[\]\n]*)\]\(\s*<?([^()\s<>]+)>?(?:\s+\"[^\"\n]*\")?\s*\)")
-_BARE_URL = re.compile(r"<?\b(?:https?|ftp)://[^\s<>()\[\]\"']+>?", re.IGNORECASE)
+# No word boundary: "Shttps://…" (a url glued to a word) is still a url.
+_BARE_URL = re.compile(r"<?(?:https?|ftp)://[^\s<>()\[\]\"']+>?", re.IGNORECASE)
 _TRAILING = ".,;:!?'\"*_"
 _WORD_BEFORE = re.compile(r"[A-Za-z0-9_]$")
 
