@@ -117,7 +117,7 @@ async def test_time_budget_holds_with_the_finishing_planned_inside(
     late = [
         e
         for e in events
-        if e["type"] == "round.started" and not e["data"].get("forced") and e["ts"] - t0 > research + 0.5
+        if e["type"] == "round.started" and not e["data"].get("forced") and e["ts"] - t0 > research + 1.0
     ]
     assert not late, late
 

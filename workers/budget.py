@@ -159,6 +159,13 @@ class TokenBudget:
         if usage is not None:
             self.spend(usage)
 
+    def abandon(self, hold: Hold | None) -> None:
+        """The call was given up mid-way (its time share ran out): the server may have spent up
+        to the whole hold, so the ledger counts it all, staying an upper bound of what was spent."""
+        if hold is not None:
+            self.held -= hold.amount
+            self.used += hold.amount
+
     def release_agent(self, agent: int) -> None:
         """The agent is done without needing its forced round: its reservation is free again."""
         self.reserved_agents.discard(agent)

@@ -126,17 +126,22 @@ async def synthesize(ctx: JobContext, checkpoints: list[AgentCheckpoint]) -> tup
             )
         else:
             result = None
+            abandoned = False
             try:
-                with anyio.move_on_after(timeout if timeout is not None else float("inf")):
+                with anyio.move_on_after(timeout if timeout is not None else float("inf")) as scope:
                     result = await ctx.model.chat(
                         "synthesis", messages, max_tokens=hold.max_tokens, on_delta=sink, on_reset=sink.reset
                     )
+                abandoned = scope.cancelled_caught
             except (RetryableError, LLMConfigError) as exc:
                 log.warning(
                     "synthesis model failed, using the majority answer: %s", exc, extra={"job_id": ctx.job_id}
                 )
             finally:
-                ctx.budget.settle(hold, result.usage if result is not None else None)
+                if abandoned:
+                    ctx.budget.abandon(hold)
+                else:
+                    ctx.budget.settle(hold, result.usage if result is not None else None)
             if result is not None:
                 await sink.flush()
                 parsed = parse_output(result.content, result.reasoning, ())

@@ -163,8 +163,9 @@ class IterResearchAgent:
     ) -> ChatResult | None:
         """None when `timeout` ran out first. The token `hold` is settled whatever happens."""
         result: ChatResult | None = None
+        abandoned = False
         try:
-            with anyio.move_on_after(timeout if timeout is not None else float("inf")):
+            with anyio.move_on_after(timeout if timeout is not None else float("inf")) as scope:
                 result = await self.ctx.model.chat(
                     "research",
                     messages,
@@ -172,8 +173,12 @@ class IterResearchAgent:
                     temperature=self.spec.temperature,
                     max_tokens=hold.max_tokens if hold is not None else None,
                 )
+            abandoned = scope.cancelled_caught
         finally:
-            self.ctx.budget.settle(hold, result.usage if result is not None else None)
+            if abandoned:
+                self.ctx.budget.abandon(hold)
+            else:
+                self.ctx.budget.settle(hold, result.usage if result is not None else None)
         return result
 
     async def _account(
