@@ -106,7 +106,10 @@ class ResearchCreate(BaseModel):
         le=1_000_000_000,
         description=(
             "Token budget for the whole job (prompt + completion, every agent and the synthesis). "
-            "When it is spent the agents answer from their reports and the result says so."
+            "When it is spent the agents answer from their reports and the result says so. Forced "
+            "answers and the synthesis are reserved for inside it (`result.budget` shows how much), "
+            "so the job never spends more; a budget too small for one round per agent after those "
+            "reservations is refused with 422, naming the least that would do."
         ),
         examples=[2_000_000],
     )
@@ -115,7 +118,12 @@ class ResearchCreate(BaseModel):
         ge=1,
         le=MAX_TIME_BUDGET,
         allow_inf_nan=False,
-        description="Time budget in seconds, counted from when the job starts running.",
+        description=(
+            "Time budget in seconds, counted from when the job starts running. Its last share is "
+            "planned for forced answers and the synthesis, so the job ends within `max_seconds` plus "
+            "the server's `budget.finish_allowance_seconds` (2 s by default); `result.budget` shows "
+            "the plan. A budget leaving under `budget.min_research_seconds` for research is a 422."
+        ),
         examples=[900],
     )
     angles: list[str] | None = Field(
