@@ -32,7 +32,7 @@ class _QuietSimThreads(logging.Filter):
     Its warnings and errors still pass."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        return record.levelno >= logging.WARNING or not record.threadName.startswith(_THREAD_PREFIX)
+        return record.levelno >= logging.WARNING or not (record.threadName or "").startswith(_THREAD_PREFIX)
 
 
 _QUIET = _QuietSimThreads()
