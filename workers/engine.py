@@ -136,6 +136,7 @@ async def _build_runner(
         observation_max_chars=settings.agent.observation_max_chars,
         grace_seconds=settings.agent.forced_answer_grace,
         webhooks=webhooks,
+        budget=settings.budget,
         react_context_tokens=settings.agent.react_context_tokens,
         token_counter=make_counter(settings.agent.react_tokenizer),
     )

@@ -23,8 +23,6 @@ from __future__ import annotations
 import re
 import time
 
-import anyio
-
 from workers.agent.iter_research import (
     Answer,
     CallTool,
@@ -65,6 +63,8 @@ def assistant_text(result: ChatResult) -> str:
 
 
 class ReActAgent(IterResearchAgent):
+    stop = STOP
+
     # -- the transcript -------------------------------------------------------------------------
     def initial_transcript(self) -> list[dict[str, str]]:
         prompts = self.ctx.prompts
@@ -136,13 +136,6 @@ class ReActAgent(IterResearchAgent):
         return text
 
     # -- the loop -------------------------------------------------------------------------------
-    async def _call_model(self, messages: list[ChatMessage], timeout: float | None) -> ChatResult | None:
-        with anyio.move_on_after(timeout if timeout is not None else float("inf")):
-            return await self.ctx.model.chat(
-                "research", messages, seed=self.spec.seed, temperature=self.spec.temperature, stop=STOP
-            )
-        return None
-
     def _context_reason(self, cp: AgentCheckpoint) -> str | None:
         tokens = self.transcript_tokens(cp)
         if tokens > self.ctx.context_tokens:
@@ -186,14 +179,20 @@ class ReActAgent(IterResearchAgent):
 
     async def _round(self, cp: AgentCheckpoint) -> bool:
         round_ = cp.round + 1
+        messages = [_message(m) for m in cp.transcript]
+        hold = self.ctx.budget.hold("research", messages)
+        if hold is None:
+            # What the token budget leaves cannot pay for this turn's prompt and a reply.
+            await self._forced_answer(cp, "The token budget is spent.")
+            return False
         await self._emit(
             EventType.round_started, round_, {"round": round_, "context_tokens": self.transcript_tokens(cp)}
         )
-        result = await self._call_model([_message(m) for m in cp.transcript], self.ctx.seconds_left())
+        result = await self._call_model(messages, self.ctx.seconds_left(), hold)
         if result is None:
             return True
-        await self._account(cp, result.usage, round_)
-        parsed = parse_output(result.content, result.reasoning)
+        parsed = parse_output(result.content, result.reasoning, self.ctx.tools.keys())
+        await self._account(cp, result.usage, round_, parsed)
         step = decide(parsed)
         cp.transcript.append({"role": "assistant", "content": assistant_text(result)})
         cp.round = round_
@@ -232,15 +231,20 @@ class ReActAgent(IterResearchAgent):
             ".forced",
         )
         answer: str | None = None
-        try:
-            result = await self._call_model(messages, self.ctx.grace_seconds)
-        except RetryableError as exc:
-            self._log.warning("forced answer: model unavailable: %s", exc)
-            result = None
+        # Its own share of the time and tokens, planned when the job started (workers.budget).
+        hold = self.ctx.budget.hold("forced", messages, self.spec.index)
+        result = None
+        if hold is None:
+            self._log.info("forced answer: no tokens left for the model; answering from the reasoning")
+        else:
+            try:
+                result = await self._call_model(messages, self.ctx.forced_timeout(), hold)
+            except RetryableError as exc:
+                self._log.warning("forced answer: model unavailable: %s", exc)
         cp.transcript.append({"role": "user", "content": messages[-1]["content"]})
         if result is not None:
-            await self._account(cp, result.usage, round_, ".forced")
-            parsed = parse_output(result.content, result.reasoning)
+            parsed = parse_output(result.content, result.reasoning, ())
+            await self._account(cp, result.usage, round_, parsed, ".forced")
             cp.transcript.append({"role": "assistant", "content": assistant_text(result)})
             if parsed.think:
                 cp.report = parsed.think.strip()
