@@ -411,3 +411,33 @@ def test_tool_signatures_read_the_one_line_descriptions() -> None:
     # A description in another shape is kept whole, with no parameters.
     plain = signature(_Tool("g", "a tool that does g"))["function"]
     assert plain["description"] == "a tool that does g" and plain["parameters"]["properties"] == {}
+
+
+async def test_react_under_a_token_budget_stays_inside_it(mini_corpus: Path) -> None:
+    """ReAct's growing prompts take their token holds like IterResearch rounds do."""
+    small = {
+        "forced_round_tokens": 3000,
+        "synthesis_tokens": 2500,
+        "min_round_tokens": 800,
+        "round_completion_tokens": 400,
+        "forced_completion_tokens": 300,
+        "synthesis_completion_tokens": 400,
+        "min_completion_tokens": 64,
+    }
+    max_tokens = 20_000
+    with SimServer(SimConfig(min_rounds=1000)) as sim:
+        llm = {"base_url": f"{sim.base_url}/v1", "model": "heavyresearch-sim", "timeout": 30.0}
+        with live_server(api_settings(mini_corpus, llm=llm, budget=small)) as server:
+            async with server.client() as client:
+                body = {"query": QUESTION, "agents": 2, "max_rounds": 200, "max_tokens": max_tokens}
+                response = await client.post("/v1/research", json={**body, "mode": "react"})
+                assert response.status_code == 202, response.text
+                events = await run_to_end(client, response.json()["id"])
+                job = (await client.get(f"/v1/research/{response.json()['id']}")).json()
+        served = sim.stats.prompt_tokens + sim.stats.completion_tokens
+    assert job["status"] == "succeeded", job
+    assert job["usage"]["total_tokens"] <= max_tokens and served <= max_tokens, (job["usage"], served)
+    assert served == job["usage"]["total_tokens"]
+    assert any("token budget" in reason for reason in job["result"]["cut_short"]), job["result"]
+    forced = [e for e in events if e["type"] == "round.started" and e["data"].get("forced")]
+    assert {e["agent"] for e in forced} == {0, 1}
