@@ -1,4 +1,5 @@
-"""The backend contract: every test runs against the memory backend and a real redis-server."""
+"""The backend contract: every test runs against the memory backend, the sqlite backend (a file in
+a temporary folder) and a real redis-server."""
 
 from __future__ import annotations
 
@@ -18,12 +19,12 @@ from workers.models import AgentCheckpoint, AgentStatus, JobStatus
 pytestmark = pytest.mark.anyio
 
 
-@pytest.fixture(params=["memory", pytest.param("redis", marks=pytest.mark.redis)])
+@pytest.fixture(params=["memory", "sqlite", pytest.param("redis", marks=pytest.mark.redis)])
 async def make(request: pytest.FixtureRequest, anyio_backend: str) -> AsyncIterator[BackendMaker]:
     if request.param == "redis":
         maker = BackendMaker("redis", request.getfixturevalue("redis_server").url)
     else:
-        maker = BackendMaker("memory")
+        maker = BackendMaker(request.param)
     try:
         yield maker
     finally:

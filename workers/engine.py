@@ -18,6 +18,7 @@ from workers.agent.prompts import PromptSet
 from workers.backend import Backend, make_backend
 from workers.backend.redis import RedisBackend
 from workers.backend.retrying import RetryingBackend
+from workers.backend.sqlite import SQLiteBackend
 from workers.corpus import Corpus, build_corpus
 from workers.llm import OpenAIChatModel
 from workers.llm.redis_limiter import RedisLimiter
@@ -117,8 +118,9 @@ async def _build_runner(
         limiter = await stack.enter_async_context(RedisLimiter.from_backend(backend, patience=120.0))
     model = OpenAIChatModel.from_settings(llm, limiter=limiter)
     await stack.enter_async_context(model)
-    # Workers ride out a Redis restart; the API (engine.backend) answers 503 instead.
-    engine_backend: Backend = RetryingBackend(backend) if isinstance(backend, RedisBackend) else backend
+    # Workers ride out a Redis restart or a locked/full sqlite file; the API (engine.backend)
+    # answers 503 instead.
+    engine_backend: Backend = RetryingBackend(backend) if backend.name != "memory" else backend
     path = await anyio.to_thread.run_sync(ensure_corpus, settings, on_corpus_progress)
     corpus = Corpus.open(path)
     stack.callback(corpus.close)
@@ -153,6 +155,9 @@ async def open_engine(
     async with AsyncExitStack() as stack:
         backend = backend or make_backend(settings)
         stack.push_async_callback(backend.close)
+        if isinstance(backend, SQLiteBackend):
+            # A corrupt or read-only file stops the start here, with what to do.
+            await backend.open()
         built = await _build_runner(settings, backend, stack, on_corpus_progress) if build_engine else None
         worker = None
         if run_worker:
