@@ -20,6 +20,7 @@ import asyncio
 import concurrent.futures
 import contextlib
 import logging
+import os
 import queue
 import sqlite3
 import threading
@@ -268,7 +269,8 @@ class Database:
 def _broken_message(path: Path, exc: sqlite3.Error) -> str:
     text = str(exc)
     lowered = text.lower()
-    if "readonly" in lowered or "read-only" in lowered:
+    writable = os.access(path.parent, os.W_OK) and (not path.exists() or os.access(path, os.W_OK))
+    if "readonly" in lowered or "read-only" in lowered or not writable:
         hint = "the file or its folder is read-only: make it writable, or set HR_SQLITE__PATH"
     elif "not a database" in lowered or "malformed" in lowered or "corrupt" in lowered:
         hint = (
