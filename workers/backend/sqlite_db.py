@@ -40,7 +40,7 @@ Op = Callable[[sqlite3.Connection], Any]
 ChangeCallback = Callable[[set[str]], None]
 
 # Most operations taken into one batch; bounds how long a batch holds the write lock.
-_MAX_BATCH = 256
+MAX_BATCH = 256
 # Messages of errors that mean "wait and try again", not "this file is unusable".
 _TRANSIENT = ("locked", "busy", "disk is full", "disk i/o", "interrupted")
 
@@ -63,8 +63,12 @@ class _Close:
 class Database:
     """The thread and its connection. Start-up problems surface from `open()`."""
 
-    def __init__(self, path: Path, *, busy_timeout: float, poll_interval: float) -> None:
+    def __init__(
+        self, path: Path, *, busy_timeout: float, poll_interval: float, max_batch: int = MAX_BATCH
+    ) -> None:
         self.path = path
+        # 1 = a transaction per operation (what bench/bench_sqlite.py compares group commit with).
+        self.max_batch = max_batch
         self.busy_timeout = busy_timeout
         self.poll_interval = poll_interval
         self.on_change: ChangeCallback | None = None
@@ -116,7 +120,7 @@ class Database:
                 self._poll()
                 continue
             batch = [first]
-            while len(batch) < _MAX_BATCH:
+            while len(batch) < self.max_batch:
                 try:
                     batch.append(self._inbox.get_nowait())
                 except queue.Empty:
