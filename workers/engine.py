@@ -21,7 +21,9 @@ from workers.backend.retrying import RetryingBackend
 from workers.backend.sqlite import SQLiteBackend
 from workers.corpus import Corpus, build_corpus
 from workers.llm import OpenAIChatModel
+from workers.llm.limiter import Limiter
 from workers.llm.redis_limiter import RedisLimiter
+from workers.llm.sqlite_limiter import SQLiteLimiter
 from workers.runner import EngineParts, JobRunner
 from workers.settings import SIMULATED_MODEL_ID, LLMSettings, Settings
 from workers.sim.app import SimConfig
@@ -110,12 +112,15 @@ async def _build_runner(
         sim = stack.enter_context(SimServer(sim_config))
         llm = simulated_llm(f"{sim.base_url}/v1", settings)
         log.warning(SIMULATED_BANNER)
-    limiter = None
+    limiter: Limiter | None = None
     if isinstance(backend, RedisBackend):
         # One rate and concurrency budget per LLM endpoint across every worker process. Like
         # the RetryingBackend below, admission waits out a Redis restart instead of failing
         # the agent that is about to call the model.
         limiter = await stack.enter_async_context(RedisLimiter.from_backend(backend, patience=120.0))
+    elif isinstance(backend, SQLiteBackend):
+        # The same budget shared by the processes on one sqlite file.
+        limiter = await stack.enter_async_context(SQLiteLimiter.from_backend(backend, patience=120.0))
     model = OpenAIChatModel.from_settings(llm, limiter=limiter)
     await stack.enter_async_context(model)
     # Workers ride out a Redis restart or a locked/full sqlite file; the API (engine.backend)

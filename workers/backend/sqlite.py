@@ -78,6 +78,11 @@ class SQLiteBackend:
     def where(self) -> str:
         return str(self.path)
 
+    @property
+    def database(self) -> Database:
+        """The database thread, for other shared state on the same file (the LLM limiter)."""
+        return self._db
+
     # -- wake-ups ---------------------------------------------------------------------------------
     def _job_event(self, job_id: str) -> anyio.Event:
         event = self._job_waits.get(job_id)

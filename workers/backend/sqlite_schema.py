@@ -82,6 +82,18 @@ CREATE TABLE IF NOT EXISTS locks (
     token TEXT NOT NULL,
     expires_at REAL NOT NULL
 );
+-- The LLM limiter shared by the processes on the file (workers/llm/sqlite_limiter.py): the
+-- holders of each endpoint's in-flight places, and each endpoint's pace (GCRA arrival time).
+CREATE TABLE IF NOT EXISTS limiter_slots (
+    endpoint TEXT NOT NULL,
+    token TEXT NOT NULL,
+    expires_at REAL NOT NULL,
+    PRIMARY KEY (endpoint, token)
+);
+CREATE TABLE IF NOT EXISTS limiter_pace (
+    endpoint TEXT PRIMARY KEY,
+    tat REAL NOT NULL
+);
 """
 
 # Everything a job owns, deleted with it (the queue row is the worker's to ack).
