@@ -20,6 +20,7 @@ from workers.backend.redis import RedisBackend
 from workers.backend.retrying import RetryingBackend
 from workers.backend.sqlite import SQLiteBackend
 from workers.corpus import Corpus, build_corpus
+from workers.errors import BackendUnavailable
 from workers.llm import OpenAIChatModel
 from workers.llm.limiter import Limiter
 from workers.llm.redis_limiter import RedisLimiter
@@ -161,8 +162,12 @@ async def open_engine(
         backend = backend or make_backend(settings)
         stack.push_async_callback(backend.close)
         if isinstance(backend, SQLiteBackend):
-            # A corrupt or read-only file stops the start here, with what to do.
-            await backend.open()
+            # A corrupt or read-only file stops the start here, with what to do. A database
+            # locked by another process does not: requests answer 503 until it is free.
+            try:
+                await backend.open()
+            except BackendUnavailable as exc:
+                log.warning("starting without the job store for now: %s", exc)
         built = await _build_runner(settings, backend, stack, on_corpus_progress) if build_engine else None
         worker = None
         if run_worker:

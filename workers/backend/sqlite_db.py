@@ -22,6 +22,7 @@ import contextlib
 import logging
 import os
 import queue
+import random
 import sqlite3
 import threading
 import time
@@ -43,6 +44,15 @@ ChangeCallback = Callable[[set[str]], None]
 MAX_BATCH = 256
 # Messages of errors that mean "wait and try again", not "this file is unusable".
 _TRANSIENT = ("locked", "busy", "disk is full", "disk i/o", "interrupted")
+
+
+# What SQLite's own busy handler may wait per try, once the file is open (see `_begin`).
+_BUSY_SLICE = 0.01
+
+
+def _busy(exc: sqlite3.Error) -> bool:
+    text = str(exc).lower()
+    return "locked" in text or "busy" in text
 
 
 def transient(exc: sqlite3.Error) -> bool:
@@ -167,7 +177,7 @@ class Database:
     def _write_batch(self, conn: sqlite3.Connection, writes: list[_Job]) -> None:
         results: list[tuple[bool, Any]] = []
         try:
-            conn.execute("BEGIN IMMEDIATE")
+            self._begin(conn)
             try:
                 for job in writes:
                     conn.execute("SAVEPOINT op")
@@ -196,6 +206,22 @@ class Database:
                 job.future.set_result(value)
             else:
                 job.future.set_exception(value)
+
+    def _begin(self, conn: sqlite3.Connection) -> None:
+        """Take the write lock, waiting up to `busy_timeout` for another process to let go.
+
+        SQLite's own busy handler sleeps longer and longer (up to 100 ms a try), so a writer
+        that lost a few races to other processes would wait far longer than the lock is held.
+        It is cut to short slices here and retried from the start, so waits stay in ms."""
+        deadline = time.monotonic() + self.busy_timeout
+        while True:
+            try:
+                conn.execute("BEGIN IMMEDIATE")
+                return
+            except sqlite3.OperationalError as exc:
+                if not _busy(exc) or time.monotonic() >= deadline:
+                    raise
+                time.sleep(random.uniform(0.0002, 0.001))
 
     def _unavailable(self, exc: sqlite3.Error) -> BackendUnavailable:
         log.warning("sqlite backend at %s: %s", self.path, exc)
@@ -230,6 +256,8 @@ class Database:
                     f"the sqlite database {self.path} has schema {stored}, newer than this "
                     f"heavyresearch understands ({SCHEMA_VERSION}): upgrade, or set HR_SQLITE__PATH elsewhere"
                 )
+            # From now on SQLite's busy handler waits only a slice; `_begin` does the rest.
+            conn.execute(f"PRAGMA busy_timeout = {int(1000 * min(self.busy_timeout, _BUSY_SLICE))}")
             self._data_version = int(conn.execute("PRAGMA data_version").fetchone()[0])
             self._last_event_id = int(conn.execute("SELECT coalesce(max(id), 0) FROM events").fetchone()[0])
         except sqlite3.Error as exc:
