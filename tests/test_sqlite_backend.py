@@ -9,9 +9,11 @@ from pathlib import Path
 import pytest
 
 from tests.backend_contract import eventually, job
+from workers.backend import backend_location, make_backend
 from workers.backend.sqlite import SQLiteBackend
 from workers.events import EventType, NewEvent
 from workers.models import AgentCheckpoint, JobStatus
+from workers.settings import Settings
 
 pytestmark = pytest.mark.anyio
 
@@ -72,3 +74,18 @@ async def test_a_finished_job_goes_after_its_ttl_with_all_it_owns(tmp_path: Path
         assert await backend.load_checkpoints("job_001") == {}
     finally:
         await backend.close()
+
+
+def test_sqlite_in_the_user_data_folder_is_the_default(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "data"))
+    settings = Settings()
+    assert settings.backend == "sqlite"
+    assert settings.sqlite.resolved_path() == tmp_path / "data" / "heavyresearch" / "heavyresearch.sqlite"
+    backend = make_backend(settings)
+    assert isinstance(backend, SQLiteBackend)
+    assert backend_location(backend) == str(settings.sqlite.resolved_path())
+    await backend.close()
+    monkeypatch.setenv("HR_SQLITE__PATH", str(tmp_path / "elsewhere.sqlite"))
+    assert Settings().sqlite.resolved_path() == tmp_path / "elsewhere.sqlite"
