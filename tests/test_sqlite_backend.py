@@ -76,8 +76,8 @@ async def test_a_finished_job_goes_after_its_ttl_with_all_it_owns(tmp_path: Path
         await backend.close()
 
 
-def test_sqlite_in_the_user_data_folder_is_the_default(
-    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+async def test_sqlite_in_the_user_data_folder_is_the_default(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, anyio_backend: str
 ) -> None:
     monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "data"))
     settings = Settings()
