@@ -62,9 +62,16 @@ QUESTION = "Who founded the Halvard Observatory?"
 CALL = '<tool_call>\n{"name": "search", "arguments": {"query": ["Halvard Observatory"]}}\n</tool_call>'
 
 
-@pytest.fixture(scope="module")
-def api(mini_corpus: Path) -> Iterator[LiveServer]:
-    with live_server(api_settings(mini_corpus)) as server:
+@pytest.fixture(scope="module", params=["memory", "sqlite"])
+def api(
+    request: pytest.FixtureRequest, mini_corpus: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[LiveServer]:
+    """The API with the engine in its process, on the memory or the sqlite backend (Redis, with
+    worker processes: tests/test_react_scaleout.py)."""
+    backend: dict[str, Any] = {"backend": request.param}
+    if request.param == "sqlite":
+        backend["sqlite"] = {"path": str(tmp_path_factory.mktemp("sqlite") / "state.sqlite")}
+    with live_server(api_settings(mini_corpus, **backend)) as server:
         yield server
 
 
