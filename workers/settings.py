@@ -55,6 +55,8 @@ class LLMSettings(EndpointSettings):
 
     synthesis: EndpointSettings = EndpointSettings()
     summariser: EndpointSettings = EndpointSettings()
+    # The evaluation judge (`heavyresearch eval`); empty base_url = the research endpoint.
+    judge: EndpointSettings = EndpointSettings()
     fallbacks: list[EndpointSettings] = []
     temperature: float = Field(default=0.7, ge=0, le=2)
     top_p: float = Field(default=0.95, gt=0, le=1)
@@ -171,6 +173,17 @@ class WorkerSettings(BaseModel):
     lease_seconds: float = Field(default=30.0, gt=0)
 
 
+class EvalSettings(BaseModel):
+    """`heavyresearch eval`: defaults of its options, and how the judge is called."""
+
+    rollouts: int = Field(default=3, ge=1, le=64)
+    concurrency: int = Field(default=4, ge=1, le=256)
+    scorer: Literal["llm", "exact", "normalized"] = "llm"
+    judge_prompt: str = "browsecomp"
+    judge_attempts: int = Field(default=3, ge=1, le=20)
+    judge_max_tokens: int = Field(default=1024, ge=16)
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="HR_",
@@ -193,6 +206,7 @@ class Settings(BaseSettings):
     agent: AgentSettings = AgentSettings()
     server: ServerSettings = ServerSettings()
     worker: WorkerSettings = WorkerSettings()
+    eval: EvalSettings = EvalSettings()
 
     @property
     def simulated(self) -> bool:

@@ -1,0 +1,112 @@
+"""`heavyresearch eval report OUTDIR`: the scores of every configuration of a run, as a table
+for the terminal and in Markdown (`OUTDIR/report.md`, `OUTDIR/scores.json`), and for a sweep
+the accuracy chart (`OUTDIR/scaling.png`, see `workers.eval.chart`)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from rich.table import Table
+
+from workers.eval.judge import JudgeCache, Verdict, cache_key
+from workers.eval.records import JUDGEMENTS_FILE, RUN_FILE, RolloutRecord, load_records, rollout_files
+from workers.eval.scores import ConfigScores, score_config
+
+SIMULATED_NOTE = (
+    "SIMULATED: these scores come from the simulated model (research and judge), a deterministic "
+    "stand-in for tests and demos, not from an LLM."
+)
+COLUMNS = (
+    ("config", "config"),
+    ("questions", "Q"),
+    ("rollouts", "k"),
+    ("avg_pass_at_k", "Avg Pass@k"),
+    ("best_pass_at_1", "Best Pass@1"),
+    ("pass_at_k", "Pass@k"),
+    ("tokens_per_question", "tokens/q"),
+    ("rounds_per_question", "rounds/q"),
+    ("tool_calls_per_question", "tool calls/q"),
+    ("wall_seconds_per_question", "wall s/q"),
+    ("forced_share", "forced"),
+    ("format_recovery_share", "format rec."),
+    ("errors", "errors"),
+    ("unjudged", "unjudged"),
+)
+_PERCENT = {"avg_pass_at_k", "best_pass_at_1", "pass_at_k", "forced_share", "format_recovery_share"}
+
+
+def read_run(outdir: Path) -> dict[str, Any]:
+    path = outdir / RUN_FILE
+    if not path.is_file():
+        raise FileNotFoundError(f"{outdir} holds no evaluation run ({RUN_FILE} is missing)")
+    value = json.loads(path.read_text(encoding="utf-8"))
+    return value if isinstance(value, dict) else {}
+
+
+def compute_scores(outdir: Path) -> list[ConfigScores]:
+    run = read_run(outdir)
+    scorer = str(run.get("scorer", ""))
+    cache = JudgeCache(outdir / JUDGEMENTS_FILE)
+    order = [c["name"] for c in run.get("configs", []) if isinstance(c, dict)]
+    files = rollout_files(outdir)
+    out = []
+    for config in sorted(files, key=lambda c: (order.index(c) if c in order else len(order), c)):
+        scored: dict[int, dict[str, tuple[RolloutRecord, Verdict | None]]] = {}
+        for rollout, path in files[config].items():
+            scored[rollout] = {
+                item: (
+                    record,
+                    cache.get(cache_key(scorer, record.question, record.answer, record.prediction)),
+                )
+                for item, record in load_records(path).items()
+            }
+        out.append(score_config(config, scored, int(run.get("rollouts", 0)) or None))
+    return out
+
+
+def _cell(field: str, scores: ConfigScores) -> str:
+    value = getattr(scores, field)
+    if field in _PERCENT:
+        return f"{100 * value:.1f}%"
+    if isinstance(value, float):
+        return f"{value:.1f}" if field != "wall_seconds_per_question" else f"{value:.2f}"
+    return str(value)
+
+
+def terminal_table(scores: list[ConfigScores], title: str) -> Table:
+    table = Table(title=title)
+    for _, header in COLUMNS:
+        table.add_column(header, justify="left" if header == "config" else "right")
+    for row in scores:
+        table.add_row(*(_cell(field, row) for field, _ in COLUMNS))
+    return table
+
+
+def markdown_table(scores: list[ConfigScores]) -> str:
+    lines = [
+        "| " + " | ".join(h for _, h in COLUMNS) + " |",
+        "|" + "|".join("---" if f == "config" else "---:" for f, _ in COLUMNS) + "|",
+    ]
+    lines += ["| " + " | ".join(_cell(f, row) for f, _ in COLUMNS) + " |" for row in scores]
+    return "\n".join(lines)
+
+
+def markdown_report(run: dict[str, Any], scores: list[ConfigScores], chart: str | None) -> str:
+    parts = [
+        "# Evaluation report",
+        "",
+        f"Dataset `{run.get('dataset', '?')}`, scorer `{run.get('scorer', '?')}`.",
+        "Avg Pass@k is the mean accuracy of one rollout, Best Pass@1 the best single rollout, "
+        "Pass@k the share of questions some rollout got right. Per question: tokens, rounds "
+        "(summed over agents), tool calls and wall time; forced = rollouts with an agent forced "
+        "to answer, format rec. = rollouts with a recovered format error.",
+        "",
+        markdown_table(scores),
+    ]
+    if any(s.simulated for s in scores) or run.get("simulated"):
+        parts += ["", f"**{SIMULATED_NOTE}**"]
+    if chart:
+        parts += ["", f"![accuracy against agents and rounds]({chart})"]
+    return "\n".join(parts) + "\n"
