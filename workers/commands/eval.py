@@ -191,8 +191,8 @@ async def _research(
     engine = await stack.enter_async_context(open_engine(local, run_worker=True))
     if engine.simulated:
         console.print(
-            "[bold yellow]No LLM configured: research runs on the SIMULATED model "
-            "(set HR_LLM__BASE_URL for a real one).[/]"
+            "[bold yellow]Research runs on the SIMULATED model, not an LLM "
+            "(set HR_LLM__BASE_URL and HR_LLM__MODEL for a real one).[/]"
         )
     sim_url = engine.llm_base_url if engine.simulated and not settings.llm.base_url else None
     yield LocalResearch(engine.backend, simulated=engine.simulated), sim_url

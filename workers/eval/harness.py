@@ -80,6 +80,8 @@ class EvalRun:
 
     def __post_init__(self) -> None:
         self.cache = JudgeCache(self.outdir / JUDGEMENTS_FILE)
+        # Verdicts being asked for: rollouts with the same prediction wait for the first call.
+        self._pending: dict[str, anyio.Event] = {}
 
     def plan(self) -> list[Task]:
         tasks: list[Task] = []
@@ -204,13 +206,20 @@ class EvalRun:
         if record.error is not None:
             return None
         key = self._key(record)
+        while (pending := self._pending.get(key)) is not None:
+            await pending.wait()
         verdict = self.cache.get(key)
         if verdict is not None:
             self.tally.cached += 1
             return verdict
-        verdict = await self.scorer.score(record.question, record.answer, record.prediction)
-        self.tally.judged += 1
-        self.cache.put(key, verdict)
+        self._pending[key] = done = anyio.Event()
+        try:
+            verdict = await self.scorer.score(record.question, record.answer, record.prediction)
+            self.tally.judged += 1
+            self.cache.put(key, verdict)
+        finally:
+            del self._pending[key]
+            done.set()
         return verdict
 
     def _write_run_file(self) -> None:
