@@ -204,16 +204,20 @@ def test_a_bad_dataset_line_is_named_and_the_run_goes_on(mini_corpus: Path, tmp_
 def test_eval_through_a_running_service_with_an_api_key(mini_corpus: Path, tmp_path: Path) -> None:
     from tests.server import api_settings, live_server
 
+    (tmp_path / "notes.txt").write_text("Merrowgate is the capital.")
+    rows = [json.loads(line) for line in MINI.read_text().splitlines()]
+    rows[0]["file"] = "notes.txt"  # an attachment column: checked, named, passed in metadata
+    dataset = tmp_path / "d.jsonl"
+    dataset.write_text("".join(json.dumps(r) + "\n" for r in rows))
     out = tmp_path / "run"
     settings = api_settings(mini_corpus, server={"api_keys": ["sekret"]})
+    headers = {"Authorization": "Bearer sekret"}
     with live_server(settings) as server:
         common = ["--server", server.base_url, "--rollouts", "2", "--agents", "2", "--max-rounds", "6"]
-        proc = run_cli(
-            "eval", str(MINI), "--out", str(out), *common, "--api-key", "sekret", "--no-progress",
-            env={"HR_CORPUS__PATH": str(mini_corpus), "COLUMNS": "200"},
-        )  # fmt: skip
+        keyed = [str(dataset), "--out", str(out), *common, "--api-key", "sekret", "--no-progress"]
+        env = {"HR_CORPUS__PATH": str(mini_corpus), "COLUMNS": "200"}
+        proc = run_cli("eval", *keyed, env=env)
         assert proc.returncode == 0, proc.stderr
-        headers = {"Authorization": "Bearer sekret"}
         for rollout in (1, 2):
             for record in _records(out, "heavy-n2-r6", rollout):
                 assert record["error"] is None and record["simulated"] is True
@@ -221,20 +225,35 @@ def test_eval_through_a_running_service_with_an_api_key(mini_corpus: Path, tmp_p
                     f"{server.base_url}/v1/research/{record['job_id']}", headers=headers, timeout=10
                 )
                 assert job.status_code == 200
-                assert job.json()["request"]["query"] == record["question"]
+                assert job.json()["request"]["query"].startswith(record["question"])
                 assert job.json()["result"]["answer"] == record["prediction"]
                 assert record["tool_calls"] > 0 and record["rounds"] >= 2
+                if record["files"]:
+                    assert job.json()["request"]["metadata"]["files"] == [str(tmp_path / "notes.txt")]
+                    assert "Attached files: notes.txt" in job.json()["request"]["query"]
         assert "Avg Pass@k" in proc.stdout
+
+        # Records lost after the jobs were submitted (as when a run is killed): the re-run's
+        # Idempotency-Key picks up the same jobs instead of researching the questions again.
+        before = {r["id"]: r["job_id"] for r in _records(out, "heavy-n2-r6", 1)}
+        listed = httpx.get(f"{server.base_url}/v1/research?limit=100", headers=headers, timeout=10).json()
+        (out / "heavy-n2-r6" / "iter1.jsonl").unlink()
+        again = run_cli("eval", *keyed, env=env)
+        assert again.returncode == 0, again.stderr
+        assert {r["id"]: r["job_id"] for r in _records(out, "heavy-n2-r6", 1)} == before
+        relisted = httpx.get(f"{server.base_url}/v1/research?limit=100", headers=headers, timeout=10).json()
+        assert len(relisted["items"]) == len(listed["items"])
 
         # Without the key the service refuses every job: each is recorded as failed, the run ends.
         refused = run_cli(
-            "eval", str(MINI), "--out", str(tmp_path / "refused"), *common, "--no-progress",
+            "eval", str(dataset), "--out", str(tmp_path / "refused"), *common, "--no-progress",
             env={"HR_CORPUS__PATH": str(mini_corpus)},
         )  # fmt: skip
         assert refused.returncode == 0, refused.stderr
         assert all("HTTP 401" in r["error"] for r in _records(tmp_path / "refused", "heavy-n2-r6", 1))
 
-        # --mode react goes into the body as `mode`; this service does not take it yet (422).
+        # --mode react goes into the body as `mode`. A service without ReAct mode refuses the
+        # field (422); one with it runs the job in that mode.
         react = run_cli(
             "eval", str(MINI), "--out", str(tmp_path / "react"), *common, "--api-key", "sekret",
             "--mode", "react", "--limit", "1", "--no-progress",
@@ -242,4 +261,8 @@ def test_eval_through_a_running_service_with_an_api_key(mini_corpus: Path, tmp_p
         )  # fmt: skip
         assert react.returncode == 0, react.stderr
         (record,) = _records(tmp_path / "react", "react-n2-r6", 1)
-        assert "HTTP 422" in record["error"] and "mode" in record["error"]
+        if record["error"] is not None:
+            assert "HTTP 422" in record["error"] and "mode" in record["error"]
+        else:
+            job = httpx.get(f"{server.base_url}/v1/research/{record['job_id']}", headers=headers, timeout=10)
+            assert job.json()["request"]["mode"] == "react"

@@ -61,6 +61,7 @@ class Task:
     rollout: int
     item: EvalItem
     record: RolloutRecord | None = None  # set when only the judging is left
+    failed_job: str | None = None  # the job of an earlier failed attempt, run again now
 
 
 ProgressCallback = Callable[[Tally], None]
@@ -92,7 +93,9 @@ class EvalRun:
                     self.tally.total += 1
                     record = done.get(item.id)
                     if record is None or record.error is not None:
-                        tasks.append(Task(config, rollout, item))
+                        tasks.append(
+                            Task(config, rollout, item, failed_job=record.job_id if record else None)
+                        )
                         continue
                     self.tally.skipped += 1
                     verdict = self.cache.get(self._key(record))
@@ -150,7 +153,11 @@ class EvalRun:
         return body
 
     def _rollout_key(self, task: Task) -> str:
-        raw = json.dumps([str(self.outdir.resolve()), task.config.name, task.rollout, task.item.id])
+        # A retry of a failed job needs a key of its own, or the service would hand back the
+        # failed job; a refusal made no job, so its key is safe to use again.
+        raw = json.dumps(
+            [str(self.outdir.resolve()), task.config.name, task.rollout, task.item.id, task.failed_job]
+        )
         return "eval-" + hashlib.sha256(raw.encode()).hexdigest()[:32]
 
     async def _research(self, task: Task) -> RolloutRecord:
