@@ -30,7 +30,7 @@ from workers.eval.report import (
     compute_scores,
     markdown_report,
     read_run,
-    terminal_table,
+    terminal_tables,
 )
 from workers.eval.research import LocalResearch, RemoteResearch, ResearchClient
 from workers.llm import OpenAIChatModel
@@ -241,6 +241,7 @@ async def _run(
             research=research,
             scorer=scorer,
             concurrency=concurrency,
+            max_seconds=args.max_seconds,
             on_progress=on_progress,
         )
         with progress:
@@ -256,7 +257,8 @@ def report(outdir: Path, console: Console) -> int:
         return 2
     scores = compute_scores(outdir)
     simulated = bool(run.get("simulated")) or any(s.simulated for s in scores)
-    console.print(terminal_table(scores, f"Evaluation: {outdir}"))
+    for table in terminal_tables(scores, f"Evaluation: {outdir}"):
+        console.print(table)
     chart = None
     if sweep_axis(scores) is not None:
         if available():

@@ -33,6 +33,7 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     ev.add_argument("--mode", choices=MODES, default=DEFAULT_MODE)
     ev.add_argument("--agents", default=None, help="agents per job, or a sweep: 1,2,4,8")
     ev.add_argument("--max-rounds", default=None, help="round limit per agent, or a sweep: 16,32")
+    ev.add_argument("--max-seconds", type=float, default=None, help="time budget per job")
     ev.add_argument("--concurrency", type=int, default=None, help="rollouts in flight at once")
     ev.add_argument("--scorer", choices=("llm", "exact", "normalized"), default=None)
     ev.add_argument("--judge-prompt", default=None, help="browsecomp, hle, or a template file")

@@ -76,6 +76,7 @@ class EvalRun:
     research: ResearchClient
     scorer: Scorer
     concurrency: int
+    max_seconds: float | None = None  # each job's time budget (it then answers from its reports)
     on_progress: ProgressCallback = lambda _: None
     tally: Tally = field(default_factory=Tally)
 
@@ -148,6 +149,8 @@ class EvalRun:
         }
         if item.files:
             body["metadata"]["files"] = list(item.files)
+        if self.max_seconds is not None:
+            body["max_seconds"] = self.max_seconds
         if config.mode != DEFAULT_MODE:
             body["mode"] = config.mode
         return body

@@ -8,6 +8,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from rich import box
 from rich.table import Table
 
 from workers.eval.judge import JudgeCache, Verdict, cache_key
@@ -70,18 +71,40 @@ def _cell(field: str, scores: ConfigScores) -> str:
     value = getattr(scores, field)
     if field in _PERCENT:
         return f"{100 * value:.1f}%"
+    if field == "tokens_per_question":
+        return f"{value:.0f}"
     if isinstance(value, float):
         return f"{value:.1f}" if field != "wall_seconds_per_question" else f"{value:.2f}"
     return str(value)
 
 
-def terminal_table(scores: list[ConfigScores], title: str) -> Table:
-    table = Table(title=title)
-    for _, header in COLUMNS:
-        table.add_column(header, justify="left" if header == "config" else "right")
-    for row in scores:
-        table.add_row(*(_cell(field, row) for field, _ in COLUMNS))
-    return table
+# The terminal shows two tables, accuracy then cost per question, so each fits 80 columns.
+_SPLIT = 6
+_SHORT = {
+    "tokens/q": "tokens",
+    "rounds/q": "rounds",
+    "tool calls/q": "tools",
+    "wall s/q": "wall s",
+    "format rec.": "fmt rec",
+    "unjudged": "unjudg.",
+}
+
+
+def terminal_tables(scores: list[ConfigScores], title: str) -> list[Table]:
+    tables = []
+    for name, columns in ((title, COLUMNS[:_SPLIT]), ("per question", (COLUMNS[0], *COLUMNS[_SPLIT:]))):
+        table = Table(title=name, box=box.SIMPLE_HEAD, pad_edge=False, padding=(0, 1))
+        for _, header in columns:
+            if header == "config":
+                table.add_column(
+                    header, no_wrap=True, min_width=max((len(r.config) for r in scores), default=6)
+                )
+            else:
+                table.add_column(_SHORT.get(header, header), justify="right")
+        for row in scores:
+            table.add_row(*(_cell(field, row) for field, _ in columns))
+        tables.append(table)
+    return tables
 
 
 def markdown_table(scores: list[ConfigScores]) -> str:
