@@ -189,16 +189,20 @@ def test_a_bad_dataset_line_is_named_and_the_run_goes_on(mini_corpus: Path, tmp_
     dataset.write_text("\n".join([good[0], "{oops", good[1], '{"question": "no answer?"}']) + "\n")
     out = tmp_path / "run"
     proc = run_cli(
-        "eval", str(dataset), "--out", str(out), "--rollouts", "1", "--agents", "1", "--max-rounds", "6",
+        "eval", str(dataset), "--out", str(out), "--rollouts", "1", "--agents", "1", "--max-rounds", "2",
         "--scorer", "normalized", "--no-progress",
         env={"HR_CORPUS__PATH": str(mini_corpus), "COLUMNS": "200"},
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr
     assert f"{dataset} line 2: not JSON" in proc.stderr
     assert f"{dataset} line 4: no 'answer'" in proc.stderr
-    records = _records(out, "heavy-n1-r6", 1)
+    records = _records(out, "heavy-n1-r2", 1)
     assert sorted(r["question"] for r in records) == sorted(json.loads(line)["question"] for line in good[:2])
     assert json.loads((out / "run.json").read_text())["scorer"] == "normalized"
+    # Two rounds are fewer than the simulated agents need: every answer is a forced one.
+    assert all(r["forced_answers"] == 1 and r["termination"].startswith("forced answer") for r in records)
+    (scores,) = json.loads((out / "scores.json").read_text())
+    assert scores["forced_share"] == 1.0 and scores["format_recovery_share"] == 0.0
 
 
 def test_eval_through_a_running_service_with_an_api_key(mini_corpus: Path, tmp_path: Path) -> None:
