@@ -122,7 +122,8 @@ def _judge_endpoint(settings: Settings, sim_base_url: str | None) -> LLMSettings
         endpoint = settings.llm.judge
         model = endpoint.model or settings.llm.model
     elif settings.llm.base_url:
-        endpoint, model = settings.llm, settings.llm.model
+        # A judge model of its own, served by the research endpoint, is allowed (as for roles).
+        endpoint, model = settings.llm, settings.llm.judge.model or settings.llm.model
     elif sim_base_url:
         endpoint = EndpointSettings(base_url=sim_base_url, model=SIMULATED_MODEL_ID)
         model = SIMULATED_MODEL_ID
