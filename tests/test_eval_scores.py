@@ -166,6 +166,15 @@ def test_judge_prompts_are_templates_and_a_custom_one_needs_the_placeholders(tmp
         load_judge_prompt(str(mine))
     with pytest.raises(JudgeError, match="not found"):
         load_judge_prompt(str(tmp_path / "nope.md"))
+    # A prompt in the `str.format` style of the released judges is taken as it is.
+    released = tmp_path / "released.txt"
+    released.write_text(
+        "[question]: {question}\n[response]: {response}\n[correct_answer]: {correct_answer} 5$"
+    )
+    _, template = load_judge_prompt(str(released))
+    assert template.substitute(question="Q", response="R", correct_answer="A") == (
+        "[question]: Q\n[response]: R\n[correct_answer]: A 5$"
+    )
 
 
 def test_dataset_jsonl_with_messages_fallback_and_bad_lines(tmp_path: Path) -> None:

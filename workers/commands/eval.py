@@ -26,10 +26,10 @@ from workers.eval.harness import EvalRun, Tally
 from workers.eval.judge import ExactMatch, JudgeError, LLMJudge, NormalizedMatch, Scorer
 from workers.eval.records import RunConfig
 from workers.eval.report import (
-    SIMULATED_NOTE,
     compute_scores,
     markdown_report,
     read_run,
+    simulated_note,
     terminal_tables,
 )
 from workers.eval.research import LocalResearch, RemoteResearch, ResearchClient
@@ -257,7 +257,7 @@ def report(outdir: Path, console: Console) -> int:
         console.print(f"[red]error:[/] {escape(str(exc))}")
         return 2
     scores = compute_scores(outdir)
-    simulated = bool(run.get("simulated")) or any(s.simulated for s in scores)
+    simulated = bool(run.get("simulated")) or any(s.simulated or s.judge_simulated for s in scores)
     for table in terminal_tables(scores, f"Evaluation: {outdir}"):
         console.print(table)
     chart = None
@@ -274,6 +274,9 @@ def report(outdir: Path, console: Console) -> int:
         "[\n" + ",\n".join(s.model_dump_json() for s in scores) + "\n]\n", encoding="utf-8"
     )
     console.print(f"markdown: {outdir / 'report.md'}", markup=False)
-    if simulated:
-        console.print(f"[bold yellow]{SIMULATED_NOTE}[/]")
+    note = simulated_note(
+        bool(run.get("simulated")) or any(s.simulated for s in scores), any(s.judge_simulated for s in scores)
+    )
+    if note:
+        console.print(f"[bold yellow]{note}[/]")
     return 0

@@ -94,6 +94,11 @@ def load_judge_prompt(name_or_path: str) -> tuple[str, Template]:
             f"judge prompt {name_or_path!r} not found: use {' or '.join(BUILTIN_PROMPTS)}, or a template file"
         )
     text = path.read_text(encoding="utf-8")
+    if "${" not in text and all(f"{{{p}}}" in text for p in _PLACEHOLDERS):
+        # A prompt copied from a Python `str.format` judge: its `{question}` fields become ours.
+        text = text.replace("$", "$$")
+        for name in _PLACEHOLDERS:
+            text = text.replace(f"{{{name}}}", f"${{{name}}}")
     missing = [p for p in _PLACEHOLDERS if f"${{{p}}}" not in text and f"${p}" not in text]
     if missing:
         raise JudgeError(

@@ -15,10 +15,18 @@ from workers.eval.judge import JudgeCache, Verdict, cache_key
 from workers.eval.records import JUDGEMENTS_FILE, RUN_FILE, RolloutRecord, load_records, rollout_files
 from workers.eval.scores import ConfigScores, score_config
 
-SIMULATED_NOTE = (
-    "SIMULATED: these scores come from the simulated model (research and judge), a deterministic "
-    "stand-in for tests and demos, not from an LLM."
-)
+
+def simulated_note(research: bool, judge: bool) -> str | None:
+    """What the simulated model stood in for, or None when it played no part."""
+    parts = [name for name, played in (("research", research), ("judge", judge)) if played]
+    if not parts:
+        return None
+    return (
+        f"SIMULATED: the {' and the '.join(parts)} of these scores come from the simulated model, "
+        "a deterministic stand-in for tests and demos, not from an LLM."
+    )
+
+
 COLUMNS = (
     ("config", "config"),
     ("questions", "Q"),
@@ -128,8 +136,11 @@ def markdown_report(run: dict[str, Any], scores: list[ConfigScores], chart: str 
         "",
         markdown_table(scores),
     ]
-    if any(s.simulated for s in scores) or run.get("simulated"):
-        parts += ["", f"**{SIMULATED_NOTE}**"]
+    note = simulated_note(
+        any(s.simulated for s in scores) or bool(run.get("simulated")), any(s.judge_simulated for s in scores)
+    )
+    if note:
+        parts += ["", f"**{note}**"]
     if chart:
         parts += ["", f"![accuracy against agents and rounds]({chart})"]
     return "\n".join(parts) + "\n"

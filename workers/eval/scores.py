@@ -44,7 +44,8 @@ class ConfigScores(BaseModel):
     format_recovery_share: float
     errors: int
     unjudged: int
-    simulated: bool
+    simulated: bool  # the research ran on the simulated model
+    judge_simulated: bool = False  # the simulated model gave the verdicts
 
 
 def _right(pair: tuple[RolloutRecord, Verdict | None] | None) -> bool:
@@ -91,4 +92,5 @@ def score_config(config: str, scored: Scored, rollouts: int | None = None) -> Co
         errors=sum(1 for r in records if r.error is not None),
         unjudged=sum(1 for v in verdicts if v is None or v.error is not None),
         simulated=any(r.simulated for r in records),
+        judge_simulated=any(v is not None and v.simulated for v in verdicts),
     )
