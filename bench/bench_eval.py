@@ -118,6 +118,9 @@ def main() -> int:
     parser.add_argument("--concurrency", type=int, default=16, help="rollouts in flight")
     parser.add_argument("--max-jobs", type=int, default=8, help="jobs per worker process (service)")
     parser.add_argument("--latency", type=float, default=0.2, help="simulated seconds per model call")
+    parser.add_argument(
+        "--no-aof", action="store_true", help="Redis without AOF (default: AOF, fsync always, as shipped)"
+    )
     args = parser.parse_args()
     if not (shutil.which("redis-server") or shutil.which("valkey-server")):
         print("redis-server is not installed (apt-get install redis-server); it is needed here")
@@ -134,7 +137,7 @@ def main() -> int:
             show("in-process (memory backend)", tally, seconds, tmp / "local")
             local_rate = tally.researched / seconds * 60
 
-            redis = RedisServer(tmp / "redis", appendonly=True)
+            redis = RedisServer(tmp / "redis", appendonly=not args.no_aof)
             redis.start()
             cluster = Cluster(
                 tmp / "cluster",
