@@ -15,9 +15,10 @@ from pydantic import AnyHttpUrl, BaseModel, ConfigDict, Field, field_validator
 
 from workers.models import AgentStatus, JobRecord, JobStatus, Usage, WebhookState, WebhookStatus
 
-# Tools a request may name; the engine builds exactly these.
-TOOL_NAMES = ("search", "visit")
-ToolName = Literal["search", "visit"]
+# Tools a request may name (the five the released model was trained on). A job gets those of
+# them this server really has: PythonInterpreter only with a working sandbox.
+TOOL_NAMES = ("search", "visit", "google_scholar", "PythonInterpreter", "parse_file")
+ToolName = Literal["search", "visit", "google_scholar", "PythonInterpreter", "parse_file"]
 
 # Hard ceilings of the public contract; a server may be configured stricter, never looser.
 MAX_AGENTS = 16
@@ -88,7 +89,11 @@ class ResearchCreate(BaseModel):
         default=None,
         min_length=1,
         max_length=len(TOOL_NAMES),
-        description="Tools the agents may call. Default: all of them. Duplicates are ignored.",
+        description=(
+            "Tools the agents may call, of `search`, `visit`, `google_scholar`, `PythonInterpreter` "
+            "(code runs only in a sandbox) and `parse_file` (the job's `files`). Default: all of them. "
+            "A named tool this server does not have (no sandbox, say) is left out. Duplicates are ignored."
+        ),
         examples=[["search", "visit"]],
     )
     max_tokens: int | None = Field(

@@ -54,6 +54,9 @@ async def readyz(engine: EngineDep, http: HttpDep, lifecycle: LifecycleDep) -> J
     checks = {
         "backend": await _backend_check(engine.backend),
         "llm": await _llm_check(http, engine.llm_base_url, engine.settings.llm.api_key, engine.simulated),
+        "sandbox": _sandbox_check(
+            engine.settings.sandbox.mode, engine.tool_status, engine.runner is not None
+        ),
         "accepting_jobs": ReadinessCheck(
             ok=not lifecycle.stopping, detail="shutting down" if lifecycle.stopping else None
         ),
@@ -61,6 +64,16 @@ async def readyz(engine: EngineDep, http: HttpDep, lifecycle: LifecycleDep) -> J
     ready = all(check.ok for check in checks.values())
     view = ReadinessView(status="ready" if ready else "not_ready", checks=checks)
     return JSONResponse(view.model_dump(mode="json"), status_code=200 if ready else 503)
+
+
+def _sandbox_check(mode: str, status: dict[str, str], runs_jobs: bool) -> ReadinessCheck:
+    """PythonInterpreter's sandbox. Not having one only fails readiness when one was asked for
+    explicitly (sandbox.mode embedded or remote); in "auto" the tool is simply not offered."""
+    if not runs_jobs:
+        return ReadinessCheck(ok=True, detail="decided by the worker processes")
+    note = status.get("PythonInterpreter", "")
+    offered = note.startswith("PythonInterpreter runs on")
+    return ReadinessCheck(ok=offered or mode in ("auto", "off"), detail=note or None)
 
 
 async def _backend_check(backend: Backend) -> ReadinessCheck:

@@ -15,6 +15,7 @@ clients are closed by `aclose_tools`.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping
 
 import httpx
@@ -25,6 +26,7 @@ from workers.llm.types import ChatModel
 from workers.settings import Settings
 from workers.tools.base import Tool
 from workers.tools.local import SearchTool, VisitTool
+from workers.tools.python import PythonInterpreterTool, build_python_tool
 from workers.tools.web.cache import SharedCache
 from workers.tools.web.chain import ProviderChain
 from workers.tools.web.fetch import PageFetcher, page_client
@@ -33,6 +35,8 @@ from workers.tools.web.search import SearchService, WebSearchTool
 from workers.tools.web.ssrf import AddressGuard, Resolver, system_resolver
 from workers.tools.web.summarise import PageSummariser, load_template
 from workers.tools.web.visit import WebVisitTool
+
+log = logging.getLogger(__name__)
 
 SCHOLAR_DESCRIPTION = (
     "google_scholar(query: string[]) — academic search (Google Scholar); returns papers with source ids"
@@ -62,8 +66,24 @@ def build_tools(
     backend: Backend,
     model: ChatModel,
     resolver: Resolver = system_resolver,
+    status: dict[str, str] | None = None,
 ) -> dict[str, Tool]:
-    """The tools agents may call, by name. `resolver` is the SSRF guard's DNS (tests stub it)."""
+    """The tools agents may call, by name. `resolver` is the SSRF guard's DNS (tests stub it).
+    `status`, when given, is filled with a sentence per optional tool saying what it runs on,
+    or why it is not offered (for the log and /readyz)."""
+    tools = _research_tools(settings, corpus=corpus, backend=backend, model=model, resolver=resolver)
+    notes = status if status is not None else {}
+    python, notes["PythonInterpreter"] = build_python_tool(settings.sandbox)
+    if python is not None:
+        tools["PythonInterpreter"] = python
+    for name, note in notes.items():
+        log.info("tool %s: %s", name, note)
+    return tools
+
+
+def _research_tools(
+    settings: Settings, *, corpus: Corpus, backend: Backend, model: ChatModel, resolver: Resolver
+) -> dict[str, Tool]:
     search, visit = settings.search, settings.visit
     if search.offline:
         return {
@@ -121,5 +141,5 @@ def build_tools(
 async def aclose_tools(tools: Mapping[str, Tool]) -> None:
     """Close what the tools hold open (HTTP clients); a no-op for the offline tools."""
     for tool in tools.values():
-        if isinstance(tool, _OwningVisitTool):
+        if isinstance(tool, _OwningVisitTool | PythonInterpreterTool):
             await tool.aclose()
