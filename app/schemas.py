@@ -139,6 +139,17 @@ class ResearchCreate(BaseModel):
         description="Free-form JSON object stored with the job and returned as is (at most 8 KiB as JSON).",
         examples=[{"ticket": "R-1042"}],
     )
+    files: list[str] | None = Field(
+        default=None,
+        max_length=100,
+        description=(
+            "Ids of files uploaded with `POST /v1/files` that the agents may read with `parse_file`. "
+            "The question shown to the model lists them by name, as the released code does "
+            "(`(Uploaded 1 file: ['report.pdf'])`). At most `files.max_files_per_job` (10 by default); "
+            "an unknown or expired id is refused with 404."
+        ),
+        examples=[["file_019a3f2b7c1d9e4a6b8f0c2d3e"]],
+    )
     stream: bool = Field(
         default=False,
         description=(
@@ -200,6 +211,7 @@ class ResearchParams(BaseModel):
     angles: list[str] | None = None
     webhook_url: str | None = None
     metadata: dict[str, Any] = Field(default_factory=dict)
+    files: list[str] = Field(default_factory=list)
 
 
 class UsageView(BaseModel):
@@ -421,3 +433,19 @@ def webhook_view(status: WebhookStatus | None) -> WebhookView | None:
 
 def params(record: JobRecord) -> ResearchParams:
     return ResearchParams.model_validate(record.request.model_dump())
+
+
+# -- uploaded files -----------------------------------------------------------------------------
+
+
+class FileView(BaseModel):
+    """An uploaded file (`POST /v1/files`). Name it in a job's `files` to let the agents read it."""
+
+    id: str = Field(examples=["file_019a3f2b7c1d9e4a6b8f0c2d3e"])
+    name: str = Field(description="The uploaded file name, as the model sees it.", examples=["report.pdf"])
+    kind: str = Field(description="pdf, docx, xlsx, csv, pptx, html, md, txt or json.", examples=["pdf"])
+    content_type: str = Field(examples=["application/pdf"])
+    bytes: int
+    sha256: str
+    created_at: datetime
+    expires_at: datetime = Field(description="When the file is deleted (server setting `files.ttl_seconds`).")

@@ -16,6 +16,7 @@ from fastapi.responses import JSONResponse
 
 from app.deps import BackendDep, CallerDep, EngineDep, LifecycleDep, MetricsDep, SettingsDep, caller
 from app.errors import ERROR_RESPONSES, ShuttingDown
+from app.routes.files import visible_file
 from app.schemas import (
     MAX_AGENTS,
     MAX_ROUNDS,
@@ -100,6 +101,9 @@ def _check_server_limits(body: ResearchCreate, settings: Settings) -> None:
                 "max_rounds", "less_than_equal", f"Input should be less than or equal to {max_rounds}"
             )
         )
+    max_files = settings.files.max_files_per_job
+    if body.files is not None and len(set(body.files)) > max_files:
+        errors.append(_limit_error("files", "too_long", f"List should have at most {max_files} items"))
     if errors:
         raise RequestValidationError(errors)
 
@@ -120,6 +124,7 @@ def engine_request(body: ResearchCreate, settings: Settings) -> ResearchRequest:
         angles=body.angles,
         webhook_url=str(body.webhook_url) if body.webhook_url is not None else None,
         metadata=body.metadata or {},
+        files=list(dict.fromkeys(body.files or [])),
     )
 
 
@@ -234,6 +239,8 @@ async def create_research(
         raise ShuttingDown()
     _check_server_limits(body, settings)
     request = engine_request(body, settings)
+    for file_id in request.files:
+        await visible_file(engine.backend, file_id, caller_id)
     key = (
         idempotency_key if caller_id is None or idempotency_key is None else f"{caller_id}:{idempotency_key}"
     )

@@ -26,6 +26,7 @@ from workers.llm.types import ChatModel
 from workers.settings import Settings
 from workers.tools.base import Tool
 from workers.tools.local import SearchTool, VisitTool
+from workers.tools.parse_file import ParseFileTool
 from workers.tools.python import PythonInterpreterTool, build_python_tool
 from workers.tools.web.cache import SharedCache
 from workers.tools.web.chain import ProviderChain
@@ -76,6 +77,10 @@ def build_tools(
     python, notes["PythonInterpreter"] = build_python_tool(settings.sandbox)
     if python is not None:
         tools["PythonInterpreter"] = python
+    # Offered per job, only to jobs that name uploaded files (see JobRunner._tools).
+    tools["parse_file"] = ParseFileTool(
+        min(settings.files.parse_max_chars, settings.agent.observation_max_chars)
+    )
     for name, note in notes.items():
         log.info("tool %s: %s", name, note)
     return tools
