@@ -35,7 +35,7 @@ async def job_with(
 @pytest.mark.parametrize("kind", sorted(SAMPLES))
 async def test_every_format_is_read_registered_and_cited(kind: str) -> None:
     backend = MemoryBackend()
-    name, ctype, data = SAMPLES[kind]
+    name = SAMPLES[kind][0]
     ctx, [record] = await job_with(backend, SAMPLES[kind])
     assert record.kind == kind
     out = await ParseFileTool()({"files": [name]}, ctx)
