@@ -136,5 +136,6 @@ class ScholarAPIs:
     <link title="pdf" href="http://arxiv.org/pdf/2101.00001v1" rel="related" type="application/pdf"/>
   </entry>"""
         )
-        feed = f'<?xml version="1.0" encoding="UTF-8"?>\n<feed xmlns="http://www.w3.org/2005/Atom"><title>ArXiv Query</title>{entries}\n</feed>'
+        head = '<?xml version="1.0" encoding="UTF-8"?>\n<feed xmlns="http://www.w3.org/2005/Atom">'
+        feed = f"{head}<title>ArXiv Query</title>{entries}\n</feed>"
         return Response(feed, media_type="application/atom+xml")

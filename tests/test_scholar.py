@@ -15,7 +15,6 @@ from tests.fake_scholar_apis import ScholarAPIs
 from tests.fake_search_apis import API_KEY, SearchAPIs
 from workers.backend.memory import MemoryBackend
 from workers.corpus import Corpus
-from workers.llm.types import ChatModel
 from workers.settings import SearchProviderSettings, Settings
 from workers.tools.base import ToolContext
 from workers.tools.factory import aclose_tools, build_tools
