@@ -24,6 +24,16 @@ DEFAULT_TYPES = {
 }
 
 
+def check_upload(settings: FilesSettings, *, name: str, content_type: str, data: bytes) -> tuple[str, str]:
+    """The upload's cleaned name and kind; `FileRejected` when it is too large or not readable."""
+    if len(data) > settings.max_bytes:
+        raise FileRejected(f"the file is over the upload limit of {settings.max_bytes} bytes", 413)
+    if not data:
+        raise FileRejected("the file is empty", 415)
+    name = clean_name(name)
+    return name, kind_of(name, content_type, data[:4096])
+
+
 async def store_upload(
     backend: Backend,
     settings: FilesSettings,
@@ -34,12 +44,7 @@ async def store_upload(
     owner: str | None = None,
 ) -> FileRecord:
     """Check and store one file; `FileRejected` (413 too large, 415 wrong type) otherwise."""
-    if len(data) > settings.max_bytes:
-        raise FileRejected(f"the file is over the upload limit of {settings.max_bytes} bytes", 413)
-    if not data:
-        raise FileRejected("the file is empty", 415)
-    name = clean_name(name)
-    kind = kind_of(name, content_type, data[:4096])
+    name, kind = check_upload(settings, name=name, content_type=content_type, data=data)
     mime = content_type.split(";", 1)[0].strip().lower()
     now = time.time()
     record = FileRecord(
