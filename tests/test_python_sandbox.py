@@ -230,3 +230,34 @@ async def test_calls_run_concurrently_in_separate_sandboxes(tool: PythonInterpre
         for i in range(4):
             tg.start_soon(one, i)
     assert results == [f"stdout:\n{i}\n" for i in range(4)]
+
+
+async def test_readyz_says_why_there_is_no_sandbox_and_no_code_runs(mini_corpus: Path) -> None:
+    from tests.server import api_settings, live_server, run_to_end
+
+    for mode, status in (("auto", 200), ("embedded", 503)):
+        settings = api_settings(mini_corpus, sandbox={"mode": mode, "bwrap": "no-such-bwrap"})
+        with live_server(settings) as server:
+            async with server.client() as client:
+                ready = await client.get("/readyz")
+                body = {"query": "What is 6 * 7?", "agents": 1, "max_rounds": 4}
+                created = await client.post("/v1/research", json=body)
+                events = await run_to_end(client, created.json()["id"])
+        check = ready.json()["checks"]["sandbox"]
+        assert ready.status_code == status
+        assert check["ok"] is (status == 200)
+        assert "PythonInterpreter is not offered" in check["detail"] and "no-such-bwrap" in check["detail"]
+        # The simulated model would compute 6 * 7, but the tool is not offered to it.
+        calls = [e["data"]["name"] for e in events if e["type"] == "tool.called"]
+        assert calls and "PythonInterpreter" not in calls
+
+
+async def test_readyz_names_the_sandbox_in_use(mini_corpus: Path) -> None:
+    from tests.server import api_settings, live_server
+
+    with live_server(api_settings(mini_corpus)) as server:
+        async with server.client() as client:
+            check = (await client.get("/readyz")).json()["checks"]["sandbox"]
+    assert check["ok"] is True and check["detail"].startswith(
+        "PythonInterpreter runs on: embedded bubblewrap"
+    )
