@@ -29,7 +29,9 @@ pytestmark = pytest.mark.anyio
 LIMITS = SandboxSettings(
     mode="embedded",
     cpu_seconds=2,
-    wall_seconds=4.0,
+    # Long, so on a busy machine the CPU and output limits still strike first where tested;
+    # the wall clock has its own test with a short one.
+    wall_seconds=60.0,
     memory_mb=256,
     max_processes=16,
     max_output_bytes=64 * 1024,
@@ -152,7 +154,7 @@ async def test_a_fork_bomb_hits_the_process_limit_and_the_service_can_still_fork
     # The sandbox's processes died with it: the service forks, and the sandbox runs again.
     assert await anyio.to_thread.run_sync(lambda: subprocess.run(["true"], check=False).returncode) == 0
     assert await run(tool, "print('again')") == "stdout:\nagain\n"
-    assert time.monotonic() - started < LIMITS.wall_seconds + 10
+    assert time.monotonic() - started < 30
 
 
 async def test_memory_past_the_limit_is_a_memory_error_and_below_it_works(
@@ -169,14 +171,16 @@ async def test_an_endless_loop_is_stopped_by_the_cpu_limit(tool: PythonInterpret
     text = await run(tool, "print('spinning')\nwhile True:\n    pass")
     assert text.startswith("stdout:\nspinning\n")
     assert "[PythonInterpreter Error] TimeoutError: CPU time limit (2 s) exceeded." in text
-    assert time.monotonic() - started < LIMITS.wall_seconds + 5
+    assert time.monotonic() - started < LIMITS.wall_seconds
 
 
-async def test_a_sleeping_program_is_stopped_by_the_wall_clock(tool: PythonInterpreterTool) -> None:
+async def test_a_sleeping_program_is_stopped_by_the_wall_clock() -> None:
+    tool, _ = build_python_tool(LIMITS.model_copy(update={"wall_seconds": 2.0}))
+    assert tool is not None
     started = time.monotonic()
     text = await run(tool, "import time\nprint('waiting')\ntime.sleep(600)")
     assert text == "stdout:\nwaiting\n\n[PythonInterpreter Error] TimeoutError: Execution timed out."
-    assert time.monotonic() - started < LIMITS.wall_seconds + 5
+    assert time.monotonic() - started < 30
 
 
 async def test_ten_megabytes_of_output_is_cut_and_the_program_stopped(tool: PythonInterpreterTool) -> None:
@@ -184,7 +188,7 @@ async def test_ten_megabytes_of_output_is_cut_and_the_program_stopped(tool: Pyth
     text = await run(tool, "import sys\nsys.stdout.write('x' * 10_000_000)\nprint('never')")
     assert "OutputLimitExceeded" in text and "never" not in text
     assert len(text) <= LIMITS.observation_max_chars + 300
-    assert time.monotonic() - started < LIMITS.wall_seconds
+    assert time.monotonic() - started < 30  # stopped at the limit, not at the wall clock
 
 
 async def test_the_private_tmp_is_capped_and_empty_each_call(tool: PythonInterpreterTool) -> None:
