@@ -89,7 +89,10 @@ def test_the_answer_carries_the_computed_value() -> None:
         "Visited: none\nLeads: none\nSearched: x\nComputed: 6 * 7 = 42\nNext: answer"
     )
     reply = research_turn(
-        Workspace(question="What is 6 * 7?", report=report, round=4), seed=0, min_rounds=3, tools=ALL
+        Workspace(question="When was Comet Brandvik found, and what is 6 * 7?", report=report, round=4),
+        seed=0,
+        min_rounds=3,
+        tools=ALL,
     )
     parsed = parse_output(reply.content, reply.reasoning)
     assert parsed.answer is not None and parsed.answer.startswith("6 * 7 = 42. ")

@@ -10,7 +10,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -30,11 +30,25 @@ def config_dir() -> Path:
     return Path(__file__).resolve().parent / "_config"
 
 
+def _delays_ordered(section: str, base: float, most: float) -> None:
+    if base > most:
+        raise ValueError(
+            f"{section}.retry_base_delay ({base:g}) is more than {section}.retry_max_delay ({most:g})"
+        )
+
+
+class Section(BaseModel):
+    """A settings section: an unknown key (a typo such as `[llm.synthesis] modle`) is an error
+    naming it, not silently ignored."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
 # The model id the simulated server answers to (workers.sim); a job on it is labelled simulated.
 SIMULATED_MODEL_ID = "heavyresearch-sim"
 
 
-class EndpointSettings(BaseModel):
+class EndpointSettings(Section):
     """One OpenAI-compatible chat-completions endpoint."""
 
     base_url: str = ""
@@ -63,8 +77,23 @@ class LLMSettings(EndpointSettings):
     retry_base_delay: float = Field(default=0.5, ge=0)
     retry_max_delay: float = Field(default=20.0, ge=0)
 
+    @model_validator(mode="after")
+    def _consistent(self) -> LLMSettings:
+        _delays_ordered("llm", self.retry_base_delay, self.retry_max_delay)
+        for role in ("synthesis", "summariser"):
+            override: EndpointSettings = getattr(self, role)
+            # Without its own base_url a role runs on the research endpoint; only a model of
+            # its own is honoured there (the others belong to a host of the role's own).
+            stray = sorted(override.model_fields_set - {"base_url", "model"})
+            if not override.base_url and stray:
+                raise ValueError(
+                    f"llm.{role} sets {', '.join(stray)} but no base_url: a role without its own "
+                    f"base_url uses the research endpoint (set llm.{role}.base_url, or drop them)"
+                )
+        return self
 
-class SimSettings(BaseModel):
+
+class SimSettings(Section):
     """The simulated model used when no LLM is configured."""
 
     latency: float = Field(default=0.0, ge=0)
@@ -74,12 +103,12 @@ class SimSettings(BaseModel):
     seed: int = 0
 
 
-class CorpusSettings(BaseModel):
+class CorpusSettings(Section):
     path: str = "~/.cache/heavyresearch/corpus.sqlite"
     auto_build: bool = True
 
 
-class SearchProviderSettings(BaseModel):
+class SearchProviderSettings(Section):
     """One web search API. `base_url` is overridable so tests and proxies can stand in for it."""
 
     base_url: str = ""
@@ -90,14 +119,14 @@ class SearchProviderSettings(BaseModel):
 SEARCH_PROVIDERS = ("local", "searxng", "serper", "tavily", "brave")
 
 
-class SearchSettings(BaseModel):
+class SearchSettings(Section):
     providers: list[str] = ["local"]
     top_k: int = Field(default=5, ge=1, le=50)
     cache_ttl: int = Field(default=86400, ge=0)
     coalesce_wait: float = Field(default=15.0, gt=0)
     searxng: SearchProviderSettings = SearchProviderSettings()
     serper: SearchProviderSettings = SearchProviderSettings(base_url="https://google.serper.dev")
-    tavily: SearchProviderSettings = SearchProviderSettings(base_url="https://api.tavily.com")
+    tavily: SearchProviderSettings = SearchProviderSettings(base_url="https://api.tavily.com", timeout=15.0)
     brave: SearchProviderSettings = SearchProviderSettings(base_url="https://api.search.brave.com/res/v1")
 
     @field_validator("providers")
@@ -117,7 +146,7 @@ class SearchSettings(BaseModel):
         return self.providers == ["local"]
 
 
-class VisitSettings(BaseModel):
+class VisitSettings(Section):
     max_chars: int = Field(default=6000, ge=200)
     cache_ttl: int = Field(default=86400, ge=0)
     coalesce_wait: float = Field(default=60.0, gt=0)
@@ -134,7 +163,7 @@ class VisitSettings(BaseModel):
     summary_retries: int = Field(default=2, ge=0, le=10)
 
 
-class WebhookSettings(BaseModel):
+class WebhookSettings(Section):
     """How a job's `webhook_url` is called once the job ends."""
 
     secret: str = ""
@@ -144,8 +173,13 @@ class WebhookSettings(BaseModel):
     retry_max_delay: float = Field(default=30.0, ge=0)
     allow_hosts: list[str] = []
 
+    @model_validator(mode="after")
+    def _consistent(self) -> WebhookSettings:
+        _delays_ordered("webhooks", self.retry_base_delay, self.retry_max_delay)
+        return self
 
-class SandboxSettings(BaseModel):
+
+class SandboxSettings(Section):
     """PythonInterpreter: where model-written code runs (`workers/tools/python/`)."""
 
     # "embedded" (bubblewrap on this machine), "remote" (SandboxFusion endpoints), "auto"
@@ -167,7 +201,10 @@ class SandboxSettings(BaseModel):
     observation_max_chars: int = Field(default=6000, ge=200)
 
 
-class ScholarSettings(BaseModel):
+SCHOLAR_PROVIDERS = ("openalex", "semanticscholar", "arxiv", "serper", "local")
+
+
+class ScholarSettings(Section):
     """google_scholar: its own provider chain, tried in order (`workers/tools/scholar/`)."""
 
     # "openalex", "semanticscholar", "arxiv", "serper" (needs search.serper.api_key), "local".
@@ -180,8 +217,17 @@ class ScholarSettings(BaseModel):
     )
     arxiv: SearchProviderSettings = SearchProviderSettings(base_url="https://export.arxiv.org/api")
 
+    @field_validator("providers")
+    @classmethod
+    def _known_providers(cls, value: list[str]) -> list[str]:
+        names = [v.strip().lower() for v in value]
+        unknown = [n for n in names if n not in SCHOLAR_PROVIDERS]
+        if unknown:
+            raise ValueError(f"unknown scholar provider(s) {unknown}; known: {list(SCHOLAR_PROVIDERS)}")
+        return list(dict.fromkeys(names))
 
-class FilesSettings(BaseModel):
+
+class FilesSettings(Section):
     """Uploads (`POST /v1/files`) and `parse_file`."""
 
     max_bytes: int = Field(default=20 * 1024 * 1024, ge=1024)
@@ -190,7 +236,7 @@ class FilesSettings(BaseModel):
     parse_max_chars: int = Field(default=20000, ge=200)
 
 
-class AgentSettings(BaseModel):
+class AgentSettings(Section):
     default_agents: int = Field(default=4, ge=1, le=16)
     max_agents: int = Field(default=16, ge=1, le=64)
     default_max_rounds: int = Field(default=32, ge=1, le=256)
@@ -200,8 +246,22 @@ class AgentSettings(BaseModel):
     angles: list[str] = []
     forced_answer_grace: float = Field(default=20.0, gt=0)
 
+    @model_validator(mode="after")
+    def _consistent(self) -> AgentSettings:
+        if self.default_agents > self.max_agents:
+            raise ValueError(
+                f"agent.default_agents ({self.default_agents}) is more than agent.max_agents "
+                f"({self.max_agents})"
+            )
+        if self.default_max_rounds > self.max_rounds_limit:
+            raise ValueError(
+                f"agent.default_max_rounds ({self.default_max_rounds}) is more than "
+                f"agent.max_rounds_limit ({self.max_rounds_limit})"
+            )
+        return self
 
-class ServerSettings(BaseModel):
+
+class ServerSettings(Section):
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=0, le=65535)
     max_queued_jobs: int = Field(default=1000, ge=1)
@@ -210,10 +270,20 @@ class ServerSettings(BaseModel):
     api_keys: list[str] = []
 
 
-class WorkerSettings(BaseModel):
+class WorkerSettings(Section):
     max_jobs: int = Field(default=8, ge=1)
     heartbeat_seconds: float = Field(default=5.0, gt=0)
     lease_seconds: float = Field(default=30.0, gt=0)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> WorkerSettings:
+        # A lease that lapses between two heartbeats hands a healthy worker's job to another.
+        if self.heartbeat_seconds >= self.lease_seconds:
+            raise ValueError(
+                f"worker.heartbeat_seconds ({self.heartbeat_seconds:g}) must be shorter than "
+                f"worker.lease_seconds ({self.lease_seconds:g})"
+            )
+        return self
 
 
 class Settings(BaseSettings):

@@ -28,18 +28,12 @@ SCHOLAR_DESCRIPTION = (
     "google_scholar(query: string[]) — academic search: papers with authors, venue, year, citation "
     "count and PDF link, with source ids"
 )
-SCHOLAR_PROVIDERS = ("openalex", "semanticscholar", "arxiv", "serper", "local")
 
 
 def scholar_providers(
     settings: Settings, *, corpus: Corpus, client: httpx.AsyncClient | None
 ) -> list[SearchProvider]:
-    s = settings.scholar
-    unknown = [n for n in s.providers if n not in SCHOLAR_PROVIDERS]
-    if unknown:
-        raise ValueError(
-            f"unknown scholar provider(s) {unknown} in scholar.providers; known: {list(SCHOLAR_PROVIDERS)}"
-        )
+    s = settings.scholar  # names checked by ScholarSettings
     out: list[SearchProvider] = []
     for name in dict.fromkeys(s.providers):
         if client is None and name != "local":
