@@ -14,7 +14,7 @@ from prometheus_client import CONTENT_TYPE_LATEST
 from app.deps import EngineDep, HttpDep, LifecycleDep, MetricsDep
 from app.schemas import HealthView, ReadinessCheck, ReadinessView
 from workers.backend.base import Backend
-from workers.engine import SIMULATED_BANNER
+from workers.engine import SIMULATED_BANNER, Engine
 from workers.errors import BackendUnavailable
 
 log = logging.getLogger(__name__)
@@ -54,9 +54,7 @@ async def readyz(engine: EngineDep, http: HttpDep, lifecycle: LifecycleDep) -> J
     checks = {
         "backend": await _backend_check(engine.backend),
         "llm": await _llm_check(http, engine.llm_base_url, engine.settings.llm.api_key, engine.simulated),
-        "sandbox": _sandbox_check(
-            engine.settings.sandbox.mode, engine.tool_status, engine.runner is not None
-        ),
+        "sandbox": _sandbox_check(engine),
         "accepting_jobs": ReadinessCheck(
             ok=not lifecycle.stopping, detail="shutting down" if lifecycle.stopping else None
         ),
@@ -66,14 +64,14 @@ async def readyz(engine: EngineDep, http: HttpDep, lifecycle: LifecycleDep) -> J
     return JSONResponse(view.model_dump(mode="json"), status_code=200 if ready else 503)
 
 
-def _sandbox_check(mode: str, status: dict[str, str], runs_jobs: bool) -> ReadinessCheck:
+def _sandbox_check(engine: Engine) -> ReadinessCheck:
     """PythonInterpreter's sandbox. Not having one only fails readiness when one was asked for
     explicitly (sandbox.mode embedded or remote); in "auto" the tool is simply not offered."""
-    if not runs_jobs:
+    if engine.runner is None:
         return ReadinessCheck(ok=True, detail="decided by the worker processes")
-    note = status.get("PythonInterpreter", "")
-    offered = note.startswith("PythonInterpreter runs on")
-    return ReadinessCheck(ok=offered or mode in ("auto", "off"), detail=note or None)
+    offered = "PythonInterpreter" in engine.runner.parts.tools
+    note = engine.tool_status.get("PythonInterpreter")
+    return ReadinessCheck(ok=offered or engine.settings.sandbox.mode in ("auto", "off"), detail=note)
 
 
 async def _backend_check(backend: Backend) -> ReadinessCheck:

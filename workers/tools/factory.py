@@ -87,7 +87,8 @@ def build_tools(
         min(settings.files.parse_max_chars, settings.agent.observation_max_chars)
     )
     for name, note in notes.items():
-        log.info("tool %s: %s", name, note)
+        missing = name not in tools and not (name == "PythonInterpreter" and settings.sandbox.mode == "off")
+        log.log(logging.WARNING if missing else logging.INFO, "tool %s: %s", name, note)
     return tools
 
 

@@ -24,7 +24,6 @@ from typing import Any
 import httpx
 
 from workers.errors import RetryableError, ToolError
-from workers.models import Source
 from workers.settings import SandboxSettings
 from workers.tools.base import ToolContext, ToolOutput
 from workers.tools.python.types import RunResult, Sandbox
@@ -107,8 +106,7 @@ class PythonInterpreterTool:
                 failures.append(str(exc))
                 continue
             text = render_run(result, self.settings, self.settings.observation_max_chars)
-            sources: list[Source] = []
-            return ToolOutput(text=text, sources=sources, provider=result.sandbox or sandbox.name)
+            return ToolOutput(text=text, provider=result.sandbox or sandbox.name)
         raise RetryableError("no sandbox could run the code: " + "; ".join(failures))
 
     async def aclose(self) -> None:
