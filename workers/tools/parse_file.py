@@ -95,7 +95,7 @@ class ParseFileTool:
                 continue
             data = await ctx.backend.read_file(file.id)
             if data is None:
-                blocks.append(f"[not found] {name}: the upload has expired")
+                blocks.append(f"[not found] {name}: the upload is no longer stored (deleted or expired)")
                 continue
             try:
                 text = await anyio.to_thread.run_sync(parse, file.kind, data, file.name)
