@@ -16,7 +16,8 @@ from tests.procs import Cluster
 from tests.redis_server import RedisServer, redis_servers  # noqa: F401  (fixture)
 from tests.sample_files import MARKER, SAMPLES
 from tests.server import LiveServer, api_settings, live_server, run_to_end
-from workers.settings import SandboxSettings
+from workers.files.store import store_upload
+from workers.settings import FilesSettings, SandboxSettings
 from workers.sim.app import SimConfig
 from workers.sim.server import SimServer
 from workers.tools.python.embedded import EmbeddedSandbox
@@ -137,18 +138,40 @@ async def test_without_files_parse_file_is_not_offered(api: LiveServer) -> None:
     assert "parse_file" not in called(events) and events[-1]["type"] == "job.succeeded"
 
 
+async def test_another_tenants_file_is_404_everywhere(api: LiveServer) -> None:
+    """Files carry an owner (None while the service has no tenants); one owned by someone else
+    answers exactly like an unknown id. The record is stored straight into the server's
+    in-process backend, as a tenant's upload would be."""
+    backend = api.app.state.engine.backend
+    name, ctype, data = SAMPLES["txt"]
+    record = await store_upload(backend, FilesSettings(), name=name, content_type=ctype, data=data)
+    foreign = record.model_copy(update={"id": record.id + "f", "owner": "tenant-b"})
+    await backend.put_file(foreign, data)
+    async with api.client() as client:
+        assert (await client.get(f"/v1/files/{record.id}")).status_code == 200
+        for response in (
+            await client.get(f"/v1/files/{foreign.id}"),
+            await client.delete(f"/v1/files/{foreign.id}"),
+            await client.post("/v1/research", json={"query": "q", "files": [foreign.id]}),
+        ):
+            assert response.status_code == 404
+            assert response.json()["error"]["message"] == f"no file with id {foreign.id}"
+    assert await backend.get_file(foreign.id) is not None  # the refused DELETE removed nothing
+
+
 # -- Redis: the upload through one process, parsed by a worker in another ---------------------------
 
 
 @pytest.mark.redis
 @pytest.mark.timeout(180)
-async def test_on_redis_a_worker_process_parses_a_file_uploaded_through_an_api_process(
+@pytest.mark.skipif(not HAS_SANDBOX, reason="no embedded sandbox (bubblewrap) here")
+async def test_on_redis_a_worker_process_uses_all_five_tools_and_parses_a_file_uploaded_elsewhere(
     tmp_path: Path,
     redis_servers: Any,  # noqa: F811
     mini_corpus: Path,
 ) -> None:
     redis: RedisServer = redis_servers()
-    with SimServer(SimConfig()) as sim:
+    with SimServer(SimConfig(min_rounds=6)) as sim:
         cluster = Cluster(tmp_path / "cluster", redis.url, mini_corpus, sim.openai_base_url)
         try:
             [api_a, api_b] = cluster.start_apis(2)
@@ -158,18 +181,17 @@ async def test_on_redis_a_worker_process_parses_a_file_uploaded_through_an_api_p
                 file_id = (await upload(client, name, data, ctype)).json()["id"]
             async with api_b.client() as client:
                 assert (await client.get(f"/v1/files/{file_id}")).json()["name"] == name
-                body = {
-                    "query": "What does the ledger say about 1901?",
-                    "agents": 1,
-                    "max_rounds": 6,
-                    "files": [file_id],
-                }
+                body = {"query": QUESTION, "agents": 1, "max_rounds": 10, "files": [file_id]}
                 created = await client.post("/v1/research", json=body)
                 assert created.status_code == 202, created.text
                 events = await run_to_end(client, created.json()["id"])
+                job = (await client.get(f"/v1/research/{created.json()['id']}")).json()
         finally:
             cluster.stop()
             print(cluster.report())
     assert events[-1]["type"] == "job.succeeded", events[-1]
+    assert {"parse_file", "PythonInterpreter", "google_scholar", "search", "visit"} <= set(called(events))
     [parsed, *_] = results_of(events, "parse_file")
     assert "## Sheet: Ledger" in parsed["preview"] and MARKER in parsed["preview"]
+    assert results_of(events, "PythonInterpreter")[0]["preview"] == "stdout:\n391\n"
+    assert "17 * 23 = 391" in job["result"]["answer"]
