@@ -140,6 +140,7 @@ async def _build_runner(
         observation_max_chars=settings.agent.observation_max_chars,
         grace_seconds=settings.agent.forced_answer_grace,
         webhooks=webhooks,
+        budget=settings.budget,
     )
     return _Built(JobRunner(parts), engine_backend, llm.base_url, corpus.count(), tool_status)
 
