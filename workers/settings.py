@@ -318,6 +318,25 @@ class WorkerSettings(Section):
         return self
 
 
+def user_data_dir() -> Path:
+    """Where durable state lives by default: `$XDG_DATA_HOME/heavyresearch`, else
+    `~/.local/share/heavyresearch`."""
+    base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return Path(base).expanduser() / "heavyresearch"
+
+
+class SQLiteSettings(Section):
+    """The sqlite backend: one file shared by `serve` and `heavyresearch worker` processes."""
+
+    # Empty = `heavyresearch.sqlite` in the user's data folder (`user_data_dir()`).
+    path: str = ""
+    busy_timeout: float = Field(default=5.0, ge=0)
+    poll_interval: float = Field(default=0.05, gt=0, le=5)
+
+    def resolved_path(self) -> Path:
+        return Path(self.path).expanduser() if self.path else user_data_dir() / "heavyresearch.sqlite"
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="HR_",
@@ -325,7 +344,7 @@ class Settings(BaseSettings):
         extra="ignore",
     )
 
-    backend: Literal["memory", "redis"] = "memory"
+    backend: Literal["sqlite", "memory", "redis"] = "sqlite"
     redis_url: str = "redis://127.0.0.1:6379/0"
     redis_prefix: str = "hr"
     redis_max_connections: int = Field(default=1000, ge=8)
@@ -343,6 +362,7 @@ class Settings(BaseSettings):
     sandbox: SandboxSettings = SandboxSettings()
     scholar: ScholarSettings = ScholarSettings()
     files: FilesSettings = FilesSettings()
+    sqlite: SQLiteSettings = SQLiteSettings()
     budget: BudgetSettings = BudgetSettings()
 
     @property
