@@ -1,4 +1,4 @@
-"""The `heavyresearch` command line: serve, worker, ask, corpus build, sim-llm."""
+"""The `heavyresearch` command line: serve, worker, ask, corpus build, eval, sim-llm."""
 
 from __future__ import annotations
 
@@ -51,6 +51,10 @@ def _parser() -> argparse.ArgumentParser:
     )
     build.add_argument("--out", type=Path, default=None, help="output file (default: HR_CORPUS__PATH)")
 
+    from workers.commands.eval_args import add_parser as add_eval_parser
+
+    add_eval_parser(sub)
+
     sim = sub.add_parser("sim-llm", help="run the SIMULATED OpenAI-compatible model server")
     sim.add_argument("--host", default="127.0.0.1")
     sim.add_argument("--port", type=int, default=8001)
@@ -101,6 +105,10 @@ def main(argv: list[str] | None = None) -> int:
             from workers.commands.corpus import build
 
             return build(settings, args.sources, wiki=args.wiki or not args.sources, out=args.out)
+        case "eval":
+            from workers.commands.eval import run_eval_command
+
+            return run_eval_command(settings, args)
         case "sim-llm":
             from workers.sim.app import SimConfig
             from workers.sim.server import serve as serve_sim
