@@ -43,6 +43,14 @@ RUN /app/.venv/bin/heavyresearch corpus build --wiki --out /app/data/corpus.sqli
 
 # -- runtime: no build tools, no uv, not root ---------------------------------------------------
 FROM ${PYTHON_IMAGE} AS runtime
+# bubblewrap: PythonInterpreter's embedded sandbox. It needs unprivileged user namespaces, which
+# Docker's default seccomp profile refuses: run the container with
+# `--security-opt seccomp=unconfined` (or a profile allowing clone/unshare of namespaces), or
+# point sandbox.endpoints at a SandboxFusion service instead. Without either, the tool is not
+# offered and /readyz says why.
+RUN apt-get update \
+ && apt-get install -y --no-install-recommends bubblewrap \
+ && rm -rf /var/lib/apt/lists/*
 RUN groupadd --system --gid 10001 heavyresearch \
  && useradd --system --uid 10001 --gid heavyresearch --create-home --home-dir /home/heavyresearch \
         --shell /usr/sbin/nologin heavyresearch

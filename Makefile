@@ -16,10 +16,11 @@ $(BIN)/heavyresearch: pyproject.toml uv.lock
 setup: $(BIN)/heavyresearch
 
 # redis-server for the Redis tests (they start their own on a free port), Chromium for the
-# web page test.
+# web page test, bubblewrap for PythonInterpreter's embedded sandbox.
 system-deps:
 	@need=""; command -v redis-server >/dev/null || need="$$need redis-server"; \
 	command -v chromium >/dev/null || need="$$need chromium"; \
+	command -v bwrap >/dev/null || need="$$need bubblewrap"; \
 	if [ -n "$$need" ]; then apt-get update && apt-get install -y --no-install-recommends $$need; fi
 
 run: setup

@@ -3,6 +3,8 @@
 The engine's error tree maps onto HTTP here and nowhere else:
 
     JobNotFound          404 not_found
+    FileNotFound         404 not_found
+    FileRejected         413 payload_too_large / 415 unsupported_media_type
     JobConflict          409 conflict
     QueueFull            429 queue_full      + Retry-After
     BackendUnavailable   503 unavailable     + Retry-After
@@ -23,7 +25,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from app.schemas import ErrorDetail, ErrorResponse, FieldError
-from workers.errors import BackendUnavailable, JobConflict, JobNotFound, QueueFull
+from workers.errors import BackendUnavailable, FileNotFound, FileRejected, JobConflict, JobNotFound, QueueFull
 
 log = logging.getLogger(__name__)
 
@@ -95,6 +97,16 @@ async def _not_found(request: Request, exc: Exception) -> JSONResponse:
     return error_response(404, "not_found", f"no job with id {exc}")
 
 
+async def _file_not_found(request: Request, exc: Exception) -> JSONResponse:
+    return error_response(404, "not_found", f"no file with id {exc}")
+
+
+async def _file_rejected(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, FileRejected)
+    type_ = "payload_too_large" if exc.status == 413 else "unsupported_media_type"
+    return error_response(exc.status, type_, str(exc))
+
+
 async def _conflict(request: Request, exc: Exception) -> JSONResponse:
     return error_response(409, "conflict", str(exc))
 
@@ -142,6 +154,8 @@ async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
 def install(app: FastAPI) -> None:
     app.add_exception_handler(RequestValidationError, _validation)
     app.add_exception_handler(JobNotFound, _not_found)
+    app.add_exception_handler(FileNotFound, _file_not_found)
+    app.add_exception_handler(FileRejected, _file_rejected)
     app.add_exception_handler(JobConflict, _conflict)
     app.add_exception_handler(QueueFull, _queue_full)
     app.add_exception_handler(BackendUnavailable, _backend_unavailable)

@@ -24,7 +24,7 @@ from app import errors
 from app.deps import Lifecycle
 from app.metrics import Metrics, RequestMetrics
 from app.middleware import BodyLimit
-from app.routes import ops, research
+from app.routes import files, ops, research
 from app.routes.ops import WEB_PAGE, version
 from app.schemas import MAX_AGENTS, MAX_ROUNDS
 from workers.backend import backend_location
@@ -35,6 +35,8 @@ log = logging.getLogger(__name__)
 
 # Request bodies are small JSON; anything past this is refused with 413.
 MAX_BODY_BYTES = 256 * 1024
+# Room for the multipart envelope around an upload of `files.max_bytes`.
+MULTIPART_OVERHEAD = 64 * 1024
 
 DESCRIPTION = """\
 Heavy Mode deep research as a service: `n` IterResearch agents research one question in
@@ -91,9 +93,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.web_page = WEB_PAGE.read_text(encoding="utf-8")
     errors.install(app)
     # Added last = outermost: a refused oversized body is counted in the metrics too.
-    app.add_middleware(BodyLimit, max_bytes=MAX_BODY_BYTES)
+    uploads = {"/v1/files": settings.files.max_bytes + MULTIPART_OVERHEAD}
+    app.add_middleware(BodyLimit, max_bytes=MAX_BODY_BYTES, paths=uploads)
     app.add_middleware(RequestMetrics, metrics=metrics)
     app.include_router(research.router)
+    app.include_router(files.router)
     app.include_router(ops.router)
 
     def openapi() -> dict[str, Any]:

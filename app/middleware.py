@@ -14,18 +14,21 @@ class BodyLimit:
     Content-Length is checked up front; a chunked body is buffered up to the limit and replayed.
     """
 
-    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+    def __init__(self, app: ASGIApp, max_bytes: int, *, paths: dict[str, int] | None = None) -> None:
         self.app = app
         self.max_bytes = max_bytes
+        # Routes with a limit of their own (uploads), by exact path.
+        self.paths = paths or {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        max_bytes = self.paths.get(scope.get("path", ""), self.max_bytes)
         declared = _content_length(scope)
         if declared is not None:
-            if declared > self.max_bytes:
-                await self._refuse(scope, receive, send)
+            if declared > max_bytes:
+                await self._refuse(scope, receive, send, max_bytes)
                 return
             await self.app(scope, receive, send)
             return
@@ -42,8 +45,8 @@ class BodyLimit:
                 return
             chunk = message.get("body", b"")
             size += len(chunk)
-            if size > self.max_bytes:
-                await self._refuse(scope, receive, send)
+            if size > max_bytes:
+                await self._refuse(scope, receive, send, max_bytes)
                 return
             chunks.append(chunk)
             if not message.get("more_body", False):
@@ -51,10 +54,8 @@ class BodyLimit:
         body: Message = {"type": "http.request", "body": b"".join(chunks), "more_body": False}
         await self.app(scope, _replay([body], receive), send)
 
-    async def _refuse(self, scope: Scope, receive: Receive, send: Send) -> None:
-        response = error_response(
-            413, "payload_too_large", f"the request body is over {self.max_bytes} bytes"
-        )
+    async def _refuse(self, scope: Scope, receive: Receive, send: Send, max_bytes: int) -> None:
+        response = error_response(413, "payload_too_large", f"the request body is over {max_bytes} bytes")
         await response(scope, receive, send)
 
 

@@ -25,9 +25,10 @@ from workers.models import (
     WebhookStatus,
 )
 
-# Tools a request may name; the engine builds exactly these.
-TOOL_NAMES = ("search", "visit")
-ToolName = Literal["search", "visit"]
+# Tools a request may name (the five the released model was trained on). A job gets those of
+# them this server really has: PythonInterpreter only with a working sandbox.
+TOOL_NAMES = ("search", "visit", "google_scholar", "PythonInterpreter", "parse_file")
+ToolName = Literal["search", "visit", "google_scholar", "PythonInterpreter", "parse_file"]
 
 # Hard ceilings of the public contract; a server may be configured stricter, never looser.
 MAX_AGENTS = 16
@@ -98,7 +99,11 @@ class ResearchCreate(BaseModel):
         default=None,
         min_length=1,
         max_length=len(TOOL_NAMES),
-        description="Tools the agents may call. Default: all of them. Duplicates are ignored.",
+        description=(
+            "Tools the agents may call, of `search`, `visit`, `google_scholar`, `PythonInterpreter` "
+            "(code runs only in a sandbox) and `parse_file` (the job's `files`). Default: all of them. "
+            "A named tool this server does not have (no sandbox, say) is left out. Duplicates are ignored."
+        ),
         examples=[["search", "visit"]],
     )
     max_tokens: int | None = Field(
@@ -163,6 +168,17 @@ class ResearchCreate(BaseModel):
         ),
         examples=["heavy"],
     )
+    files: list[str] | None = Field(
+        default=None,
+        max_length=100,
+        description=(
+            "Ids of files uploaded with `POST /v1/files` that the agents may read with `parse_file`. "
+            "The question shown to the model lists them by name, as the released code does "
+            "(`(Uploaded 1 file: ['report.pdf'])`). At most `files.max_files_per_job` (10 by default); "
+            "an unknown or expired id is refused with 404."
+        ),
+        examples=[["file_019a3f2b7c1d9e4a6b8f0c2d3e"]],
+    )
     stream: bool = Field(
         default=False,
         description=(
@@ -225,6 +241,7 @@ class ResearchParams(BaseModel):
     webhook_url: str | None = None
     metadata: dict[str, Any] = Field(default_factory=dict)
     mode: Mode = "heavy"
+    files: list[str] = Field(default_factory=list)
 
 
 class UsageView(BaseModel):
@@ -476,3 +493,19 @@ def webhook_view(status: WebhookStatus | None) -> WebhookView | None:
 
 def params(record: JobRecord) -> ResearchParams:
     return ResearchParams.model_validate(record.request.model_dump())
+
+
+# -- uploaded files -----------------------------------------------------------------------------
+
+
+class FileView(BaseModel):
+    """An uploaded file (`POST /v1/files`). Name it in a job's `files` to let the agents read it."""
+
+    id: str = Field(examples=["file_019a3f2b7c1d9e4a6b8f0c2d3e"])
+    name: str = Field(description="The uploaded file name, as the model sees it.", examples=["report.pdf"])
+    kind: str = Field(description="pdf, docx, xlsx, csv, pptx, html, md, txt or json.", examples=["pdf"])
+    content_type: str = Field(examples=["application/pdf"])
+    bytes: int
+    sha256: str
+    created_at: datetime
+    expires_at: datetime = Field(description="When the file is deleted (server setting `files.ttl_seconds`).")

@@ -1,5 +1,5 @@
 """`build_tools`: offline mode builds nothing that can reach the network; a web chain builds the
-web tools (and `google_scholar` with serper); bad provider settings fail at start-up. And a
+web tools (and `google_scholar` on its own chain); bad provider settings fail at start-up. And a
 whole Heavy job over the fakes, whose `tool.result` events say which provider answered."""
 
 from __future__ import annotations
@@ -47,7 +47,9 @@ async def test_offline_mode_builds_no_web_components_and_connects_nowhere(
     corpus: Corpus, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     tools = build_tools(Settings(), corpus=corpus, backend=MemoryBackend(), model=NoModel())
-    assert set(tools) == {"search", "visit"}
+    # PythonInterpreter's sandbox has no network at all (tests/test_python_sandbox.py);
+    # google_scholar offline is the corpus (tests/test_scholar.py); parse_file reads uploads.
+    assert set(tools) - {"PythonInterpreter"} == {"search", "visit", "google_scholar", "parse_file"}
     assert type(tools["search"]) is SearchTool
     assert type(tools["visit"]) is VisitTool
     visit = tools["visit"]
@@ -87,12 +89,21 @@ async def test_a_web_chain_builds_the_web_tools(corpus: Corpus) -> None:
         model=NoModel(),
     )
     try:
-        assert set(tools) == {"search", "visit", "google_scholar"}
+        assert set(tools) - {"PythonInterpreter"} == {"search", "visit", "google_scholar", "parse_file"}
         search, visit = tools["search"], tools["visit"]
         assert isinstance(search, WebSearchTool)
         assert search.service.chain.names == ("serper", "local")
         assert isinstance(tools["google_scholar"], WebSearchTool)
         assert tools["google_scholar"].description.startswith("google_scholar(query: string[]) — ")
+        scholar = tools["google_scholar"]
+        assert isinstance(scholar, WebSearchTool)
+        assert scholar.service.chain.names == (
+            "openalex",
+            "semanticscholar",
+            "arxiv",
+            "serper-scholar",
+            "local",
+        )
         assert isinstance(visit, VisitTool)
         assert isinstance(visit.fallback, WebVisitTool)
     finally:
@@ -104,7 +115,10 @@ async def test_a_web_chain_builds_the_web_tools(corpus: Corpus) -> None:
         backend=MemoryBackend(),
         model=NoModel(),
     )
-    assert "google_scholar" not in no_serper
+    # Without a Serper key google_scholar is still there, on the keyless sources and the corpus.
+    keyless = no_serper["google_scholar"]
+    assert isinstance(keyless, WebSearchTool)
+    assert keyless.service.chain.names == ("openalex", "semanticscholar", "arxiv", "local")
     await aclose_tools(no_serper)
 
 

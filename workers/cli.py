@@ -39,6 +39,14 @@ def _parser() -> argparse.ArgumentParser:
     )
     ask.add_argument("--json", action="store_true", help="print every event as one JSON line")
     ask.add_argument("--server", default=None, help="submit to a running service at this URL")
+    ask.add_argument(
+        "--file",
+        action="append",
+        default=[],
+        metavar="PATH",
+        help="a file for the agents to read with parse_file (PDF, DOCX, XLSX, CSV, PPTX, HTML, MD, "
+        "TXT, JSON); repeat for more",
+    )
 
     corpus = sub.add_parser("corpus", help="manage the local search corpus")
     corpus_sub = corpus.add_subparsers(dest="corpus_command", required=True)

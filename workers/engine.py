@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import anyio
@@ -53,6 +53,9 @@ class Engine:
     simulated: bool
     llm_base_url: str  # "" when the simulated model runs inside the worker processes
     corpus_docs: int | None
+    # Per optional tool (PythonInterpreter, …): what it runs on, or why it is not offered.
+    # Empty in a front-end-only process: the worker processes decide.
+    tool_status: dict[str, str] = field(default_factory=dict)
 
 
 def corpus_path(settings: Settings) -> Path:
@@ -96,6 +99,7 @@ class _Built:
     backend: Backend
     llm_base_url: str
     corpus_docs: int
+    tool_status: dict[str, str]
 
 
 async def _build_runner(
@@ -131,7 +135,8 @@ async def _build_runner(
     path = await anyio.to_thread.run_sync(ensure_corpus, settings, on_corpus_progress)
     corpus = Corpus.open(path)
     stack.callback(corpus.close)
-    tools = build_tools(settings, corpus=corpus, backend=engine_backend, model=model)
+    tool_status: dict[str, str] = {}
+    tools = build_tools(settings, corpus=corpus, backend=engine_backend, model=model, status=tool_status)
     stack.push_async_callback(aclose_tools, tools)
     webhooks = await stack.enter_async_context(WebhookSender(settings.webhooks))
     parts = EngineParts(
@@ -148,7 +153,7 @@ async def _build_runner(
         react_context_tokens=settings.agent.react_context_tokens,
         token_counter=make_counter(settings.agent.react_tokenizer),
     )
-    return _Built(JobRunner(parts), engine_backend, llm.base_url, corpus.count())
+    return _Built(JobRunner(parts), engine_backend, llm.base_url, corpus.count(), tool_status)
 
 
 @asynccontextmanager
@@ -191,6 +196,7 @@ async def open_engine(
             simulated=settings.simulated,
             llm_base_url=built.llm_base_url if built else settings.llm.base_url,
             corpus_docs=built.corpus_docs if built else None,
+            tool_status=built.tool_status if built else {},
         )
         async with anyio.create_task_group() as tg:
             if worker is not None:

@@ -10,6 +10,8 @@ HeavyResearchError
 ├── BackendBroken        the job store's file is unusable (corrupt, read-only): fails at start
 ├── QueueFull            the queue is at capacity (HTTP 429 with Retry-After)
 ├── JobNotFound          unknown job id (HTTP 404)
+├── FileNotFound         unknown (or another tenant's, or expired) file id (HTTP 404)
+├── FileRejected         an upload that is too large or of a type we cannot read (413 / 415)
 ├── JobConflict          idempotency key reused with another body, delete while running (409)
 └── JobFailed            the job cannot finish: every agent failed (job.failed)
 """
@@ -54,6 +56,16 @@ class QueueFull(HeavyResearchError):
 
 class JobNotFound(HeavyResearchError):
     pass
+
+
+class FileNotFound(HeavyResearchError):
+    pass
+
+
+class FileRejected(HeavyResearchError):
+    def __init__(self, message: str, status: int) -> None:
+        super().__init__(message)
+        self.status = status
 
 
 class JobConflict(HeavyResearchError):

@@ -69,6 +69,8 @@ class ResearchRequest(BaseModel):
     webhook_url: str | None = None
     metadata: dict[str, Any] = Field(default_factory=dict)
     mode: Mode = "heavy"
+    # Ids of uploaded files (`POST /v1/files`) the job may read with parse_file.
+    files: list[str] = Field(default_factory=list)
 
 
 class ToolCall(BaseModel):
@@ -207,3 +209,19 @@ class JobRecord(BaseModel):
         """The job has ended and its webhook has not been called to an outcome yet: whoever
         runs the job next (another worker, after a crash) still owes the call."""
         return self.status.terminal and self.request.webhook_url is not None and self.webhook is None
+
+
+class FileRecord(BaseModel):
+    """An uploaded file's metadata; its bytes are stored beside it in the backend."""
+
+    id: str
+    name: str  # the client's file name, as the model sees it in the question
+    kind: str  # "pdf" | "docx" | "xlsx" | "csv" | "pptx" | "html" | "md" | "txt" | "json"
+    content_type: str
+    size: int
+    sha256: str
+    created_at: float = Field(default_factory=time.time)
+    expires_at: float
+    # The tenant that uploaded it; None while the service has no tenants. Only the routes'
+    # ownership check (`app/routes/files.py`) reads it.
+    owner: str | None = None

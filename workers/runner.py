@@ -28,6 +28,7 @@ from workers.models import AgentCheckpoint, AgentStatus, AgentSummary, JobRecord
 from workers.settings import BudgetSettings
 from workers.synthesis import synthesize
 from workers.tools.base import Tool
+from workers.tools.parse_file import files_of, question_with_uploads
 from workers.webhooks import WebhookSender
 
 log = logging.getLogger(__name__)
@@ -165,7 +166,9 @@ class JobRunner:
         with anyio.CancelScope(shield=True):
             await self.parts.backend.save_job(record)
 
-    def _context(self, record: JobRecord, checkpoints: dict[int, AgentCheckpoint]) -> JobContext:
+    def _context(
+        self, record: JobRecord, checkpoints: dict[int, AgentCheckpoint], uploads: list[str]
+    ) -> JobContext:
         request = record.request
         time_plan = None
         if request.max_seconds is not None:
@@ -180,10 +183,10 @@ class JobRunner:
         )
         return JobContext(
             job_id=record.id,
-            question=request.query,
+            question=question_with_uploads(request.query, uploads),
             backend=self.parts.backend,
             model=self.parts.model,
-            tools=self._tools(request.tools),
+            tools=self._tools(request.tools, has_files=bool(uploads)),
             prompts=self.parts.prompts,
             max_rounds=request.max_rounds,
             deadline=time_plan.research_deadline if time_plan else None,
@@ -195,15 +198,19 @@ class JobRunner:
             token_counter=self.parts.token_counter,
         )
 
-    def _tools(self, wanted: list[str] | None) -> dict[str, Tool]:
-        if wanted is None:
-            return dict(self.parts.tools)
-        return {name: tool for name, tool in self.parts.tools.items() if name in wanted}
+    def _tools(self, wanted: list[str] | None, *, has_files: bool = False) -> dict[str, Tool]:
+        # parse_file reads only the job's own uploads: a job without any is not offered it.
+        return {
+            name: tool
+            for name, tool in self.parts.tools.items()
+            if (wanted is None or name in wanted) and (name != "parse_file" or has_files)
+        }
 
     async def _research(self, record: JobRecord) -> None:
         backend = self.parts.backend
         checkpoints = await backend.load_checkpoints(record.id)
-        ctx = self._context(record, checkpoints)
+        uploads = [f.name for f in await files_of(backend, record.request.files)]
+        ctx = self._context(record, checkpoints, uploads)
         specs = agent_specs(record.request.agents, record.request.angles)
         try:
             finals = await run_agents(

@@ -181,6 +181,63 @@ class WebhookSettings(Section):
         return self
 
 
+class SandboxSettings(Section):
+    """PythonInterpreter: where model-written code runs (`workers/tools/python/`)."""
+
+    # "embedded" (bubblewrap on this machine), "remote" (SandboxFusion endpoints), "auto"
+    # (remote when endpoints are set, else embedded), or "off".
+    mode: Literal["auto", "embedded", "remote", "off"] = "auto"
+    bwrap: str = "bwrap"
+    python: str = ""  # "" = the first of /usr/local/bin/python3, /usr/bin/python3
+    ro_binds: list[str] = ["/usr", "/lib", "/lib64", "/bin"]
+    cpu_seconds: int = Field(default=10, ge=1, le=3600)
+    wall_seconds: float = Field(default=20.0, gt=0, le=3600)
+    memory_mb: int = Field(default=512, ge=64)
+    max_processes: int = Field(default=32, ge=1, le=4096)
+    max_output_bytes: int = Field(default=65536, ge=1024)
+    tmp_mb: int = Field(default=64, ge=1)
+    max_concurrency: int = Field(default=4, ge=1, le=256)
+    uid_base: int = Field(default=60000, ge=1000)
+    endpoints: list[str] = []
+    remote_timeout: float = Field(default=60.0, gt=0)
+    observation_max_chars: int = Field(default=6000, ge=200)
+
+
+SCHOLAR_PROVIDERS = ("openalex", "semanticscholar", "arxiv", "serper", "local")
+
+
+class ScholarSettings(Section):
+    """google_scholar: its own provider chain, tried in order (`workers/tools/scholar/`)."""
+
+    # "openalex", "semanticscholar", "arxiv", "serper" (needs search.serper.api_key), "local".
+    providers: list[str] = ["openalex", "semanticscholar", "arxiv", "serper", "local"]
+    top_k: int = Field(default=5, ge=1, le=50)
+    mailto: str = ""
+    openalex: SearchProviderSettings = SearchProviderSettings(base_url="https://api.openalex.org")
+    semanticscholar: SearchProviderSettings = SearchProviderSettings(
+        base_url="https://api.semanticscholar.org/graph/v1"
+    )
+    arxiv: SearchProviderSettings = SearchProviderSettings(base_url="https://export.arxiv.org/api")
+
+    @field_validator("providers")
+    @classmethod
+    def _known_providers(cls, value: list[str]) -> list[str]:
+        names = [v.strip().lower() for v in value]
+        unknown = [n for n in names if n not in SCHOLAR_PROVIDERS]
+        if unknown:
+            raise ValueError(f"unknown scholar provider(s) {unknown}; known: {list(SCHOLAR_PROVIDERS)}")
+        return list(dict.fromkeys(names))
+
+
+class FilesSettings(Section):
+    """Uploads (`POST /v1/files`) and `parse_file`."""
+
+    max_bytes: int = Field(default=20 * 1024 * 1024, ge=1024)
+    ttl_seconds: int = Field(default=7 * 86400, ge=60)
+    max_files_per_job: int = Field(default=10, ge=1, le=100)
+    parse_max_chars: int = Field(default=20000, ge=200)
+
+
 class AgentSettings(Section):
     default_agents: int = Field(default=4, ge=1, le=16)
     max_agents: int = Field(default=16, ge=1, le=64)
@@ -317,6 +374,9 @@ class Settings(BaseSettings):
     agent: AgentSettings = AgentSettings()
     server: ServerSettings = ServerSettings()
     worker: WorkerSettings = WorkerSettings()
+    sandbox: SandboxSettings = SandboxSettings()
+    scholar: ScholarSettings = ScholarSettings()
+    files: FilesSettings = FilesSettings()
     sqlite: SQLiteSettings = SQLiteSettings()
     budget: BudgetSettings = BudgetSettings()
     eval: EvalSettings = EvalSettings()

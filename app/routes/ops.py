@@ -15,7 +15,7 @@ from app.deps import EngineDep, HttpDep, LifecycleDep, MetricsDep
 from app.schemas import HealthView, ReadinessCheck, ReadinessView
 from workers.backend import backend_location
 from workers.backend.base import Backend
-from workers.engine import SIMULATED_BANNER
+from workers.engine import SIMULATED_BANNER, Engine
 from workers.errors import BackendUnavailable
 
 log = logging.getLogger(__name__)
@@ -56,6 +56,7 @@ async def readyz(engine: EngineDep, http: HttpDep, lifecycle: LifecycleDep) -> J
     checks = {
         "backend": await _backend_check(engine.backend),
         "llm": await _llm_check(http, engine.llm_base_url, engine.settings.llm.api_key, engine.simulated),
+        "sandbox": _sandbox_check(engine),
         "accepting_jobs": ReadinessCheck(
             ok=not lifecycle.stopping, detail="shutting down" if lifecycle.stopping else None
         ),
@@ -63,6 +64,16 @@ async def readyz(engine: EngineDep, http: HttpDep, lifecycle: LifecycleDep) -> J
     ready = all(check.ok for check in checks.values())
     view = ReadinessView(status="ready" if ready else "not_ready", checks=checks)
     return JSONResponse(view.model_dump(mode="json"), status_code=200 if ready else 503)
+
+
+def _sandbox_check(engine: Engine) -> ReadinessCheck:
+    """PythonInterpreter's sandbox. Not having one only fails readiness when one was asked for
+    explicitly (sandbox.mode embedded or remote); in "auto" the tool is simply not offered."""
+    if engine.runner is None:
+        return ReadinessCheck(ok=True, detail="decided by the worker processes")
+    offered = "PythonInterpreter" in engine.runner.parts.tools
+    note = engine.tool_status.get("PythonInterpreter")
+    return ReadinessCheck(ok=offered or engine.settings.sandbox.mode in ("auto", "off"), detail=note)
 
 
 async def _backend_check(backend: Backend) -> ReadinessCheck:

@@ -16,6 +16,7 @@ from fastapi.responses import JSONResponse
 
 from app.deps import BackendDep, CallerDep, EngineDep, LifecycleDep, MetricsDep, SettingsDep, caller
 from app.errors import ERROR_RESPONSES, ShuttingDown
+from app.routes.files import visible_file
 from app.schemas import (
     MAX_AGENTS,
     MAX_ROUNDS,
@@ -101,6 +102,9 @@ def _check_server_limits(body: ResearchCreate, settings: Settings) -> None:
                 "max_rounds", "less_than_equal", f"Input should be less than or equal to {max_rounds}"
             )
         )
+    max_files = settings.files.max_files_per_job
+    if body.files is not None and len(set(body.files)) > max_files:
+        errors.append(_limit_error("files", "too_long", f"List should have at most {max_files} items"))
     agents = body.agents or settings.agent.default_agents
     for field, message in budget_problems(agents, body.max_tokens, body.max_seconds, settings.budget):
         errors.append(_limit_error(field, "budget_too_small", message))
@@ -125,6 +129,7 @@ def engine_request(body: ResearchCreate, settings: Settings) -> ResearchRequest:
         webhook_url=str(body.webhook_url) if body.webhook_url is not None else None,
         metadata=body.metadata or {},
         mode=body.mode,
+        files=list(dict.fromkeys(body.files or [])),
     )
 
 
@@ -241,6 +246,8 @@ async def create_research(
         raise ShuttingDown()
     _check_server_limits(body, settings)
     request = engine_request(body, settings)
+    for file_id in request.files:
+        await visible_file(engine.backend, file_id, caller_id)
     key = (
         idempotency_key if caller_id is None or idempotency_key is None else f"{caller_id}:{idempotency_key}"
     )

@@ -11,12 +11,16 @@ import time
 from typing import Protocol
 
 from workers.events import Event, NewEvent
-from workers.models import AgentCheckpoint, JobRecord, JobStatus, Source
+from workers.models import AgentCheckpoint, FileRecord, JobRecord, JobStatus, Source
 
 
 def new_job_id() -> str:
     """Time-ordered ids, so listing newest-first and cursor pagination need no extra index."""
     return f"job_{int(time.time() * 1000):012x}{os.urandom(5).hex()}"
+
+
+def new_file_id() -> str:
+    return f"file_{int(time.time() * 1000):012x}{os.urandom(6).hex()}"
 
 
 class Backend(Protocol):
@@ -94,3 +98,16 @@ class Backend(Protocol):
         """Take a short-lived lock (tool-call coalescing across processes)."""
 
     async def unlock(self, key: str) -> None: ...
+
+    # -- uploaded files -------------------------------------------------------------------------
+    async def put_file(self, record: FileRecord, data: bytes) -> None:
+        """Store an upload; it and its bytes expire at `record.expires_at`."""
+
+    async def get_file(self, file_id: str) -> FileRecord | None:
+        """The file's metadata; None when unknown or expired."""
+
+    async def read_file(self, file_id: str) -> bytes | None:
+        """The file's bytes; None when unknown or expired."""
+
+    async def delete_file(self, file_id: str) -> bool:
+        """Remove the file and its bytes. False if unknown."""

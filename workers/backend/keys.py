@@ -13,6 +13,8 @@
     <p>:jobs:<status>             job ids by status (same shape)
     <p>:queue                     the job queue: a Stream read by the consumer group `workers`
     <p>:queue:entries             job id -> its current queue entry id (a hash)
+    <p>:file:<id>                 an uploaded file's FileRecord as JSON (expires with the file)
+    <p>:file:<id>:data            its bytes, base64 (the client decodes replies as text)
     <p>:cache:<key>               tool-result cache (strings with a TTL)
     <p>:lock:<key>                short-lived locks (SET NX PX)
     <p>:limiter:<endpoint>:slots  LLM concurrency holders: token -> expiry ms (a sorted set)
@@ -107,6 +109,13 @@ class RedisKeys:
     @property
     def queue_entries(self) -> str:
         return f"{self.prefix}:queue:entries"
+
+    # -- uploaded files ---------------------------------------------------------------------------
+    def file(self, file_id: str) -> str:
+        return f"{self.prefix}:file:{file_id}"
+
+    def file_data(self, file_id: str) -> str:
+        return f"{self.prefix}:file:{file_id}:data"
 
     # -- cache, locks, limiter --------------------------------------------------------------------
     def cache(self, key: str) -> str:

@@ -9,7 +9,7 @@ import anyio
 
 from workers.errors import QueueFull
 from workers.events import Event, NewEvent
-from workers.models import AgentCheckpoint, JobRecord, JobStatus, Source
+from workers.models import AgentCheckpoint, FileRecord, JobRecord, JobStatus, Source
 
 
 class _JobLog:
@@ -40,6 +40,7 @@ class MemoryBackend:
         self._queue_changed = anyio.Event()
         self._cache: dict[str, tuple[str, float]] = {}
         self._locks: dict[str, float] = {}
+        self._files: dict[str, tuple[FileRecord, bytes]] = {}
 
     async def ping(self) -> None:
         return None
@@ -252,3 +253,25 @@ class MemoryBackend:
 
     async def unlock(self, key: str) -> None:
         self._locks.pop(key, None)
+
+    # -- uploaded files -------------------------------------------------------------------------
+    def _live_file(self, file_id: str) -> tuple[FileRecord, bytes] | None:
+        now = time.time()
+        for expired in [k for k, (r, _) in self._files.items() if r.expires_at <= now]:
+            del self._files[expired]
+        return self._files.get(file_id)
+
+    async def put_file(self, record: FileRecord, data: bytes) -> None:
+        self._live_file(record.id)
+        self._files[record.id] = (record.model_copy(deep=True), bytes(data))
+
+    async def get_file(self, file_id: str) -> FileRecord | None:
+        found = self._live_file(file_id)
+        return found[0].model_copy(deep=True) if found else None
+
+    async def read_file(self, file_id: str) -> bytes | None:
+        found = self._live_file(file_id)
+        return found[1] if found else None
+
+    async def delete_file(self, file_id: str) -> bool:
+        return self._files.pop(file_id, None) is not None

@@ -19,6 +19,7 @@ back. Calls that are safe to repeat are retried once on a fresh connection first
 
 from __future__ import annotations
 
+import base64
 import json
 import logging
 import os
@@ -39,7 +40,7 @@ from workers.backend import lua
 from workers.backend.keys import QUEUE_GROUP, RELEASED_CONSUMER, RedisKeys
 from workers.errors import BackendUnavailable, QueueFull
 from workers.events import Event, NewEvent
-from workers.models import AgentCheckpoint, JobRecord, JobStatus, Source
+from workers.models import AgentCheckpoint, FileRecord, JobRecord, JobStatus, Source
 from workers.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -486,6 +487,27 @@ class RedisBackend:
         token = self._lock_tokens.pop(key, None)
         if token is not None:
             await self._call(self._script, lua.UNLOCK, [self.keys.lock(key)], [token])
+
+    # -- uploaded files -----------------------------------------------------------------------
+    async def put_file(self, record: FileRecord, data: bytes) -> None:
+        ttl_ms = max(1, int((record.expires_at - time.time()) * 1000))
+        # One MULTI: a reader never sees the record without its bytes.
+        async with unavailable_on_failure(self.where), self.client.pipeline(transaction=True) as pipe:
+            pipe.set(self.keys.file_data(record.id), base64.b64encode(data).decode("ascii"), px=ttl_ms)
+            pipe.set(self.keys.file(record.id), record.model_dump_json(), px=ttl_ms)
+            await pipe.execute()
+
+    async def get_file(self, file_id: str) -> FileRecord | None:
+        raw = await self._call(self.client.get, self.keys.file(file_id))
+        return FileRecord.model_validate_json(raw) if raw else None
+
+    async def read_file(self, file_id: str) -> bytes | None:
+        raw = await self._call(self.client.get, self.keys.file_data(file_id))
+        return base64.b64decode(raw) if raw else None
+
+    async def delete_file(self, file_id: str) -> bool:
+        removed = await self._call(self.client.delete, self.keys.file(file_id), self.keys.file_data(file_id))
+        return bool(removed)
 
 
 def _stream_entries(reply: Any) -> list[tuple[str, dict[str, str]]]:

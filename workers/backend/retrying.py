@@ -18,7 +18,7 @@ import anyio
 from workers.backend.base import Backend
 from workers.errors import BackendUnavailable
 from workers.events import Event, NewEvent
-from workers.models import AgentCheckpoint, JobRecord, JobStatus, Source
+from workers.models import AgentCheckpoint, FileRecord, JobRecord, JobStatus, Source
 
 log = logging.getLogger(__name__)
 
@@ -125,3 +125,15 @@ class RetryingBackend:
 
     async def unlock(self, key: str) -> None:
         await self._retry(self.inner.unlock, key)
+
+    async def put_file(self, record: FileRecord, data: bytes) -> None:
+        await self._retry(self.inner.put_file, record, data)
+
+    async def get_file(self, file_id: str) -> FileRecord | None:
+        return await self._retry(self.inner.get_file, file_id)
+
+    async def read_file(self, file_id: str) -> bytes | None:
+        return await self._retry(self.inner.read_file, file_id)
+
+    async def delete_file(self, file_id: str) -> bool:
+        return await self._retry(self.inner.delete_file, file_id)

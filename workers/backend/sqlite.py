@@ -32,7 +32,7 @@ from workers.backend.sqlite_db import Database
 from workers.backend.sqlite_schema import JOB_TABLES
 from workers.errors import QueueFull
 from workers.events import Event, NewEvent
-from workers.models import AgentCheckpoint, JobRecord, JobStatus, Source
+from workers.models import AgentCheckpoint, FileRecord, JobRecord, JobStatus, Source
 from workers.settings import Settings
 
 _LIVE = "(expires_at IS NULL OR expires_at > ?)"
@@ -130,6 +130,7 @@ class SQLiteBackend:
             _delete_job(conn, job_id)
         conn.execute("DELETE FROM cache WHERE expires_at <= ?", (now,))
         conn.execute("DELETE FROM locks WHERE expires_at <= ?", (now,))
+        conn.execute("DELETE FROM files WHERE expires_at <= ?", (now,))
 
     async def create_job(self, record: JobRecord) -> tuple[JobRecord, bool]:
         key = record.idempotency_key
@@ -475,6 +476,41 @@ class SQLiteBackend:
             conn.execute("DELETE FROM locks WHERE key = ? AND token = ?", (key, token))
 
         await self._db.write(drop)
+
+    # -- uploaded files -------------------------------------------------------------------------
+    async def put_file(self, record: FileRecord, data: bytes) -> None:
+        def put(conn: sqlite3.Connection) -> None:
+            conn.execute(
+                "INSERT OR REPLACE INTO files (id, expires_at, record, data) VALUES (?, ?, ?, ?)",
+                (record.id, record.expires_at, record.model_dump_json(), sqlite3.Binary(data)),
+            )
+
+        await self._db.write(put)
+
+    async def get_file(self, file_id: str) -> FileRecord | None:
+        def get(conn: sqlite3.Connection) -> str | None:
+            row = conn.execute(
+                "SELECT record FROM files WHERE id = ? AND expires_at > ?", (file_id, time.time())
+            ).fetchone()
+            return None if row is None else str(row[0])
+
+        raw = await self._db.read(get)
+        return None if raw is None else FileRecord.model_validate_json(raw)
+
+    async def read_file(self, file_id: str) -> bytes | None:
+        def read(conn: sqlite3.Connection) -> bytes | None:
+            row = conn.execute(
+                "SELECT data FROM files WHERE id = ? AND expires_at > ?", (file_id, time.time())
+            ).fetchone()
+            return None if row is None else bytes(row[0])
+
+        return await self._db.read(read)
+
+    async def delete_file(self, file_id: str) -> bool:
+        def delete(conn: sqlite3.Connection) -> bool:
+            return conn.execute("DELETE FROM files WHERE id = ?", (file_id,)).rowcount > 0
+
+        return await self._db.write(delete)
 
 
 def _delete_job(conn: sqlite3.Connection, job_id: str) -> bool:

@@ -94,6 +94,15 @@ CREATE TABLE IF NOT EXISTS limiter_pace (
     endpoint TEXT PRIMARY KEY,
     tat REAL NOT NULL
 );
+-- Uploaded files (POST /v1/files): the FileRecord as JSON beside the bytes; created by this
+-- statement on the next open of an older file too (no schema change for what was there).
+CREATE TABLE IF NOT EXISTS files (
+    id TEXT PRIMARY KEY,
+    expires_at REAL NOT NULL,
+    record TEXT NOT NULL,
+    data BLOB NOT NULL
+);
+CREATE INDEX IF NOT EXISTS files_by_expiry ON files (expires_at);
 """
 
 # Everything a job owns, deleted with it (the queue row is the worker's to ack).

@@ -4,17 +4,22 @@ from __future__ import annotations
 
 import argparse
 import json
+import mimetypes
 import sys
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import anyio
 import httpx
 from rich.console import Console
 
+from workers.backend.base import Backend
 from workers.budget import budget_problems
 from workers.commands.progress import ProgressView, print_result
 from workers.engine import open_engine
+from workers.errors import FileRejected
 from workers.events import Event
+from workers.files.store import check_upload, store_upload
 from workers.jobs import submit_job
 from workers.models import JobRecord, ResearchRequest
 from workers.settings import Settings
@@ -34,6 +39,7 @@ def ask(settings: Settings, args: argparse.Namespace) -> int:
         for field, why in problems:
             print(f"heavyresearch ask: --{field.replace('_', '-')}: {why}", file=sys.stderr)
         return 2
+    args.uploads = read_files(args.file, settings)
     run = _remote if args.server else _local
     record = anyio.run(run, settings, request, args, backend_options={"use_uvloop": True})
     return 0 if record.status == "succeeded" else 1
@@ -66,6 +72,51 @@ class _Output:
             print_result(self.console, record)
 
 
+Upload = tuple[str, str, bytes]  # (file name, content type, bytes)
+
+
+def read_files(paths: list[str], settings: Settings) -> list[Upload]:
+    """Each `--file`, read and checked before any job starts; exits 2 with a message when one
+    cannot be read or would be refused."""
+    out = []
+    for path in paths:
+        try:
+            data = Path(path).read_bytes()
+        except OSError as exc:
+            Console(stderr=True).print(f"cannot read --file {path}: {exc.strerror or exc}")
+            raise SystemExit(2) from None
+        name, content_type = Path(path).name, mimetypes.guess_type(path)[0] or ""
+        try:
+            check_upload(settings.files, name=name, content_type=content_type, data=data)
+        except FileRejected as exc:
+            Console(stderr=True).print(f"--file {path} refused: {exc}")
+            raise SystemExit(2) from None
+        out.append((name, content_type, data))
+    return out
+
+
+async def _store_local(backend: Backend, settings: Settings, uploads: list[Upload]) -> list[str]:
+    ids = []
+    for name, content_type, data in uploads:
+        record = await store_upload(backend, settings.files, name=name, content_type=content_type, data=data)
+        ids.append(record.id)
+    return ids
+
+
+async def _upload_remote(client: httpx.AsyncClient, base: str, uploads: list[Upload]) -> list[str]:
+    ids = []
+    for name, content_type, data in uploads:
+        files = {"file": (name, data, content_type or "application/octet-stream")}
+        response = await client.post(f"{base}/v1/files", files=files)
+        if response.status_code >= 400:
+            Console(stderr=True).print(
+                f"the service refused --file {name}: {response.status_code} {response.text}"
+            )
+            raise SystemExit(1)
+        ids.append(str(response.json()["id"]))
+    return ids
+
+
 async def _local(settings: Settings, request: ResearchRequest, args: argparse.Namespace) -> JobRecord:
     settings = settings.model_copy(update={"backend": "memory"})
     console = Console(stderr=True)
@@ -81,6 +132,9 @@ async def _local(settings: Settings, request: ResearchRequest, args: argparse.Na
                     "[bold yellow]No LLM configured: running on the SIMULATED model "
                     "(set HR_LLM__BASE_URL for a real one).[/]"
                 )
+            if args.uploads:
+                ids = await _store_local(engine.backend, settings, args.uploads)
+                request = request.model_copy(update={"files": ids})
             record, _ = await submit_job(engine.backend, request, simulated=engine.simulated)
             with _Output(args.json, engine.simulated) as out:
                 after = 0
@@ -107,6 +161,9 @@ async def _sse_events(client: httpx.AsyncClient, url: str) -> AsyncIterator[Even
 async def _remote(settings: Settings, request: ResearchRequest, args: argparse.Namespace) -> JobRecord:
     base = args.server.rstrip("/")
     async with httpx.AsyncClient(timeout=httpx.Timeout(30.0, read=None)) as client:
+        if args.uploads:
+            ids = await _upload_remote(client, base, args.uploads)
+            request = request.model_copy(update={"files": ids})
         response = await client.post(f"{base}/v1/research", json=request.model_dump(exclude_none=True))
         if response.status_code >= 400:
             Console(stderr=True).print(f"the service refused the job: {response.status_code} {response.text}")

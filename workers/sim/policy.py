@@ -41,6 +41,15 @@ from workers.sim.text import (
     stem,
     stems,
 )
+from workers.sim.tools import (
+    BASIC_TOOLS,
+    arithmetic,
+    offered_tools,
+    python_call,
+    python_result,
+    scholarly,
+    uploaded_files,
+)
 
 # Bounds of the research report: they are what keeps its size flat over hundreds of rounds.
 MAX_FINDINGS = 5
@@ -68,7 +77,7 @@ def respond(messages: Sequence[Mapping[str, str]], *, seed: int, min_rounds: int
     if role == "research":
         workspace = parse_workspace(user)
         if workspace is not None:
-            return research_turn(workspace, seed=seed, min_rounds=min_rounds)
+            return research_turn(workspace, seed=seed, min_rounds=min_rounds, tools=offered_tools(messages))
     elif role == "synthesis":
         sections = _sections(user, _SYNTHESIS)
         return synthesize(sections.get("Question", ""), parse_agent_reports(sections["Agent reports"]))
@@ -264,7 +273,12 @@ class Memory:
     findings: list[str] = field(default_factory=list)  # "sentence [S3]"
     visited: list[str] = field(default_factory=list)
     leads: list[tuple[str, str]] = field(default_factory=list)  # (source id, url), best first
-    searched: list[str] = field(default_factory=list)
+    searched: list[str] = field(default_factory=list)  # google_scholar's as "scholar: …"
+    files_read: list[str] = field(default_factory=list)
+    computed: str = ""  # "17 * 23 = 391", from PythonInterpreter
+
+
+SCHOLAR_MARK = "scholar: "
 
 
 def parse_memory(report: str) -> Memory:
@@ -287,6 +301,10 @@ def parse_memory(report: str) -> Memory:
         elif line.startswith("Searched:"):
             queries = (q.strip() for q in line.removeprefix("Searched:").split(";"))
             memory.searched = [q for q in queries if q and q != "none"]
+        elif line.startswith("Files read:"):
+            memory.files_read = [f.strip() for f in line.removeprefix("Files read:").split(";") if f.strip()]
+        elif line.startswith("Computed:"):
+            memory.computed = line.removeprefix("Computed:").strip()
     return memory
 
 
@@ -301,6 +319,10 @@ def render_report(memory: Memory, question: str, next_step: str) -> str:
     lines.append("Visited: " + (" ".join(memory.visited) or "none"))
     lines.append("Leads: " + ("; ".join(f"[{i}] {u}" for i, u in memory.leads) or "none"))
     lines.append("Searched: " + ("; ".join(memory.searched) or "none"))
+    if memory.files_read:
+        lines.append("Files read: " + "; ".join(memory.files_read))
+    if memory.computed:
+        lines.append("Computed: " + memory.computed)
     if not memory.findings:
         lines.append("Open gaps: no sourced finding yet")
     elif gaps:
@@ -385,9 +407,16 @@ def _answer_text(finding: str) -> str:
     return shorten(sentence, MAX_ANSWER_CHARS - len(cites) - 1) + " " + cites
 
 
-def research_turn(ws: Workspace, *, seed: int, min_rounds: int) -> Reply:
+def research_turn(ws: Workspace, *, seed: int, min_rounds: int, tools: frozenset[str] = BASIC_TOOLS) -> Reply:
     """One IterResearch round: rebuild the report from the workspace, then act or answer."""
     memory = parse_memory(ws.report)
+    uploads = uploaded_files(ws.question)
+    expr = arithmetic(ws.question)
+    if '"parse_file"' in ws.last_action:
+        memory.files_read = uploads or ["(none)"]
+    if '"PythonInterpreter"' in ws.last_action and expr:
+        value = python_result(ws.observation)
+        memory.computed = f"{expr} = {value}" if value is not None else f"{expr}: the code printed nothing"
     rng = random.Random(f"research:{seed}:{ws.round}:{ws.question}")
     notes = [f"Round {ws.round}" + (f" of at most {ws.max_rounds}." if ws.max_rounds else ".")]
 
@@ -411,6 +440,8 @@ def research_turn(ws: Workspace, *, seed: int, min_rounds: int) -> Reply:
         memory.findings = _merge_findings(memory.findings, new, ws.question)
         done = {p.url for p in pages} | set(missing)
         memory.leads = [lead for lead in memory.leads if lead[1] not in done]
+    elif memory.computed and '"PythonInterpreter"' in ws.last_action:
+        notes.append(f"Python computed {memory.computed}.")
     elif hits is None and ws.observation.strip() and ws.round > 1:
         notes.append("The last observation brought nothing usable; trying another way.")
     memory.leads = memory.leads[:MAX_LEADS]
@@ -420,14 +451,24 @@ def research_turn(ws: Workspace, *, seed: int, min_rounds: int) -> Reply:
     # Nothing read is about the question: look a few rounds more, then say so.
     given_up = best is None and ws.round >= ready_at + NOTHING_FOUND_EXTRA_ROUNDS
     if ws.instruction is not None or (best is not None and ws.round >= ready_at) or given_up:
+        computed = f"{memory.computed}. " if memory.computed else ""
         if best is None:
-            answer = "No sourced answer: nothing the research read is about this question."
+            answer = computed + "No sourced answer: nothing the research read is about this question."
             notes.append("No finding is about what the question asks; saying so.")
         else:
-            answer = _answer_text(best)
+            answer = computed + _answer_text(best)
             notes.append(f"{len(memory.findings)} finding(s); answering with the best supported one.")
         report = render_report(memory, ws.question, "none; answered")
         return _reply(seed, " ".join(notes), report, f"<answer>{answer}</answer>")
+
+    if uploads and "parse_file" in tools and not memory.files_read:
+        notes.append(f"The question comes with {len(uploads)} uploaded file(s); reading them first.")
+        report = render_report(memory, ws.question, "read the uploaded files")
+        return _reply(seed, " ".join(notes), report, _tool_call("parse_file", {"files": uploads}))
+    if expr and "PythonInterpreter" in tools and not memory.computed:
+        notes.append(f"The question holds arithmetic ({expr}); computing it exactly with Python.")
+        report = render_report(memory, ws.question, f"compute {expr}")
+        return _reply(seed, " ".join(notes), report, python_call(expr))
 
     visit_from: list[tuple[str, str]] = []
     if fresh:
@@ -447,6 +488,16 @@ def research_turn(ws: Workspace, *, seed: int, min_rounds: int) -> Reply:
         return _reply(seed, " ".join(notes), report, _tool_call("visit", {"url": urls, "goal": goal}))
 
     variants = query_variants(ws.question, seed, _extra_terms(memory.findings, ws.question))
+    if (
+        "google_scholar" in tools
+        and scholarly(ws.question)
+        and not any(q.startswith(SCHOLAR_MARK) for q in memory.searched)
+    ):
+        query = variants[0]
+        memory.searched = [*memory.searched[-(MAX_SEARCHED - 1) :], SCHOLAR_MARK + query]
+        notes.append(f"An academic question: searching the literature for '{query}'.")
+        report = render_report(memory, ws.question, f"google_scholar {query}")
+        return _reply(seed, " ".join(notes), report, _tool_call("google_scholar", {"query": [query]}))
     unused = [v for v in variants if v not in memory.searched] or [variants[ws.round % len(variants)]]
     queries = unused[: 1 + rng.randrange(2)]
     memory.searched = [q for q in memory.searched if q not in queries][-(MAX_SEARCHED - len(queries)) :]

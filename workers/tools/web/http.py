@@ -62,7 +62,7 @@ def _short(text: str) -> str:
     return text if len(text) <= _DETAIL_CHARS else text[: _DETAIL_CHARS - 1] + "…"
 
 
-async def request_json(
+async def request_raw(
     client: httpx.AsyncClient,
     provider: str,
     method: str,
@@ -72,9 +72,9 @@ async def request_json(
     headers: dict[str, str] | None = None,
     params: dict[str, str | int] | None = None,
     body: dict[str, Any] | None = None,
-) -> Any:
-    """One API call: the decoded JSON body of a 2xx answer, else `ProviderError` naming the
-    status and the API's own reason (a 429 or 5xx is no different: the chain moves on)."""
+) -> bytes:
+    """One API call: the body of a 2xx answer, else `ProviderError` naming the status and the
+    API's own reason (a 429 or 5xx is no different: the chain moves on)."""
     try:
         with anyio.fail_after(timeout):
             request = client.build_request(method, url, headers=headers, params=params, json=body)
@@ -93,6 +93,24 @@ async def request_json(
         )
     if truncated:
         raise ProviderError(provider, f"answer larger than {MAX_API_BYTES} bytes")
+    return raw
+
+
+async def request_json(
+    client: httpx.AsyncClient,
+    provider: str,
+    method: str,
+    url: str,
+    *,
+    timeout: float,
+    headers: dict[str, str] | None = None,
+    params: dict[str, str | int] | None = None,
+    body: dict[str, Any] | None = None,
+) -> Any:
+    """`request_raw`, decoded as JSON (`ProviderError` when it is not)."""
+    raw = await request_raw(
+        client, provider, method, url, timeout=timeout, headers=headers, params=params, body=body
+    )
     try:
         return json.loads(raw)
     except ValueError:
