@@ -135,6 +135,8 @@ async def _build_runner(
         observation_max_chars=settings.agent.observation_max_chars,
         grace_seconds=settings.agent.forced_answer_grace,
         webhooks=webhooks,
+        outage_budget=settings.agent.outage_budget,
+        outage_pause=settings.agent.outage_pause,
     )
     return _Built(JobRunner(parts), engine_backend, llm.base_url, corpus.count())
 

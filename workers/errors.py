@@ -6,11 +6,13 @@ HeavyResearchError
 │                        returns it as `ParsedOutput.error`)
 ├── RetryableError       429 / 5xx / timeout / dropped connection: retried with backoff
 ├── LLMConfigError       401, 404 model, 400: fails fast, names the setting to fix
+├── ContextOverflow      the prompt does not fit the model's context (a server's context-exceeded
+│                        400, or known before sending): the caller trims it and calls again
 ├── BackendUnavailable   the job store cannot be reached (HTTP 503 with Retry-After)
 ├── QueueFull            the queue is at capacity (HTTP 429 with Retry-After)
 ├── JobNotFound          unknown job id (HTTP 404)
 ├── JobConflict          idempotency key reused with another body, delete while running (409)
-└── JobFailed            the job cannot finish: every agent failed (job.failed)
+└── JobFailed            the job cannot finish: no agent answered (job.failed)
 """
 
 from __future__ import annotations
@@ -38,6 +40,19 @@ class LLMConfigError(HeavyResearchError):
     pass
 
 
+class ContextOverflow(HeavyResearchError):
+    """The prompt is too long for the model's context window.
+
+    `prompt_chars` is how many characters of prompt would fit, as well as the client can tell
+    (from the server's own token counts when it gave them): the caller trims to that and retries.
+    """
+
+    def __init__(self, message: str, prompt_chars: int, context_length: int | None = None) -> None:
+        super().__init__(message)
+        self.prompt_chars = prompt_chars
+        self.context_length = context_length
+
+
 class BackendUnavailable(HeavyResearchError):
     retry_after = 2
 
@@ -55,4 +70,8 @@ class JobConflict(HeavyResearchError):
 
 
 class JobFailed(HeavyResearchError):
-    pass
+    """`outcome` is a machine-readable reason for clients ("no_answer": no agent answered)."""
+
+    def __init__(self, message: str, outcome: str | None = None) -> None:
+        super().__init__(message)
+        self.outcome = outcome

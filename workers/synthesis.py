@@ -1,7 +1,9 @@
 """Research-Synthesis: merge the agents' final reports into one answer and report.
 
-The synthesis model reads only the final reports and answers, never the trajectories. When
-it fails, the job still answers: the majority answer, with every agent report kept.
+The synthesis model reads only the final reports and answers, never the trajectories, and only
+of agents that found a real answer (`workers.agent.outcome`). When it fails or gives no real
+answer, the job still answers: the majority answer, with every agent report kept; what it had
+streamed is withdrawn first with a `synthesis.delta` reset that says why.
 """
 
 from __future__ import annotations
@@ -13,9 +15,12 @@ from collections import Counter
 import anyio
 
 from workers.agent.context import JobContext
+from workers.agent.fit import trim_reports
+from workers.agent.outcome import non_answer_reason, prompt_texts
 from workers.agent.parser import parse_output
-from workers.errors import JobFailed, LLMConfigError, RetryableError
+from workers.errors import ContextOverflow, JobFailed, LLMConfigError, RetryableError
 from workers.events import EventType, NewEvent
+from workers.llm.context import prompt_chars
 from workers.llm.types import ChatMessage
 from workers.models import AgentCheckpoint, AgentStatus, JobResult, ResultSource, Usage
 from workers.tools.citations import cited_ids, renumber_citations, strip_unknown_citations
@@ -45,6 +50,7 @@ class _DeltaSink:
         self.ctx = ctx
         self.buffer = ""
         self.count = 0
+        self.streamed = False  # deltas went out since the last reset
 
     async def __call__(self, delta: str) -> None:
         self.buffer += delta
@@ -53,31 +59,39 @@ class _DeltaSink:
 
     async def reset(self) -> None:
         """The model call starts over: what was streamed is void, and clients are told so."""
+        await self.withdraw()
+
+    async def withdraw(self, reason: str | None = None) -> None:
+        """What was streamed is void (a retry starts over, or the output is discarded)."""
         self.buffer = ""
         self.count += 1
+        self.streamed = False
+        data: dict[str, object] = {"text": "", "reset": True}
+        if reason is not None:
+            data["reason"] = reason
         await self.ctx.emit(
-            NewEvent(
-                type=EventType.synthesis_delta,
-                data={"text": "", "reset": True},
-                key=f"synthesis.delta.{self.count}",
-            )
+            NewEvent(type=EventType.synthesis_delta, data=data, key=f"synthesis.delta.{self.count}")
         )
 
     async def flush(self) -> None:
         if not self.buffer:
             return
         self.count += 1
+        self.streamed = True
         text, self.buffer = self.buffer, ""
         await self.ctx.emit(
             NewEvent(type=EventType.synthesis_delta, data={"text": text}, key=f"synthesis.delta.{self.count}")
         )
 
 
-def synthesis_messages(ctx: JobContext, finished: list[AgentCheckpoint]) -> list[ChatMessage]:
+def synthesis_messages(
+    ctx: JobContext, finished: list[AgentCheckpoint], reports: list[str] | None = None
+) -> list[ChatMessage]:
     prompts = ctx.prompts
+    texts = reports if reports is not None else [cp.report for cp in finished]
     blocks = "\n".join(
-        prompts.synthesis_agent.safe_substitute(agent=cp.agent, answer=cp.answer or "", report=cp.report)
-        for cp in finished
+        prompts.synthesis_agent.safe_substitute(agent=cp.agent, answer=cp.answer or "", report=report)
+        for cp, report in zip(finished, texts, strict=True)
     )
     return [
         {"role": "system", "content": prompts.synthesis_system.safe_substitute(date=ctx.date)},
@@ -90,11 +104,17 @@ def synthesis_messages(ctx: JobContext, finished: list[AgentCheckpoint]) -> list
 
 async def synthesize(ctx: JobContext, checkpoints: list[AgentCheckpoint]) -> tuple[JobResult, Usage]:
     """The result, and the synthesis call's own token usage."""
-    finished = [cp for cp in checkpoints if cp.status == AgentStatus.finished and cp.answer]
+    texts = prompt_texts(ctx.prompts)
+
+    def answered(cp: AgentCheckpoint) -> bool:
+        why = non_answer_reason(cp.answer, question=ctx.question, prompt_text=texts)
+        return cp.status == AgentStatus.finished and why is None
+
+    finished = [cp for cp in checkpoints if answered(cp)]
     failed = [cp.agent for cp in checkpoints if cp.agent not in {f.agent for f in finished}]
     if not finished:
         errors = "; ".join(f"agent {cp.agent}: {cp.error or cp.status.value}" for cp in checkpoints)
-        raise JobFailed(f"every research agent failed ({errors})")
+        raise JobFailed(f"no research agent found an answer ({errors})", outcome="no_answer")
     await ctx.emit(
         NewEvent(
             type=EventType.synthesis_started,
@@ -111,11 +131,19 @@ async def synthesize(ctx: JobContext, checkpoints: list[AgentCheckpoint]) -> tup
         sink = _DeltaSink(ctx)
         left = ctx.seconds_left()
         timeout = max(left, ctx.grace_seconds) if left is not None else None
+        discard: str | None = None
         try:
             with anyio.move_on_after(timeout if timeout is not None else float("inf")):
-                result = await ctx.model.chat(
-                    "synthesis", synthesis_messages(ctx, finished), on_delta=sink, on_reset=sink.reset
-                )
+                messages = synthesis_messages(ctx, finished)
+                try:
+                    result = await ctx.model.chat("synthesis", messages, on_delta=sink, on_reset=sink.reset)
+                except ContextOverflow as exc:
+                    # Every report gives up its oldest parts, and the call is made once more.
+                    log.warning("synthesis prompt over the context; trimming the reports: %s", exc)
+                    excess = prompt_chars(messages) - exc.prompt_chars
+                    reports = trim_reports([cp.report for cp in finished], excess)
+                    messages = synthesis_messages(ctx, finished, reports)
+                    result = await ctx.model.chat("synthesis", messages, on_delta=sink, on_reset=sink.reset)
                 await sink.flush()
                 await ctx.emit(
                     NewEvent(
@@ -132,11 +160,19 @@ async def synthesize(ctx: JobContext, checkpoints: list[AgentCheckpoint]) -> tup
                 usage = result.usage
                 parsed = parse_output(result.content, result.reasoning)
                 answer, report = (parsed.answer or "").strip(), (parsed.report or "").strip()
-        except (RetryableError, LLMConfigError) as exc:
+                why = non_answer_reason(answer, question=ctx.question, prompt_text=texts)
+                if why is not None:
+                    discard = f"the synthesis output has no usable answer ({why})"
+                    answer = ""
+        except (RetryableError, LLMConfigError, ContextOverflow) as exc:
+            discard = f"the synthesis model failed ({type(exc).__name__})"
             log.warning(
                 "synthesis model failed, using the majority answer: %s", exc, extra={"job_id": ctx.job_id}
             )
         if not answer:
+            if sink.streamed or sink.buffer:
+                # Clients showed the streamed text as the coming answer: withdraw it first.
+                await sink.withdraw(f"{discard or 'no answer'}; the majority answer is used instead")
             best = majority(finished)
             mode, answer, report = "majority", best.answer or "", best.report
     return await _with_sources(ctx, answer, report, mode, finished, failed), usage

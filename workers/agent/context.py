@@ -6,6 +6,7 @@ import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
+from workers.agent.outage import OutageClock
 from workers.agent.prompts import PromptSet
 from workers.backend.base import Backend
 from workers.events import Event, NewEvent
@@ -48,6 +49,8 @@ class JobContext:
     # After a deadline, a forced answer still gets this long to come back from the model.
     grace_seconds: float = 20.0
     date: str = field(default_factory=lambda: datetime.now(UTC).date().isoformat())
+    # One clock for the job's model outage, shared by its agents (see workers.agent.outage).
+    outage: OutageClock = field(default_factory=lambda: OutageClock(budget=600.0, pause=10.0))
 
     async def emit(self, event: NewEvent) -> Event | None:
         return await self.backend.append_event(self.job_id, event)

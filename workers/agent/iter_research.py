@@ -9,15 +9,20 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import anyio
 
 from workers.agent.context import JobContext
+from workers.agent.fit import trim_workspace
+from workers.agent.outcome import non_answer_reason, prompt_texts
 from workers.agent.parser import ParsedOutput, parse_output
-from workers.errors import RetryableError, ToolError
+from workers.errors import ContextOverflow, RetryableError, ToolError
 from workers.events import EventType, NewEvent
+from workers.llm.context import prompt_chars
 from workers.llm.types import ChatMessage, ChatResult
+from workers.llm.wire import estimate_tokens
 from workers.logs import job_context
 from workers.models import AgentCheckpoint, AgentStatus, ToolCall, Usage
 from workers.tools.base import ToolContext
@@ -55,6 +60,16 @@ class Feedback:
 
 NextStep = CallTool | Answer | Feedback
 
+# Why an agent stops when the model endpoint stays down past the job's outage budget.
+OUTAGE_REASON = "The model endpoint stayed down past the job's outage budget."
+
+
+@dataclass(frozen=True)
+class Abandoned:
+    """A model call given up at a deadline: what it cost, as far as can be told."""
+
+    usage: Usage
+
 
 def decide(parsed: ParsedOutput) -> NextStep:
     if parsed.error is not None:
@@ -71,6 +86,10 @@ class IterResearchAgent:
         self.ctx = ctx
         self.spec = spec
         self._log = logging.LoggerAdapter(log, {"job_id": ctx.job_id, "agent": spec.index})
+        # Outage pauses of this run, and how many of them an `agent.resumed` has closed.
+        self._pauses = 0
+        self._resumes = 0
+        self._resume_due = False
 
     # -- events ---------------------------------------------------------------------------------
     async def _emit(
@@ -94,9 +113,10 @@ class IterResearchAgent:
         system = prompts.research_system.safe_substitute(date=self.ctx.date, tools=self.ctx.tool_list())
         user = prompts.research_round.safe_substitute(
             question=self._question(),
-            report=cp.report or "(empty: this is the first round)",
-            last_action=cp.last_action or "(none yet)",
-            last_observation=cp.last_observation or "(none yet)",
+            # Empty in round 1: a placeholder text here is what small models copy into reports.
+            report=cp.report,
+            last_action=cp.last_action,
+            last_observation=cp.last_observation,
             round=cp.round + 1,
             max_rounds=self.ctx.max_rounds,
         )
@@ -106,7 +126,7 @@ class IterResearchAgent:
         prompts = self.ctx.prompts
         system = prompts.research_system.safe_substitute(date=self.ctx.date, tools="(none: answer now)")
         user = prompts.research_final.safe_substitute(
-            question=self._question(), report=cp.report or "(empty)", reason=reason
+            question=self._question(), report=cp.report, reason=reason
         )
         return [{"role": "system", "content": system}, {"role": "user", "content": user}]
 
@@ -127,7 +147,7 @@ class IterResearchAgent:
             return await self._run(cp)
 
     async def _run(self, cp: AgentCheckpoint) -> AgentCheckpoint:
-        if cp.status in (AgentStatus.finished, AgentStatus.failed):
+        if cp.status.ended:
             return cp
         if cp.round == 0:
             await self._emit(
@@ -143,51 +163,150 @@ class IterResearchAgent:
                 reason = self._limit_reason(cp)
                 if reason is not None:
                     return await self._forced_answer(cp, reason)
-                if not await self._round(cp):
-                    return cp
+                try:
+                    if not await self._round(cp):
+                        return cp
+                except RetryableError as exc:
+                    # The endpoint stayed down for a whole call's retry budget.
+                    if not await self._pause(cp, exc):
+                        return await self._forced_answer(cp, OUTAGE_REASON, use_model=False)
         except Exception as exc:
             cp.status = AgentStatus.failed
-            cp.error = f"{type(exc).__name__}: {exc}"
+            failed_in = cp.round + 1
+            cp.error = f"round {failed_in}: {type(exc).__name__}: {exc}"
             self._log.warning("agent failed: %s", cp.error)
             await self._checkpoint(cp)
-            await self._emit(EventType.agent_failed, cp.round, {"error": cp.error})
+            await self._emit(EventType.agent_failed, failed_in, {"error": cp.error, "round": failed_in})
             return cp
 
-    async def _call_model(self, messages: list[ChatMessage], timeout: float | None) -> ChatResult | None:
-        """None when `timeout` ran out first."""
-        with anyio.move_on_after(timeout if timeout is not None else float("inf")):
-            return await self.ctx.model.chat(
-                "research", messages, seed=self.spec.seed, temperature=self.spec.temperature
+    async def _pause(self, cp: AgentCheckpoint, exc: RetryableError) -> bool:
+        """Wait out a model outage; False once the job's outage budget is spent."""
+        outage = self.ctx.outage
+        lasted = outage.failed()
+        if outage.spent:
+            self._log.warning(
+                "model down for %.0fs, past the outage budget: answering from the report", lasted
             )
-        return None
+            return False
+        wait = outage.next_pause()
+        left = self.ctx.seconds_left()
+        if left is not None:
+            wait = max(0.0, min(wait, left))
+        self._pauses += 1
+        self._log.warning("model endpoint down (%.0fs so far); agent paused for %.1fs: %s", lasted, wait, exc)
+        await self._emit(
+            EventType.agent_paused,
+            cp.round + 1,
+            {
+                "reason": str(exc)[:500],
+                "outage_seconds": round(lasted, 1),
+                "outage_budget": outage.budget,
+                "retry_in": round(wait, 1),
+            },
+            f".{self._pauses}",
+        )
+        await anyio.sleep(wait)
+        return True
 
-    async def _account(self, cp: AgentCheckpoint, usage: Usage, round_: int, tag: str = "") -> None:
+    async def _call_model(self, messages: list[ChatMessage], timeout: float | None) -> ChatResult | Abandoned:
+        """The model's reply, or `Abandoned` when `timeout` ran out first."""
+        # Under a deadline, stream: a call cut off at it still shows what it generated.
+        streamed = [0]
+
+        async def count(text: str) -> None:
+            streamed[0] += len(text)
+
+        async def restart() -> None:
+            streamed[0] = 0
+
+        on_delta = count if timeout is not None else None
+        with anyio.move_on_after(timeout if timeout is not None else float("inf")):
+            result = await self.ctx.model.chat(
+                "research",
+                messages,
+                seed=self.spec.seed,
+                temperature=self.spec.temperature,
+                on_delta=on_delta,
+                on_reset=restart if on_delta is not None else None,
+            )
+            self._resumed_from_pause()
+            return result
+        # The server charged for the prompt, and for whatever it generated before the cut.
+        return Abandoned(
+            Usage(
+                prompt_tokens=estimate_tokens(prompt_chars(messages)),
+                completion_tokens=estimate_tokens(streamed[0]),
+                calls=1,
+            )
+        )
+
+    def _resumed_from_pause(self) -> None:
+        if self.ctx.outage.down_since is not None:
+            self._log.info("model endpoint answers again after %.0fs", self.ctx.outage.lasted)
+        self.ctx.outage.succeeded()
+        self._resume_due = self._pauses > self._resumes
+
+    async def _call_fitted(
+        self,
+        cp: AgentCheckpoint,
+        build: Callable[[AgentCheckpoint], list[ChatMessage]],
+        timeout: float | None,
+        round_: int,
+    ) -> ChatResult | Abandoned:
+        """A model call on the workspace `build` makes of `cp`; a workspace over the model's
+        context is trimmed (observation first, then the report's oldest parts) and sent once more."""
+        messages = build(cp)
+        try:
+            result = await self._call_model(messages, timeout)
+        except ContextOverflow as exc:
+            trimmed = trim_workspace(
+                cp.report, cp.last_observation, prompt_chars(messages) - exc.prompt_chars
+            )
+            self._log.warning(
+                "round %d: workspace over the model's context; cut %d chars of observation, %d of report",
+                round_,
+                trimmed.cut_observation,
+                trimmed.cut_report,
+            )
+            smaller = cp.model_copy(
+                update={"report": trimmed.report, "last_observation": trimmed.observation}
+            )
+            result = await self._call_model(build(smaller), timeout)
+        if self._resume_due:
+            self._resumes = self._pauses
+            self._resume_due = False
+            await self._emit(EventType.agent_resumed, round_, {"pauses": self._pauses}, f".{self._pauses}")
+        return result
+
+    async def _account(
+        self, cp: AgentCheckpoint, usage: Usage, round_: int, tag: str = "", *, estimated: bool = False
+    ) -> None:
         usage = usage.model_copy(update={"calls": max(usage.calls, 1)})
         cp.usage = cp.usage.add(usage)
         self.ctx.budget.spend(usage)
-        await self._emit(
-            EventType.usage,
-            round_,
-            {
-                "prompt_tokens": usage.prompt_tokens,
-                "completion_tokens": usage.completion_tokens,
-                "agent_total_tokens": cp.usage.total_tokens,
-                "job_total_tokens": self.ctx.budget.used,
-            },
-            tag,
-        )
+        data: dict[str, object] = {
+            "prompt_tokens": usage.prompt_tokens,
+            "completion_tokens": usage.completion_tokens,
+            "agent_total_tokens": cp.usage.total_tokens,
+            "job_total_tokens": self.ctx.budget.used,
+        }
+        if estimated:
+            # A call abandoned at a deadline: no usage came back, so these are estimates.
+            data["estimated"] = True
+        await self._emit(EventType.usage, round_, data, tag)
 
     async def _round(self, cp: AgentCheckpoint) -> bool:
         """One round; False when the agent has finished."""
         round_ = cp.round + 1
         await self._emit(EventType.round_started, round_, {"round": round_})
-        result = await self._call_model(self.workspace(cp), self.ctx.seconds_left())
-        if result is None:
-            # The deadline struck mid-call: the round did not happen.
+        result = await self._call_fitted(cp, self.workspace, self.ctx.seconds_left(), round_)
+        if isinstance(result, Abandoned):
+            # The deadline struck mid-call: the round did not happen, but its tokens were spent.
+            await self._account(cp, result.usage, round_, ".abandoned", estimated=True)
             return True
         await self._account(cp, result.usage, round_)
         parsed = parse_output(result.content, result.reasoning)
-        step = decide(parsed)
+        step = self._check_answer(decide(parsed))
         if parsed.report is not None:
             cp.report = parsed.report.strip()
             await self._emit(EventType.report_updated, round_, {"chars": len(cp.report), "report": cp.report})
@@ -205,6 +324,23 @@ class IterResearchAgent:
                 self._log.info("round %d: output fed back: %s", round_, message)
         await self._checkpoint(cp)
         return True
+
+    def _check_answer(self, step: NextStep) -> NextStep:
+        """An answer that is no answer (a placeholder, the prompt's own text) goes back to the
+        model: it may still research or answer properly before it is forced to."""
+        if isinstance(step, Answer):
+            why = self._non_answer(step.answer)
+            if why is not None:
+                return Feedback(
+                    f"Format error: the <answer> is not an answer ({why}). Keep researching, or "
+                    "answer the question in your own words."
+                )
+        return step
+
+    def _non_answer(self, answer: str | None) -> str | None:
+        return non_answer_reason(
+            answer, question=self.ctx.question, prompt_text=prompt_texts(self.ctx.prompts)
+        )
 
     async def _act(self, call: ToolCall, round_: int) -> str:
         await self._emit(EventType.tool_called, round_, {"name": call.name, "arguments": call.arguments})
@@ -244,44 +380,59 @@ class IterResearchAgent:
         await self._emit(EventType.tool_result, round_, data)
         return text
 
-    async def _finish(self, cp: AgentCheckpoint, answer: str, stop_reason: str) -> None:
-        cp.answer = answer
-        cp.status = AgentStatus.finished
-        cp.stop_reason = stop_reason
+    async def _finish(self, cp: AgentCheckpoint, answer: str | None, stop_reason: str) -> None:
+        why = self._non_answer(answer)
+        cp.answer = answer if why is None else None
+        cp.status = AgentStatus.finished if why is None else AgentStatus.no_answer
+        cp.stop_reason = stop_reason if why is None else f"{stop_reason} No answer: {why}."
         await self._checkpoint(cp)
-        await self._emit(
-            EventType.agent_finished,
-            cp.round,
-            {
-                "answer": answer,
-                "rounds": cp.round,
-                "stop_reason": stop_reason,
-                "report_chars": len(cp.report),
-            },
-        )
+        data: dict[str, object] = {
+            "answer": cp.answer,
+            "status": cp.status.value,
+            "rounds": cp.round,
+            "stop_reason": cp.stop_reason,
+            "report_chars": len(cp.report),
+        }
+        if why is not None:
+            data["no_answer"] = why
+        await self._emit(EventType.agent_finished, cp.round, data)
 
-    async def _forced_answer(self, cp: AgentCheckpoint, reason: str) -> AgentCheckpoint:
-        """A last round that must answer from the report alone; without a model, the report decides."""
-        round_ = cp.round + 1
+    async def _forced_answer(
+        self, cp: AgentCheckpoint, reason: str, *, use_model: bool = True
+    ) -> AgentCheckpoint:
+        """A last model call that must answer from the report alone; without a model (it failed,
+        or the endpoint is down: `use_model=False`), the report decides. It belongs to the last
+        round, so summaries never show a round past `max_rounds`."""
+        round_ = max(cp.round, 1)
         await self._emit(
             EventType.round_started, round_, {"round": round_, "forced": True, "reason": reason}, ".forced"
         )
         answer: str | None = None
-        try:
-            # Past the deadline on purpose: a job that runs out of time still owes an answer.
-            result = await self._call_model(self.final_workspace(cp, reason), self.ctx.grace_seconds)
-        except RetryableError as exc:
-            self._log.warning("forced answer: model unavailable: %s", exc)
-            result = None
-        if result is not None:
+        result: ChatResult | Abandoned | None = None
+        if use_model:
+            try:
+                # Past the deadline on purpose: a job that runs out of time still owes an answer.
+                result = await self._call_fitted(
+                    cp, lambda c: self.final_workspace(c, reason), self.ctx.grace_seconds, round_
+                )
+            except (RetryableError, ContextOverflow) as exc:
+                self._log.warning("forced answer: model unavailable: %s", exc)
+        if isinstance(result, Abandoned):
+            await self._account(cp, result.usage, round_, ".forced", estimated=True)
+        elif result is not None:
             await self._account(cp, result.usage, round_, ".forced")
             parsed = parse_output(result.content, result.reasoning)
             if parsed.report:
                 cp.report = parsed.report.strip()
                 await self._emit(
-                    EventType.report_updated, round_, {"chars": len(cp.report), "report": cp.report}
+                    EventType.report_updated,
+                    round_,
+                    {"chars": len(cp.report), "report": cp.report},
+                    ".forced",
                 )
             answer = (parsed.answer or "").strip() or None
+            if self._non_answer(answer) is not None:
+                answer = None
         cp.round = round_
         stop = f"forced: {reason}"
         if answer is None:
@@ -291,10 +442,11 @@ class IterResearchAgent:
         return cp
 
 
-def answer_from_report(report: str) -> str:
-    """The report's first substantive line: the best a forced stop can do without a model."""
+def answer_from_report(report: str) -> str | None:
+    """The report's first substantive line: the best a forced stop can do without a model.
+    None when the report has none: the agent then ends with no answer, not a placeholder."""
     for line in report.splitlines():
         text = line.strip().lstrip("-*#0123456789.) ").strip()
-        if len(text) > 3 and not text.endswith(":"):
+        if len(text) > 3 and not text.endswith(":") and not text.startswith("[Trimmed"):
             return text
-    return "No answer: the research was stopped before it found anything."
+    return None

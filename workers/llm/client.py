@@ -1,16 +1,25 @@
 """`OpenAIChatModel`: chat completions from any OpenAI-compatible endpoint (vLLM, SGLang, Ollama,
 llama.cpp server, OpenRouter, DashScope, OpenAI), over one shared httpx client.
 
-A call walks its role's endpoints in order (primary, then `llm.fallbacks`). Each endpoint gets up
-to `max_retries + 1` attempts; each attempt runs inside a limiter slot and a deadline of
-`timeout` seconds covering the whole response, stream included. Between attempts it waits
-full-jitter backoff, or exactly what a 429/503 asked for in `Retry-After`; a server asking for
-longer than `retry_max_delay` is out of service for this call, and the next endpoint is tried.
+A call walks its role's endpoints in order (primary, then `llm.fallbacks`). Each endpoint is
+retried for up to `retry_budget` seconds (an outage is ridden out by time, not by a count of
+attempts; `max_retries` only caps the count); each attempt runs inside a limiter slot and a
+deadline of `timeout` seconds covering the whole response, stream included, and a streamed
+attempt that receives no byte for `read_timeout` seconds ends at once (a stopping server holds
+connections open without sending). Between attempts it waits full-jitter exponential backoff, or
+exactly what a 429/503 asked for in `Retry-After`; a server asking for longer than
+`retry_max_delay` is out of service for this call, and the next endpoint is tried.
+
+Before sending, `max_tokens` is fitted to what the prompt leaves of the model's context window
+(`workers.llm.context`); a prompt that leaves too little raises `ContextOverflow` unsent.
 
     outcome of an attempt                              what `chat` does
     2xx with a completion                              returns a ChatResult
     408, 429, 5xx, timeout, connect error, connection  retries, then falls back, then raises
       dropped mid-stream, a 2xx that is no completion    RetryableError summarising every attempt
+    400 context exceeded (vLLM, llama.cpp, OpenAI)     learns the window; retries once with a
+                                                         smaller max_tokens when the prompt fits,
+                                                         else raises ContextOverflow (trim, retry)
     401/403, 404, 400 and any other 4xx, bad base_url  raises LLMConfigError at once, naming the
                                                          setting to fix
 
@@ -22,6 +31,7 @@ caller showing them can clear what it showed.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Mapping, Sequence
 from contextlib import aclosing
 from types import TracebackType
@@ -30,7 +40,16 @@ from typing import Any, Self
 import anyio
 import httpx
 
-from workers.errors import HeavyResearchError, LLMConfigError, RetryableError
+from workers.errors import ContextOverflow, HeavyResearchError, LLMConfigError, RetryableError
+from workers.llm.context import (
+    ContextWindows,
+    Overflow,
+    allowed_prompt_chars,
+    estimate_prompt_tokens,
+    fit_max_tokens,
+    parse_overflow,
+    prompt_chars,
+)
 from workers.llm.endpoints import Endpoint, resolve_endpoints
 from workers.llm.limiter import Limiter, LocalLimiter
 from workers.llm.pool import ClientPool
@@ -70,6 +89,7 @@ class OpenAIChatModel:
         self._limiter = limiter
         self._transport = transport
         self._pool: ClientPool | None = None
+        self._windows = ContextWindows()
 
     @classmethod
     def from_settings(
@@ -132,9 +152,13 @@ class OpenAIChatModel:
         tap = _DeltaTap(on_delta) if on_delta is not None else None
         for endpoint in chain:
             body = self._body(endpoint, messages, seed, temperature, max_tokens, stream=on_delta is not None)
+            await self._fit(pool, endpoint, messages, body)
             reasons: list[str] = []
             tries = endpoint.settings.max_retries + 1
-            for attempt in range(tries):
+            budget_ends = time.monotonic() + endpoint.settings.retry_budget
+            refitted = False
+            attempt = 0
+            while True:
                 attempts += 1
                 if tap is not None and tap.sent:
                     # A failed attempt had streamed part of its answer: the caller drops it.
@@ -151,24 +175,37 @@ class OpenAIChatModel:
                         pool.client() as client,
                     ):
                         reply = await self._attempt(client, endpoint, body, tap)
+                except _Overflowed as exc:
+                    if refitted:
+                        raise self._overflow(endpoint, messages, exc.overflow) from None
+                    refitted = True
+                    self._refit(endpoint, messages, body, exc.overflow)
+                    continue
                 except RetryableError as exc:
                     reasons.append(str(exc))
                     last_retry_after = exc.retry_after
-                    if attempt + 1 == tries:
+                    attempt += 1
+                    if attempt >= tries:
                         break
-                    delay = self._delay(attempt, exc.retry_after)
+                    delay = self._delay(attempt - 1, exc.retry_after)
                     if delay is None:
                         reasons.append(
                             f"asked to wait {exc.retry_after:g}s, over retry_max_delay "
                             f"{self._llm.retry_max_delay:g}s: next endpoint"
                         )
                         break
+                    left = budget_ends - time.monotonic()
+                    if left <= 0:
+                        reasons.append(f"retry budget of {endpoint.settings.retry_budget:g}s spent")
+                        break
+                    delay = min(delay, left)
                     logger.warning(
-                        "LLM %s call to %s failed (attempt %d of %d): %s; retrying in %.2fs",
+                        "LLM %s call to %s failed (attempt %d, %.0fs of retry budget left): %s; "
+                        "retrying in %.2fs",
                         role,
                         endpoint.describe(),
-                        attempt + 1,
-                        tries,
+                        attempt,
+                        left,
                         exc,
                         delay,
                     )
@@ -176,11 +213,72 @@ class OpenAIChatModel:
                 else:
                     return _result(reply, endpoint, messages)
             logger.warning("LLM %s endpoint %s given up: %s", role, endpoint.describe(), "; ".join(reasons))
-            failures.append(f"{endpoint.describe()}: " + "; ".join(reasons))
+            failures.append(f"{endpoint.describe()}: {attempt} attempt(s): " + "; ".join(reasons[-3:]))
         raise RetryableError(
             f"LLM {role} call failed after {attempts} attempt(s) on {len(chain)} endpoint(s): "
             + " | ".join(failures),
             retry_after=last_retry_after,
+        )
+
+    async def _fit(
+        self, pool: ClientPool, endpoint: Endpoint, messages: list[ChatMessage], body: dict[str, Any]
+    ) -> None:
+        """Cut `max_tokens` to what the prompt leaves of the context; raise `ContextOverflow`
+        (unsent) when the prompt itself is too long."""
+        async with pool.client() as client:
+            window = await self._windows.length(endpoint, client)
+        if window is None:
+            return
+        estimate = estimate_prompt_tokens(messages, self._llm.chars_per_token)
+        fitted = fit_max_tokens(window, estimate, body["max_tokens"], self._llm.min_output_tokens)
+        if fitted is None:
+            raise self._overflow(endpoint, messages, Overflow(window, None, "estimated before sending"))
+        body["max_tokens"] = fitted
+
+    def _refit(
+        self, endpoint: Endpoint, messages: list[ChatMessage], body: dict[str, Any], overflow: Overflow
+    ) -> None:
+        """After a context-exceeded 400: learn the window and ask for fewer tokens, or, when the
+        prompt alone leaves too little, hand the caller a ContextOverflow to trim by."""
+        window = overflow.context_length
+        if window is not None:
+            self._windows.learn(endpoint, window)
+        if window is None or overflow.prompt_tokens is None:
+            # The server did not say by how much: halve the completion and try once more.
+            prompt = overflow.prompt_tokens or estimate_prompt_tokens(messages, self._llm.chars_per_token)
+            fitted = fit_max_tokens(window, prompt, body["max_tokens"] // 2, self._llm.min_output_tokens)
+        else:
+            fitted = fit_max_tokens(
+                window, overflow.prompt_tokens, body["max_tokens"], self._llm.min_output_tokens
+            )
+        if fitted is None or (window is not None and fitted >= body["max_tokens"]):
+            raise self._overflow(endpoint, messages, overflow)
+        logger.warning(
+            "LLM endpoint %s: context exceeded (%s); retrying once with max_tokens %d",
+            endpoint.describe(),
+            overflow.message,
+            fitted,
+        )
+        body["max_tokens"] = fitted
+
+    def _overflow(
+        self, endpoint: Endpoint, messages: list[ChatMessage], overflow: Overflow
+    ) -> ContextOverflow:
+        window = overflow.context_length or self._windows.known(endpoint)
+        chars = prompt_chars(messages)
+        if window is None:
+            # Nothing said about sizes: ask for a prompt a third shorter.
+            allowed = chars * 2 // 3
+        else:
+            tokens = overflow.prompt_tokens or estimate_prompt_tokens(messages, self._llm.chars_per_token)
+            allowed = allowed_prompt_chars(
+                window, self._llm.min_output_tokens, tokens, chars, self._llm.chars_per_token
+            )
+        return ContextOverflow(
+            f"the prompt ({chars} characters) does not fit the context of {endpoint.describe()}"
+            f" ({window or 'unknown'} tokens): {overflow.message}",
+            prompt_chars=min(allowed, max(0, chars - 1)),
+            context_length=window,
         )
 
     def _delay(self, attempt: int, retry_after: float | None) -> float | None:
@@ -230,11 +328,14 @@ class OpenAIChatModel:
         headers = {"Accept": "text/event-stream" if body["stream"] else "application/json"}
         if endpoint.settings.api_key:
             headers["Authorization"] = f"Bearer {endpoint.settings.api_key}"
+        # A streamed reply sends bytes all along: silence for `read_timeout` means the server
+        # is gone or stopping. A whole-body reply is silent until done, so only the total applies.
+        read = min(limit, endpoint.settings.read_timeout) if body["stream"] else limit
         try:
             # The deadline covers the whole call; httpx's own timeouts also catch a silent socket.
             with anyio.fail_after(limit):
                 async with client.stream(
-                    "POST", endpoint.url, json=body, headers=headers, timeout=httpx.Timeout(limit)
+                    "POST", endpoint.url, json=body, headers=headers, timeout=httpx.Timeout(limit, read=read)
                 ) as response:
                     if not response.is_success:
                         await response.aread()
@@ -249,6 +350,8 @@ class OpenAIChatModel:
                     return parse_completion(payload)
         except TimeoutError as exc:
             raise RetryableError(f"no complete response within {limit:g}s (timeout)") from exc
+        except httpx.ReadTimeout as exc:
+            raise RetryableError(f"ReadTimeout: no data for {read:g}s") from exc
         except httpx.TimeoutException as exc:
             raise RetryableError(f"{type(exc).__name__} after {limit:g}s") from exc
         except httpx.UnsupportedProtocol as exc:
@@ -260,6 +363,14 @@ class OpenAIChatModel:
             raise RetryableError(f"{type(exc).__name__}: {exc or 'connection failed'}") from exc
         except WireError as exc:
             raise RetryableError(f"malformed response: {exc}") from exc
+
+
+class _Overflowed(HeavyResearchError):
+    """An attempt got a context-exceeded 400 (internal to `chat`, which refits or raises)."""
+
+    def __init__(self, overflow: Overflow) -> None:
+        super().__init__(overflow.message)
+        self.overflow = overflow
 
 
 class _DeltaTap:
@@ -326,6 +437,9 @@ def _raise_for_payload_error(endpoint: Endpoint, payload: dict[str, Any]) -> Non
 
 
 def _status_error(endpoint: Endpoint, response: httpx.Response) -> HeavyResearchError:
+    overflow = parse_overflow(response.status_code, response.text)
+    if overflow is not None:
+        return _Overflowed(overflow)
     detail = error_detail(response.text)
     if response.is_redirect:
         detail = f"redirected to {response.headers.get('location', '?')}"
