@@ -211,6 +211,8 @@ class OpenAIChatModel:
                     )
                     await anyio.sleep(delay)
                 else:
+                    if reply.usage is not None:
+                        self._windows.observe(endpoint, prompt_chars(messages), reply.usage.prompt_tokens)
                     return _result(reply, endpoint, messages)
             logger.warning("LLM %s endpoint %s given up: %s", role, endpoint.describe(), "; ".join(reasons))
             failures.append(f"{endpoint.describe()}: {attempt} attempt(s): " + "; ".join(reasons[-3:]))
@@ -229,7 +231,7 @@ class OpenAIChatModel:
             window = await self._windows.length(endpoint, client)
         if window is None:
             return
-        estimate = estimate_prompt_tokens(messages, self._llm.chars_per_token)
+        estimate = estimate_prompt_tokens(messages, self._ratio(endpoint))
         fitted = fit_max_tokens(window, estimate, body["max_tokens"], self._llm.min_output_tokens)
         if fitted is None:
             raise self._overflow(endpoint, messages, Overflow(window, None, "estimated before sending"))
@@ -243,9 +245,11 @@ class OpenAIChatModel:
         window = overflow.context_length
         if window is not None:
             self._windows.learn(endpoint, window)
+        if overflow.prompt_tokens is not None:
+            self._windows.observe(endpoint, prompt_chars(messages), overflow.prompt_tokens)
         if window is None or overflow.prompt_tokens is None:
             # The server did not say by how much: halve the completion and try once more.
-            prompt = overflow.prompt_tokens or estimate_prompt_tokens(messages, self._llm.chars_per_token)
+            prompt = overflow.prompt_tokens or estimate_prompt_tokens(messages, self._ratio(endpoint))
             fitted = fit_max_tokens(window, prompt, body["max_tokens"] // 2, self._llm.min_output_tokens)
         else:
             fitted = fit_max_tokens(
@@ -270,16 +274,18 @@ class OpenAIChatModel:
             # Nothing said about sizes: ask for a prompt a third shorter.
             allowed = chars * 2 // 3
         else:
-            tokens = overflow.prompt_tokens or estimate_prompt_tokens(messages, self._llm.chars_per_token)
-            allowed = allowed_prompt_chars(
-                window, self._llm.min_output_tokens, tokens, chars, self._llm.chars_per_token
-            )
+            ratio = self._ratio(endpoint)
+            tokens = overflow.prompt_tokens or estimate_prompt_tokens(messages, ratio)
+            allowed = allowed_prompt_chars(window, self._llm.min_output_tokens, tokens, chars, ratio)
         return ContextOverflow(
             f"the prompt ({chars} characters) does not fit the context of {endpoint.describe()}"
             f" ({window or 'unknown'} tokens): {overflow.message}",
             prompt_chars=min(allowed, max(0, chars - 1)),
             context_length=window,
         )
+
+    def _ratio(self, endpoint: Endpoint) -> float:
+        return self._windows.chars_per_token(endpoint, self._llm.chars_per_token)
 
     def _delay(self, attempt: int, retry_after: float | None) -> float | None:
         """Seconds before the next attempt on the same endpoint; None to move to the next one."""

@@ -120,15 +120,30 @@ def allowed_prompt_chars(
     characters per token when its token count is known, else by the conservative estimate."""
     ratio = chars / prompt_tokens if prompt_tokens > 0 else chars_per_token
     budget = context_length - minimum_output - 2 * _PER_MESSAGE_TOKENS
-    return max(0, int(budget * min(ratio, chars_per_token * 2)))
+    # The lower of the two: trimmed to this, the prompt passes the client's own check too.
+    return max(0, int(budget * min(ratio, chars_per_token)))
 
 
 class ContextWindows:
-    """The context length of every endpoint, from settings, the server, or what a 400 said."""
+    """The context length of every endpoint, from settings, the server, or what a 400 said; and
+    each endpoint's characters per token, learnt from the token counts it reports."""
 
     def __init__(self) -> None:
         self._known: dict[str, int | None] = {}
+        self._ratios: dict[str, float] = {}
         self._lock = anyio.Lock()
+
+    def observe(self, endpoint: Endpoint, chars: int, tokens: int) -> None:
+        """A prompt of `chars` characters was `tokens` tokens on this endpoint's tokenizer."""
+        # Outside 1-8 characters a token the counts are not a tokenizer's (a proxy's fixed usage).
+        if tokens > 0 and 1.0 <= chars / tokens <= 8.0:
+            self._ratios[endpoint.key] = chars / tokens
+
+    def chars_per_token(self, endpoint: Endpoint, default: float) -> float:
+        """The endpoint's own ratio when known (a tenth under, for prompts that tokenise worse),
+        else the conservative `default`."""
+        learnt = self._ratios.get(endpoint.key)
+        return default if learnt is None else max(1.0, learnt * 0.9)
 
     def learn(self, endpoint: Endpoint, context_length: int) -> None:
         if self._known.get(endpoint.key) != context_length:
