@@ -19,6 +19,7 @@ from collections.abc import Iterable
 from string import Template
 
 from workers.agent.prompts import PromptSet
+from workers.models import AgentStatus, JobRecord, JobStatus
 
 _WORDS = re.compile(r"[^\W_]+")
 # Answers that say nothing, whatever the question. Compared after normalising (lower case, words).
@@ -98,3 +99,19 @@ def non_answer_reason(
 
 def is_answer(answer: str | None, *, question: str = "", prompt_text: Iterable[str] = ()) -> bool:
     return non_answer_reason(answer, question=question, prompt_text=prompt_text) is None
+
+
+def job_outcome(record: JobRecord) -> str | None:
+    """What a client is told a job came to: "answered" (succeeded with an answer), "no_answer"
+    (failed because no agent found a real answer), or None (failed otherwise, cancelled, running).
+    A job where no agent answered ends `failed`, never `succeeded` with a non-answer."""
+    if record.status == JobStatus.succeeded:
+        return "answered"
+    statuses = {a.status for a in record.agents}
+    if (
+        record.status == JobStatus.failed
+        and AgentStatus.no_answer in statuses
+        and AgentStatus.finished not in statuses
+    ):
+        return "no_answer"
+    return None
