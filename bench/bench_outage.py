@@ -4,14 +4,16 @@ The same Heavy job twice against the simulated model (in its own process) behind
 proxy: once with no outage, once with the model server down for `--outage` seconds (default 30)
 in the middle of the job (a SIMULATED outage: the proxy refuses connections and resets the open
 ones, as a stopped server does). The engine runs with the default retry and outage settings
-(retry_budget 120 s, backoff from 0.5 s to 20 s with full jitter, outage_budget 600 s).
+(retry_budget 120 s, backoff from 0.5 s to 20 s with full jitter, outage_budget 600 s);
+`--max-delay` changes the backoff ceiling, which bounds how late a retry notices the server is
+back (the job waits for its slowest agent).
 
 Printed per run: wall time, the job's status, the tokens the engine counted (the job's usage)
 beside the tokens the simulated server says it served (`/sim/stats`), and outage events.
 Calls cut by the outage were served (counted by the server) but never reached the engine: the
 difference between the two token figures is those calls.
 
-    .venv/bin/python -m bench.bench_outage [--outage 30] [--agents 4] [--rounds 10]
+    .venv/bin/python -m bench.bench_outage [--outage 30] [--agents 4] [--rounds 10] [--max-delay 20]
 """
 
 from __future__ import annotations
@@ -45,7 +47,11 @@ async def run(sim: str, proxy: OutageProxy, corpus: Any, args: argparse.Namespac
     settings = settings_for(
         corpus,
         f"http://127.0.0.1:{proxy.port}",
-        llm={"base_url": f"http://127.0.0.1:{proxy.port}/v1", "model": "heavyresearch-sim"},
+        llm={
+            "base_url": f"http://127.0.0.1:{proxy.port}/v1",
+            "model": "heavyresearch-sim",
+            "retry_max_delay": args.max_delay,
+        },
     )
     request = ResearchRequest(
         query="What is the capital of Valdoria?", agents=args.agents, max_rounds=args.rounds
@@ -92,6 +98,8 @@ async def main() -> None:
     parser.add_argument("--agents", type=int, default=4)
     parser.add_argument("--rounds", type=int, default=10)
     parser.add_argument("--latency", type=float, default=0.3)
+    # The backoff ceiling: how late, at worst, a retry notices that the server is back.
+    parser.add_argument("--max-delay", type=float, default=20.0)
     args = parser.parse_args()
     logging.basicConfig(level=logging.ERROR)
     print("Figures from a shared, busy machine: compare the two runs, not absolute numbers.")

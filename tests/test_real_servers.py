@@ -20,7 +20,7 @@ import pytest
 
 from tests.engine_harness import harness
 from tests.fake_openai import FakeOpenAI, Step, fake_prompt_tokens
-from workers.agent.outcome import non_answer_reason, prompt_texts
+from workers.agent.outcome import job_outcome, non_answer_reason, prompt_texts
 from workers.agent.prompts import PromptSet
 from workers.events import Event, EventType
 from workers.models import AgentStatus, JobStatus
@@ -103,6 +103,7 @@ async def test_a_model_that_never_follows_the_format_fails_the_job_as_no_answer(
     assert record.error.startswith("no research agent found an answer")
     assert events[-1].type == EventType.job_failed and events[-1].data["outcome"] == "no_answer"
     assert record.result is None
+    assert job_outcome(record) == "no_answer"  # what the webhook payload says
     for agent in record.agents:
         assert agent.status == AgentStatus.no_answer and agent.answer is None
         assert agent.rounds == 2  # the forced answer is part of round 2, not a round 3
