@@ -3,7 +3,8 @@
 The LLM client already retries one call for `retry_budget` seconds. When a call still fails, the
 endpoint is down for longer than that: the agent pauses (an `agent.paused` event says so) and
 tries again, instead of failing. All agents of a job share one clock, so the job-level
-`outage_budget` counts the outage once, not once per agent; any successful call ends it. Past the
+`outage_budget` counts the outage once, not once per agent, from the first call that gave up
+(that call had already retried for its `retry_budget`); any successful call ends it. Past the
 budget, agents answer from their reports without the model.
 """
 
