@@ -124,7 +124,8 @@ class IterResearchAgent:
 
     def final_workspace(self, cp: AgentCheckpoint, reason: str) -> list[ChatMessage]:
         prompts = self.ctx.prompts
-        system = prompts.research_system.safe_substitute(date=self.ctx.date, tools="(none: answer now)")
+        # No tools are offered: research_final says so in the template's own words.
+        system = prompts.research_system.safe_substitute(date=self.ctx.date, tools="")
         user = prompts.research_final.safe_substitute(
             question=self._question(), report=cp.report, reason=reason
         )
