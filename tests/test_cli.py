@@ -99,3 +99,31 @@ def test_ask_server_submits_to_a_running_service(mini_corpus: Path) -> None:
         assert events[-1]["type"] == "job.succeeded"
         listed = httpx.get(f"{server.base_url}/v1/research", timeout=10).json()
         assert events[0]["job_id"] in [job["id"] for job in listed["items"]]
+
+
+SERVING = r"serving on (\S+) \(web page /, API docs /docs\) with backend=(\w+), model=(.+)\n"
+
+
+def test_serve_says_where_it_serves_also_on_the_in_process_simulated_model(
+    mini_corpus: Path, tmp_path: Path
+) -> None:
+    from tests.procs import ApiProcess, clean_environ
+
+    env = clean_environ() | {"HR_BACKEND": "memory", "HR_CORPUS__PATH": str(mini_corpus)}
+    api = ApiProcess("serve", env, tmp_path / "serve.log")
+    api.start()
+    try:
+        where = api.wait_log(SERVING)
+        api.wait_healthy()
+        log = api.log_text()
+    finally:
+        api.stop()
+    assert where.group(1) == api.base_url
+    assert where.group(2) == "memory"
+    assert where.group(3).startswith("SIMULATED")
+    assert "corpus=30 documents" in log
+    # The in-process simulated model's own server says nothing of its start (it would name
+    # another port) and does not mute the API's uvicorn lines.
+    assert f"Uvicorn running on {api.base_url}" in log
+    assert log.count("Uvicorn running on") == 1
+    assert log.count("Application startup complete") == 1
