@@ -296,3 +296,31 @@ async def test_agent_failed_names_the_round_it_failed_in(fake: FakeOpenAI, mini_
     (failed,) = of_type(events, EventType.agent_failed)
     assert failed.round == 2 and failed.data["round"] == 2
     assert failed.data["error"].startswith("round 2:")
+
+
+async def test_a_synthesis_cut_at_the_deadline_is_counted_and_withdrawn(
+    fake: FakeOpenAI, mini_corpus: Path
+) -> None:
+    honest = researcher(answer_in_round=1)
+
+    def respond(body: dict[str, Any]) -> Step:
+        step = honest(body)
+        if is_synthesis(body):
+            step.content, step.stall_after = "<think>" + "weighing the reports " * 20, 5
+        return step
+
+    fake.respond("main", respond)
+    settings = overrides(fake, read_timeout=60.0)
+    settings["agent"] = {"forced_answer_grace": 0.5}
+    record, events = await run_job(mini_corpus, settings, agents=2, max_rounds=3, max_seconds=2.0)
+
+    assert record.status == JobStatus.succeeded, record.error
+    assert record.result.synthesis == "majority"
+    (synthesis_usage,) = [e for e in of_type(events, EventType.usage) if e.data.get("role") == "synthesis"]
+    assert synthesis_usage.data["estimated"] is True
+    assert synthesis_usage.data["prompt_tokens"] > 0 and synthesis_usage.data["completion_tokens"] > 0
+    agents_total = sum(a.usage.total_tokens for a in record.agents)
+    spent = synthesis_usage.data["prompt_tokens"] + synthesis_usage.data["completion_tokens"]
+    assert record.usage.total_tokens == agents_total + spent
+    reset = of_type(events, EventType.synthesis_delta)[-1]
+    assert reset.data["reset"] is True and "ran out of time" in reset.data["reason"]

@@ -22,6 +22,7 @@ from workers.errors import ContextOverflow, JobFailed, LLMConfigError, Retryable
 from workers.events import EventType, NewEvent
 from workers.llm.context import prompt_chars
 from workers.llm.types import ChatMessage
+from workers.llm.wire import estimate_tokens
 from workers.models import AgentCheckpoint, AgentStatus, JobResult, ResultSource, Usage
 from workers.tools.citations import cited_ids, renumber_citations, strip_unknown_citations
 
@@ -51,8 +52,10 @@ class _DeltaSink:
         self.buffer = ""
         self.count = 0
         self.streamed = False  # deltas went out since the last reset
+        self.chars = 0  # characters received in the current attempt
 
     async def __call__(self, delta: str) -> None:
+        self.chars += len(delta)
         self.buffer += delta
         if len(self.buffer) >= DELTA_CHARS:
             await self.flush()
@@ -66,6 +69,7 @@ class _DeltaSink:
         self.buffer = ""
         self.count += 1
         self.streamed = False
+        self.chars = 0
         data: dict[str, object] = {"text": "", "reset": True}
         if reason is not None:
             data["reason"] = reason
@@ -132,9 +136,9 @@ async def synthesize(ctx: JobContext, checkpoints: list[AgentCheckpoint]) -> tup
         left = ctx.seconds_left()
         timeout = max(left, ctx.grace_seconds) if left is not None else None
         discard: str | None = None
+        messages = synthesis_messages(ctx, finished)
         try:
-            with anyio.move_on_after(timeout if timeout is not None else float("inf")):
-                messages = synthesis_messages(ctx, finished)
+            with anyio.move_on_after(timeout if timeout is not None else float("inf")) as scope:
                 try:
                     result = await ctx.model.chat("synthesis", messages, on_delta=sink, on_reset=sink.reset)
                 except ContextOverflow as exc:
@@ -164,6 +168,9 @@ async def synthesize(ctx: JobContext, checkpoints: list[AgentCheckpoint]) -> tup
                 if why is not None:
                     discard = f"the synthesis output has no usable answer ({why})"
                     answer = ""
+            if scope.cancelled_caught:
+                discard = "the synthesis ran out of time"
+                usage = await _abandoned_usage(ctx, messages, sink.chars)
         except (RetryableError, LLMConfigError, ContextOverflow) as exc:
             discard = f"the synthesis model failed ({type(exc).__name__})"
             log.warning(
@@ -176,6 +183,30 @@ async def synthesize(ctx: JobContext, checkpoints: list[AgentCheckpoint]) -> tup
             best = majority(finished)
             mode, answer, report = "majority", best.answer or "", best.report
     return await _with_sources(ctx, answer, report, mode, finished, failed), usage
+
+
+async def _abandoned_usage(ctx: JobContext, messages: list[ChatMessage], streamed_chars: int) -> Usage:
+    """A synthesis call cut off at the deadline still cost its prompt and what it streamed: an
+    estimate, marked as such, since no usage came back."""
+    usage = Usage(
+        prompt_tokens=estimate_tokens(prompt_chars(messages)),
+        completion_tokens=estimate_tokens(streamed_chars),
+        calls=1,
+    )
+    await ctx.emit(
+        NewEvent(
+            type=EventType.usage,
+            data={
+                "prompt_tokens": usage.prompt_tokens,
+                "completion_tokens": usage.completion_tokens,
+                "role": "synthesis",
+                "estimated": True,
+            },
+            key="synthesis.usage",
+        )
+    )
+    ctx.budget.spend(usage)
+    return usage
 
 
 async def _with_sources(
