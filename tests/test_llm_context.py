@@ -138,6 +138,10 @@ async def test_a_stream_that_stalls_ends_at_the_read_timeout_and_is_retried(fake
     assert result.content == "complete"
     assert fake.count("main") == 2
     assert resets == 1  # the stalled attempt's two chunks were withdrawn
+    # The stalled attempt had the prompt and sent two chunks: counted, as an estimate.
+    assert result.estimated_tokens > 0
+    assert result.usage.total_tokens == 11 + 7 + result.estimated_tokens
+    assert result.usage.calls == 1
 
 
 async def test_retries_go_on_for_the_retry_budget_not_a_count(fake: FakeOpenAI) -> None:
@@ -163,3 +167,5 @@ async def test_a_call_rides_out_a_short_outage(fake: FakeOpenAI) -> None:
             result = await model.chat("research", MESSAGES)
     assert result.content == "hello from the fake"
     assert proxy.outages == 1 and fake.count("main") == 1
+    # Refused connections never reached the server: nothing is charged for them.
+    assert result.estimated_tokens == 0 and result.usage.total_tokens == 18

@@ -17,6 +17,8 @@ HeavyResearchError
 
 from __future__ import annotations
 
+from workers.models import Usage
+
 
 class HeavyResearchError(Exception):
     pass
@@ -31,9 +33,22 @@ class ToolError(FeedbackError):
 
 
 class RetryableError(HeavyResearchError):
-    def __init__(self, message: str, retry_after: float | None = None) -> None:
+    """`charged`: the server had the request when the attempt failed (a reset, a stall, a cut
+    stream), so it may have spent tokens on it. `usage`: what the failed attempts of a call are
+    estimated to have cost (set on the error a whole call ends with)."""
+
+    def __init__(
+        self,
+        message: str,
+        retry_after: float | None = None,
+        *,
+        charged: bool = False,
+        usage: Usage | None = None,
+    ) -> None:
         super().__init__(message)
         self.retry_after = retry_after
+        self.charged = charged
+        self.usage = usage
 
 
 class LLMConfigError(HeavyResearchError):

@@ -156,6 +156,11 @@ async def synthesize(ctx: JobContext, checkpoints: list[AgentCheckpoint]) -> tup
                             "prompt_tokens": result.usage.prompt_tokens,
                             "completion_tokens": result.usage.completion_tokens,
                             "role": "synthesis",
+                            **(
+                                {"estimated_tokens": result.estimated_tokens}
+                                if result.estimated_tokens
+                                else {}
+                            ),
                         },
                         key="synthesis.usage",
                     )

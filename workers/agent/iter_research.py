@@ -182,6 +182,10 @@ class IterResearchAgent:
 
     async def _pause(self, cp: AgentCheckpoint, exc: RetryableError) -> bool:
         """Wait out a model outage; False once the job's outage budget is spent."""
+        self._pauses += 1
+        if exc.usage is not None:
+            # The call's failed attempts the server had still cost tokens.
+            await self._account(cp, exc.usage, cp.round + 1, f".lost{self._pauses}", estimated=True)
         outage = self.ctx.outage
         lasted = outage.failed()
         if outage.spent:
@@ -193,7 +197,6 @@ class IterResearchAgent:
         left = self.ctx.seconds_left()
         if left is not None:
             wait = max(0.0, min(wait, left))
-        self._pauses += 1
         self._log.warning("model endpoint down (%.0fs so far); agent paused for %.1fs: %s", lasted, wait, exc)
         await self._emit(
             EventType.agent_paused,
@@ -280,7 +283,14 @@ class IterResearchAgent:
         return result
 
     async def _account(
-        self, cp: AgentCheckpoint, usage: Usage, round_: int, tag: str = "", *, estimated: bool = False
+        self,
+        cp: AgentCheckpoint,
+        usage: Usage,
+        round_: int,
+        tag: str = "",
+        *,
+        estimated: bool = False,
+        estimated_tokens: int = 0,
     ) -> None:
         usage = usage.model_copy(update={"calls": max(usage.calls, 1)})
         cp.usage = cp.usage.add(usage)
@@ -294,6 +304,9 @@ class IterResearchAgent:
         if estimated:
             # A call abandoned at a deadline: no usage came back, so these are estimates.
             data["estimated"] = True
+        elif estimated_tokens:
+            # Failed attempts before the answer (resets, stalls): their share is estimated.
+            data["estimated_tokens"] = estimated_tokens
         await self._emit(EventType.usage, round_, data, tag)
 
     async def _round(self, cp: AgentCheckpoint) -> bool:
@@ -305,7 +318,7 @@ class IterResearchAgent:
             # The deadline struck mid-call: the round did not happen, but its tokens were spent.
             await self._account(cp, result.usage, round_, ".abandoned", estimated=True)
             return True
-        await self._account(cp, result.usage, round_)
+        await self._account(cp, result.usage, round_, estimated_tokens=result.estimated_tokens)
         parsed = parse_output(result.content, result.reasoning)
         step = self._check_answer(decide(parsed))
         if parsed.report is not None:
@@ -421,7 +434,7 @@ class IterResearchAgent:
         if isinstance(result, Abandoned):
             await self._account(cp, result.usage, round_, ".forced", estimated=True)
         elif result is not None:
-            await self._account(cp, result.usage, round_, ".forced")
+            await self._account(cp, result.usage, round_, ".forced", estimated_tokens=result.estimated_tokens)
             parsed = parse_output(result.content, result.reasoning)
             if parsed.report:
                 cp.report = parsed.report.strip()

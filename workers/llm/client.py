@@ -150,6 +150,8 @@ class OpenAIChatModel:
         attempts = 0
         last_retry_after: float | None = None
         tap = _DeltaTap(on_delta) if on_delta is not None else None
+        # Attempts the server had when they failed: estimated, and added to the call's usage.
+        lost = Usage()
         for endpoint in chain:
             body = self._body(endpoint, messages, seed, temperature, max_tokens, stream=on_delta is not None)
             await self._fit(pool, endpoint, messages, body)
@@ -160,6 +162,8 @@ class OpenAIChatModel:
             attempt = 0
             while True:
                 attempts += 1
+                if tap is not None:
+                    tap.chars = 0
                 if tap is not None and tap.sent:
                     # A failed attempt had streamed part of its answer: the caller drops it.
                     tap.sent = False
@@ -182,6 +186,8 @@ class OpenAIChatModel:
                     self._refit(endpoint, messages, body, exc.overflow)
                     continue
                 except RetryableError as exc:
+                    if exc.charged:
+                        lost = lost.add(_lost_usage(messages, tap.chars if tap is not None else 0))
                     reasons.append(str(exc))
                     last_retry_after = exc.retry_after
                     attempt += 1
@@ -213,13 +219,14 @@ class OpenAIChatModel:
                 else:
                     if reply.usage is not None:
                         self._windows.observe(endpoint, prompt_chars(messages), reply.usage.prompt_tokens)
-                    return _result(reply, endpoint, messages)
+                    return _result(reply, endpoint, messages, lost)
             logger.warning("LLM %s endpoint %s given up: %s", role, endpoint.describe(), "; ".join(reasons))
             failures.append(f"{endpoint.describe()}: {attempt} attempt(s): " + "; ".join(reasons[-3:]))
         raise RetryableError(
             f"LLM {role} call failed after {attempts} attempt(s) on {len(chain)} endpoint(s): "
             + " | ".join(failures),
             retry_after=last_retry_after,
+            usage=lost if lost.calls else None,
         )
 
     async def _fit(
@@ -355,9 +362,9 @@ class OpenAIChatModel:
                     _raise_for_payload_error(endpoint, payload)
                     return parse_completion(payload)
         except TimeoutError as exc:
-            raise RetryableError(f"no complete response within {limit:g}s (timeout)") from exc
+            raise RetryableError(f"no complete response within {limit:g}s (timeout)", charged=True) from exc
         except httpx.ReadTimeout as exc:
-            raise RetryableError(f"ReadTimeout: no data for {read:g}s") from exc
+            raise RetryableError(f"ReadTimeout: no data for {read:g}s", charged=True) from exc
         except httpx.TimeoutException as exc:
             raise RetryableError(f"{type(exc).__name__} after {limit:g}s") from exc
         except httpx.UnsupportedProtocol as exc:
@@ -366,7 +373,11 @@ class OpenAIChatModel:
             ) from exc
         except httpx.TransportError as exc:
             # Connect errors, resets, and a connection closed mid-stream (RemoteProtocolError).
-            raise RetryableError(f"{type(exc).__name__}: {exc or 'connection failed'}") from exc
+            # Past the connect, the server had the request and may have worked on it.
+            charged = not isinstance(exc, httpx.ConnectError)
+            raise RetryableError(
+                f"{type(exc).__name__}: {exc or 'connection failed'}", charged=charged
+            ) from exc
         except WireError as exc:
             raise RetryableError(f"malformed response: {exc}") from exc
 
@@ -385,9 +396,11 @@ class _DeltaTap:
     def __init__(self, on_delta: DeltaCallback) -> None:
         self.on_delta = on_delta
         self.sent = False
+        self.chars = 0  # received in the current attempt
 
     async def __call__(self, text: str) -> None:
         self.sent = True
+        self.chars += len(text)
         await self.on_delta(text)
 
 
@@ -410,11 +423,19 @@ async def _read_stream(endpoint: Endpoint, response: httpx.Response, on_delta: D
                 await on_delta(text)
     # Some servers omit [DONE]; a finish_reason is as good. Neither means the stream was cut.
     if not done and reply.finish_reason is None:
-        raise RetryableError("stream ended before the completion finished (connection dropped)")
+        raise RetryableError("stream ended before the completion finished (connection dropped)", charged=True)
     return reply
 
 
-def _result(reply: Reply, endpoint: Endpoint, messages: list[ChatMessage]) -> ChatResult:
+def _lost_usage(messages: list[ChatMessage], streamed_chars: int) -> Usage:
+    return Usage(
+        prompt_tokens=estimate_tokens(prompt_chars(messages)),
+        completion_tokens=estimate_tokens(streamed_chars),
+        calls=1,
+    )
+
+
+def _result(reply: Reply, endpoint: Endpoint, messages: list[ChatMessage], lost: Usage) -> ChatResult:
     content, reasoning = "".join(reply.content), "".join(reply.reasoning)
     usage = reply.usage or Usage(
         prompt_tokens=estimate_tokens(sum(len(m["content"]) for m in messages)),
@@ -424,7 +445,9 @@ def _result(reply: Reply, endpoint: Endpoint, messages: list[ChatMessage]) -> Ch
     return ChatResult(
         content=content,
         reasoning=reasoning,
-        usage=usage,
+        # Failed attempts the server had cost tokens too: estimated, and said so.
+        usage=usage.add(lost).model_copy(update={"calls": usage.calls}),
+        estimated_tokens=lost.total_tokens,
         finish_reason=reply.finish_reason,
         endpoint=endpoint.base_url,
         model=endpoint.model or reply.model,

@@ -39,9 +39,11 @@ class OutageProxy:
 
     def stop(self) -> None:
         with contextlib.suppress(RuntimeError):
-            self._call(self._close())
+            self._call(self._shutdown())
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(timeout=5)
+        if not self._thread.is_alive():
+            self._loop.close()
 
     def __enter__(self) -> Self:
         self.start()
@@ -86,6 +88,14 @@ class OutageProxy:
         sock.bind(("127.0.0.1", self.port))
         self.port = sock.getsockname()[1]
         self._server = await asyncio.start_server(self._serve, sock=sock)
+
+    async def _shutdown(self) -> None:
+        await self._close()
+        # Every connection's task ends here, not when the loop is dropped.
+        tasks = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
 
     async def _close(self) -> None:
         server, self._server = self._server, None
