@@ -14,6 +14,7 @@ Calls cut by the outage were served (counted by the server) but never reached th
 difference between the two token figures is those calls.
 
     .venv/bin/python -m bench.bench_outage [--outage 30] [--agents 4] [--rounds 10] [--max-delay 20]
+        [--retry-budget 120] [--outage-pause 10]
 """
 
 from __future__ import annotations
@@ -51,7 +52,9 @@ async def run(sim: str, proxy: OutageProxy, corpus: Any, args: argparse.Namespac
             "base_url": f"http://127.0.0.1:{proxy.port}/v1",
             "model": "heavyresearch-sim",
             "retry_max_delay": args.max_delay,
+            "retry_budget": args.retry_budget,
         },
+        agent={"outage_pause": args.outage_pause},
     )
     request = ResearchRequest(
         query="What is the capital of Valdoria?", agents=args.agents, max_rounds=args.rounds
@@ -80,13 +83,22 @@ async def run(sim: str, proxy: OutageProxy, corpus: Any, args: argparse.Namespac
     stats = await sim_stats(sim)
     served = stats["prompt_tokens"] + stats["completion_tokens"]
     paused = [e for e in events if e.type == EventType.agent_paused]
-    estimated = [e for e in events if e.type == EventType.usage and e.data.get("estimated")]
+    usage = [e for e in events if e.type == EventType.usage]
+    estimated = sum(
+        e.data["prompt_tokens"] + e.data["completion_tokens"]
+        if e.data.get("estimated")
+        else e.data.get("estimated_tokens", 0)
+        for e in usage
+    )
     label = f"outage {outage:g} s" if outage else "no outage"
     print(f"\n{label}:")
     print(f"  wall time              {wall:8.1f} s   status {final.status.value}")
-    print(f"  tokens counted         {final.usage.total_tokens:8d}   ({final.usage.calls} calls)")
+    print(
+        f"  tokens counted         {final.usage.total_tokens:8d}   ({final.usage.calls} calls; "
+        f"{estimated} of the tokens estimated: attempts cut by the outage)"
+    )
     print(f"  tokens served (sim)    {served:8d}   ({stats['calls']} calls, {stats['completed']} completed)")
-    print(f"  agent.paused events    {len(paused):8d}   estimated usage events {len(estimated)}")
+    print(f"  agent.paused events    {len(paused):8d}")
     failed = [e for e in events if e.type == EventType.agent_failed]
     if failed:
         print(f"  agents failed          {len(failed):8d}")
@@ -100,6 +112,9 @@ async def main() -> None:
     parser.add_argument("--latency", type=float, default=0.3)
     # The backoff ceiling: how late, at worst, a retry notices that the server is back.
     parser.add_argument("--max-delay", type=float, default=20.0)
+    # Shorter than the outage: calls give up and the agents pause (agent.paused) instead.
+    parser.add_argument("--retry-budget", type=float, default=120.0)
+    parser.add_argument("--outage-pause", type=float, default=10.0)
     args = parser.parse_args()
     logging.basicConfig(level=logging.ERROR)
     print("Figures from a shared, busy machine: compare the two runs, not absolute numbers.")

@@ -344,12 +344,17 @@ class OpenAIChatModel:
         # A streamed reply sends bytes all along: silence for `read_timeout` means the server
         # is gone or stopping. A whole-body reply is silent until done, so only the total applies.
         read = min(limit, endpoint.settings.read_timeout) if body["stream"] else limit
+        # Whether the server answered at all: only then (or when it held the call past a
+        # timeout) is a failed attempt charged. A reset before any answer may be a dead pooled
+        # connection the server never read from.
+        answered = False
         try:
             # The deadline covers the whole call; httpx's own timeouts also catch a silent socket.
             with anyio.fail_after(limit):
                 async with client.stream(
                     "POST", endpoint.url, json=body, headers=headers, timeout=httpx.Timeout(limit, read=read)
                 ) as response:
+                    answered = True
                     if not response.is_success:
                         await response.aread()
                         raise _status_error(endpoint, response)
@@ -373,10 +378,8 @@ class OpenAIChatModel:
             ) from exc
         except httpx.TransportError as exc:
             # Connect errors, resets, and a connection closed mid-stream (RemoteProtocolError).
-            # Past the connect, the server had the request and may have worked on it.
-            charged = not isinstance(exc, httpx.ConnectError)
             raise RetryableError(
-                f"{type(exc).__name__}: {exc or 'connection failed'}", charged=charged
+                f"{type(exc).__name__}: {exc or 'connection failed'}", charged=answered
             ) from exc
         except WireError as exc:
             raise RetryableError(f"malformed response: {exc}") from exc
