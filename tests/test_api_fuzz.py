@@ -29,7 +29,9 @@ SKIPPED = {("GET", "/v1/research/{job_id}/events")}
 @pytest.fixture(scope="module")
 def api(mini_corpus: Path) -> Iterator[LiveServer]:
     # Room for every job the fuzzer starts, so a streaming POST never waits behind a queue.
-    settings_ = api_settings(mini_corpus, worker={"max_jobs": 64}, agent={"max_rounds_limit": 8})
+    settings_ = api_settings(
+        mini_corpus, worker={"max_jobs": 64}, agent={"max_rounds_limit": 8, "default_max_rounds": 8}
+    )
     with live_server(settings_) as server:
         yield server
 

@@ -137,6 +137,7 @@ async def _build_runner(
         webhooks=webhooks,
         outage_budget=settings.agent.outage_budget,
         outage_pause=settings.agent.outage_pause,
+        budget=settings.budget,
     )
     return _Built(JobRunner(parts), engine_backend, llm.base_url, corpus.count())
 

@@ -8,15 +8,16 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import StrEnum
 
 import anyio
 
-from workers.agent.context import JobContext, TokenBudget
+from workers.agent.context import JobContext
 from workers.agent.outage import OutageClock
 from workers.agent.prompts import PromptSet
 from workers.backend.base import Backend
+from workers.budget import TokenBudget, budget_report, plan_time
 from workers.errors import JobFailed, LLMConfigError
 from workers.events import EventType, NewEvent
 from workers.heavy import agent_specs, run_agents
@@ -24,6 +25,7 @@ from workers.jobs import TERMINAL_KEY
 from workers.llm.types import ChatModel
 from workers.logs import job_context
 from workers.models import AgentCheckpoint, AgentStatus, AgentSummary, JobRecord, JobStatus, Usage
+from workers.settings import BudgetSettings
 from workers.synthesis import synthesize
 from workers.tools.base import Tool
 from workers.webhooks import WebhookSender
@@ -52,6 +54,7 @@ class EngineParts:
     webhooks: WebhookSender | None = None  # None: requests' webhook_url is never called
     outage_budget: float = 600.0  # seconds of model outage a job rides out
     outage_pause: float = 10.0  # seconds an agent waits before calling a down endpoint again
+    budget: BudgetSettings = field(default_factory=BudgetSettings)
 
 
 def summarise(checkpoints: list[AgentCheckpoint]) -> list[AgentSummary]:
@@ -96,9 +99,20 @@ class JobRunner:
             record.started_at = time.time()
         record.status = JobStatus.running
         await backend.save_job(record)
+        started: dict[str, object] = {"agents": record.request.agents}
+        request = record.request
+        plan = budget_report(
+            request.agents,
+            request.max_tokens,
+            plan_time(request.max_seconds, record.started_at, self.parts.budget)
+            if request.max_seconds is not None
+            else None,
+            self.parts.budget,
+        )
+        if plan is not None:
+            started["budget"] = plan.model_dump(exclude_none=True)  # the plan, visible from the start
         await backend.append_event(
-            job_id,
-            NewEvent(type=EventType.job_started, data={"agents": record.request.agents}, key="job.started"),
+            job_id, NewEvent(type=EventType.job_started, data=started, key="job.started")
         )
         jlog.info("job running (%d agents, max %d rounds)", record.request.agents, record.request.max_rounds)
 
@@ -147,11 +161,17 @@ class JobRunner:
 
     def _context(self, record: JobRecord, checkpoints: dict[int, AgentCheckpoint]) -> JobContext:
         request = record.request
-        deadline = None
+        time_plan = None
         if request.max_seconds is not None:
-            started = record.started_at or time.time()
-            deadline = time.monotonic() + (started + request.max_seconds - time.time())
+            time_plan = plan_time(request.max_seconds, record.started_at or time.time(), self.parts.budget)
         used = sum(cp.usage.total_tokens for cp in checkpoints.values())
+        done = {AgentStatus.finished, AgentStatus.failed}
+        unfinished = {
+            i for i in range(request.agents) if i not in checkpoints or checkpoints[i].status not in done
+        }
+        budget = TokenBudget.plan(
+            request.max_tokens, used, unfinished, synthesis=request.agents > 1, cfg=self.parts.budget
+        )
         return JobContext(
             job_id=record.id,
             question=request.query,
@@ -160,11 +180,12 @@ class JobRunner:
             tools=self._tools(request.tools),
             prompts=self.parts.prompts,
             max_rounds=request.max_rounds,
-            deadline=deadline,
-            budget=TokenBudget(limit=request.max_tokens, used=used),
+            deadline=time_plan.research_deadline if time_plan else None,
+            budget=budget,
             observation_max_chars=self.parts.observation_max_chars,
             grace_seconds=self.parts.grace_seconds,
             outage=OutageClock(budget=self.parts.outage_budget, pause=self.parts.outage_pause),
+            time_plan=time_plan,
         )
 
     def _tools(self, wanted: list[str] | None) -> dict[str, Tool]:
@@ -186,6 +207,8 @@ class JobRunner:
             record.status = JobStatus.synthesizing
             await backend.save_job(record)
             result, synthesis_usage = await synthesize(ctx, finals)
+            # The synthesis cleaned the agents' answers of fabricated citations: show them so.
+            record.agents = summarise(finals)
         except (JobFailed, LLMConfigError) as exc:
             record.error = str(exc)
             data: dict[str, object] = {"error": str(exc)}
@@ -195,6 +218,9 @@ class JobRunner:
             log.warning("job failed: %s", exc, extra={"job_id": record.id})
             return
         result.simulated = self.parts.simulated
+        result.budget = budget_report(
+            record.request.agents, record.request.max_tokens, ctx.time_plan, self.parts.budget
+        )
         record.result = result
         record.usage = record.usage.add(synthesis_usage)
         await self._end(

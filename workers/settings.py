@@ -218,6 +218,38 @@ class AgentSettings(Section):
         return self
 
 
+class BudgetSettings(Section):
+    """How a job's `max_seconds` and `max_tokens` are shared out (see `workers.budget`)."""
+
+    finish_share: float = Field(default=0.25, gt=0, lt=1)
+    finish_max_seconds: float = Field(default=60.0, gt=0)
+    forced_share: float = Field(default=0.4, gt=0, lt=1)
+    finish_allowance_seconds: float = Field(default=2.0, ge=0)
+    min_research_seconds: float = Field(default=1.0, ge=0)
+    forced_round_tokens: int = Field(default=6144, ge=64)
+    synthesis_tokens: int = Field(default=12288, ge=64)
+    min_round_tokens: int = Field(default=2048, ge=64)
+    round_completion_tokens: int = Field(default=4096, ge=16)
+    forced_completion_tokens: int = Field(default=2048, ge=16)
+    synthesis_completion_tokens: int = Field(default=4096, ge=16)
+    min_completion_tokens: int = Field(default=128, ge=1)
+    chars_per_token: float = Field(default=3.0, gt=0)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> BudgetSettings:
+        # A reservation that cannot hold its own completion cap would never pay for its call.
+        for cap, reserve in (
+            ("forced_completion_tokens", "forced_round_tokens"),
+            ("synthesis_completion_tokens", "synthesis_tokens"),
+        ):
+            if getattr(self, cap) >= getattr(self, reserve):
+                raise ValueError(
+                    f"budget.{cap} ({getattr(self, cap)}) must be less than budget.{reserve} "
+                    f"({getattr(self, reserve)}): the reservation pays for the prompt too"
+                )
+        return self
+
+
 class ServerSettings(Section):
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=0, le=65535)
@@ -265,6 +297,7 @@ class Settings(BaseSettings):
     agent: AgentSettings = AgentSettings()
     server: ServerSettings = ServerSettings()
     worker: WorkerSettings = WorkerSettings()
+    budget: BudgetSettings = BudgetSettings()
 
     @property
     def simulated(self) -> bool:

@@ -18,6 +18,7 @@ from workers.agent.context import JobContext
 from workers.agent.fit import trim_workspace
 from workers.agent.outcome import non_answer_reason, prompt_texts
 from workers.agent.parser import ParsedOutput, parse_output
+from workers.budget import CallKind, Hold
 from workers.errors import ContextOverflow, RetryableError, ToolError
 from workers.events import EventType, NewEvent
 from workers.llm.context import prompt_chars
@@ -145,7 +146,11 @@ class IterResearchAgent:
     async def run(self, cp: AgentCheckpoint) -> AgentCheckpoint:
         """Run (or resume) until an answer, a limit, or a failure. Cancellation propagates."""
         with job_context(self.ctx.job_id, self.spec.index):
-            return await self._run(cp)
+            try:
+                return await self._run(cp)
+            finally:
+                # Done (or stopped) without its forced round: its token reservation is free.
+                self.ctx.budget.release_agent(self.spec.index)
 
     async def _run(self, cp: AgentCheckpoint) -> AgentCheckpoint:
         if cp.status.ended:
@@ -184,8 +189,9 @@ class IterResearchAgent:
         """Wait out a model outage; False once the job's outage budget is spent."""
         self._pauses += 1
         if exc.usage is not None:
-            # The call's failed attempts the server had still cost tokens.
-            await self._account(cp, exc.usage, cp.round + 1, f".lost{self._pauses}", estimated=True)
+            # The call's failed attempts the server had still cost tokens (no hold settled them).
+            self.ctx.budget.spend(exc.usage)
+            await self._account(cp, exc.usage, cp.round + 1, None, f".lost{self._pauses}", estimated=True)
         outage = self.ctx.outage
         lasted = outage.failed()
         if outage.spent:
@@ -212,8 +218,11 @@ class IterResearchAgent:
         await anyio.sleep(wait)
         return True
 
-    async def _call_model(self, messages: list[ChatMessage], timeout: float | None) -> ChatResult | Abandoned:
-        """The model's reply, or `Abandoned` when `timeout` ran out first."""
+    async def _call_model(
+        self, messages: list[ChatMessage], timeout: float | None, hold: Hold | None = None
+    ) -> ChatResult | Abandoned:
+        """The model's reply, or `Abandoned` when `timeout` ran out first. The token `hold` is
+        settled whatever happens."""
         # Under a deadline, stream: a call cut off at it still shows what it generated.
         streamed = [0]
 
@@ -224,15 +233,26 @@ class IterResearchAgent:
             streamed[0] = 0
 
         on_delta = count if timeout is not None else None
-        with anyio.move_on_after(timeout if timeout is not None else float("inf")):
-            result = await self.ctx.model.chat(
-                "research",
-                messages,
-                seed=self.spec.seed,
-                temperature=self.spec.temperature,
-                on_delta=on_delta,
-                on_reset=restart if on_delta is not None else None,
-            )
+        result: ChatResult | None = None
+        abandoned = False
+        try:
+            with anyio.move_on_after(timeout if timeout is not None else float("inf")) as scope:
+                result = await self.ctx.model.chat(
+                    "research",
+                    messages,
+                    seed=self.spec.seed,
+                    temperature=self.spec.temperature,
+                    max_tokens=hold.max_tokens if hold is not None else None,
+                    on_delta=on_delta,
+                    on_reset=restart if on_delta is not None else None,
+                )
+            abandoned = scope.cancelled_caught
+        finally:
+            if abandoned:
+                self.ctx.budget.abandon(hold)
+            else:
+                self.ctx.budget.settle(hold, result.usage if result is not None else None)
+        if result is not None:
             self._resumed_from_pause()
             return result
         # The server charged for the prompt, and for whatever it generated before the cut.
@@ -256,12 +276,15 @@ class IterResearchAgent:
         build: Callable[[AgentCheckpoint], list[ChatMessage]],
         timeout: float | None,
         round_: int,
+        kind: CallKind,
+        hold: Hold | None,
     ) -> ChatResult | Abandoned:
-        """A model call on the workspace `build` makes of `cp`; a workspace over the model's
-        context is trimmed (observation first, then the report's oldest parts) and sent once more."""
+        """A model call on the workspace `build` makes of `cp`, under the token `hold`; a
+        workspace over the model's context is trimmed (observation first, then the report's
+        oldest parts) and sent once more, under a hold of its own."""
         messages = build(cp)
         try:
-            result = await self._call_model(messages, timeout)
+            result = await self._call_model(messages, timeout, hold)
         except ContextOverflow as exc:
             trimmed = trim_workspace(
                 cp.report, cp.last_observation, prompt_chars(messages) - exc.prompt_chars
@@ -275,7 +298,12 @@ class IterResearchAgent:
             smaller = cp.model_copy(
                 update={"report": trimmed.report, "last_observation": trimmed.observation}
             )
-            result = await self._call_model(build(smaller), timeout)
+            messages = build(smaller)
+            agent = self.spec.index if kind == "forced" else None
+            again = self.ctx.budget.hold(kind, messages, agent) if hold is not None else None
+            if hold is not None and again is None:
+                raise
+            result = await self._call_model(messages, timeout, again)
         if self._resume_due:
             self._resumes = self._pauses
             self._resume_due = False
@@ -287,20 +315,28 @@ class IterResearchAgent:
         cp: AgentCheckpoint,
         usage: Usage,
         round_: int,
+        parsed: ParsedOutput | None,
         tag: str = "",
         *,
         estimated: bool = False,
         estimated_tokens: int = 0,
     ) -> None:
-        usage = usage.model_copy(update={"calls": max(usage.calls, 1)})
+        """Count the call (the budget has already been charged when its hold settled)."""
+        update: dict[str, int] = {"calls": max(usage.calls, 1)}
+        if parsed is not None:
+            update.update(format_recoveries=len(parsed.recoveries), format_errors=1 if parsed.error else 0)
+        usage = usage.model_copy(update=update)
         cp.usage = cp.usage.add(usage)
-        self.ctx.budget.spend(usage)
         data: dict[str, object] = {
             "prompt_tokens": usage.prompt_tokens,
             "completion_tokens": usage.completion_tokens,
             "agent_total_tokens": cp.usage.total_tokens,
             "job_total_tokens": self.ctx.budget.used,
         }
+        if parsed is not None and parsed.recoveries:
+            # Visible per round, so a user sees how messy their model's outputs are.
+            data["format_recoveries"] = list(parsed.recoveries)
+            data["agent_format_recoveries"] = cp.usage.format_recoveries
         if estimated:
             # A call abandoned at a deadline: no usage came back, so these are estimates.
             data["estimated"] = True
@@ -312,14 +348,21 @@ class IterResearchAgent:
     async def _round(self, cp: AgentCheckpoint) -> bool:
         """One round; False when the agent has finished."""
         round_ = cp.round + 1
+        hold = self.ctx.budget.hold("research", self.workspace(cp))
+        if hold is None:
+            # What the token budget leaves cannot pay for this round's prompt and a reply.
+            await self._forced_answer(cp, "The token budget is spent.")
+            return False
         await self._emit(EventType.round_started, round_, {"round": round_})
-        result = await self._call_fitted(cp, self.workspace, self.ctx.seconds_left(), round_)
+        result = await self._call_fitted(
+            cp, self.workspace, self.ctx.seconds_left(), round_, "research", hold
+        )
         if isinstance(result, Abandoned):
             # The deadline struck mid-call: the round did not happen, but its tokens were spent.
-            await self._account(cp, result.usage, round_, ".abandoned", estimated=True)
+            await self._account(cp, result.usage, round_, None, ".abandoned", estimated=True)
             return True
-        await self._account(cp, result.usage, round_, estimated_tokens=result.estimated_tokens)
-        parsed = parse_output(result.content, result.reasoning)
+        parsed = parse_output(result.content, result.reasoning, self.ctx.tools.keys())
+        await self._account(cp, result.usage, round_, parsed, estimated_tokens=result.estimated_tokens)
         step = self._check_answer(decide(parsed))
         if parsed.report is not None:
             cp.report = parsed.report.strip()
@@ -423,19 +466,27 @@ class IterResearchAgent:
         )
         answer: str | None = None
         result: ChatResult | Abandoned | None = None
-        if use_model:
+
+        def build(c: AgentCheckpoint) -> list[ChatMessage]:
+            return self.final_workspace(c, reason)
+
+        # Its own share of the time and tokens, planned when the job started (workers.budget).
+        hold = self.ctx.budget.hold("forced", build(cp), self.spec.index) if use_model else None
+        if use_model and hold is None:
+            self._log.info("forced answer: no tokens left for the model; answering from the report")
+        elif use_model:
             try:
                 # Past the deadline on purpose: a job that runs out of time still owes an answer.
-                result = await self._call_fitted(
-                    cp, lambda c: self.final_workspace(c, reason), self.ctx.grace_seconds, round_
-                )
+                result = await self._call_fitted(cp, build, self.ctx.forced_timeout(), round_, "forced", hold)
             except (RetryableError, ContextOverflow) as exc:
                 self._log.warning("forced answer: model unavailable: %s", exc)
         if isinstance(result, Abandoned):
-            await self._account(cp, result.usage, round_, ".forced", estimated=True)
+            await self._account(cp, result.usage, round_, None, ".forced", estimated=True)
         elif result is not None:
-            await self._account(cp, result.usage, round_, ".forced", estimated_tokens=result.estimated_tokens)
-            parsed = parse_output(result.content, result.reasoning)
+            parsed = parse_output(result.content, result.reasoning, ())
+            await self._account(
+                cp, result.usage, round_, parsed, ".forced", estimated_tokens=result.estimated_tokens
+            )
             if parsed.report:
                 cp.report = parsed.report.strip()
                 await self._emit(

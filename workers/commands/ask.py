@@ -11,6 +11,7 @@ import anyio
 import httpx
 from rich.console import Console
 
+from workers.budget import budget_problems
 from workers.commands.progress import ProgressView, print_result
 from workers.engine import open_engine
 from workers.events import Event
@@ -27,6 +28,11 @@ def ask(settings: Settings, args: argparse.Namespace) -> int:
         max_seconds=args.max_seconds,
         max_tokens=args.max_tokens,
     )
+    problems = budget_problems(request.agents, request.max_tokens, request.max_seconds, settings.budget)
+    if problems and not args.server:  # a server says so itself, with a 422
+        for field, why in problems:
+            print(f"heavyresearch ask: --{field.replace('_', '-')}: {why}", file=sys.stderr)
+        return 2
     run = _remote if args.server else _local
     record = anyio.run(run, settings, request, args, backend_options={"use_uvloop": True})
     return 0 if record.status == "succeeded" else 1

@@ -126,7 +126,13 @@ def print_result(console: Console, record: JobRecord) -> None:
     if result.cut_short:
         notes.append("cut short: " + "; ".join(result.cut_short))
     if result.citations_removed:
-        notes.append(f"{result.citations_removed} citation(s) to never-retrieved sources removed")
+        where = ", ".join(dict.fromkeys(r.where for r in result.removed_citations))
+        notes.append(
+            f"{result.citations_removed} citation(s) to never-retrieved sources removed"
+            + (f" (from {where})" if where else "")
+        )
+    if record.usage.format_recoveries:
+        notes.append(f"{record.usage.format_recoveries} model output(s) needed a format repair")
     if result.synthesis != "model":
         notes.append(f"synthesis: {result.synthesis}")
     if result.simulated:
