@@ -324,3 +324,27 @@ async def test_a_synthesis_cut_at_the_deadline_is_counted_and_withdrawn(
     assert record.usage.total_tokens == agents_total + spent
     reset = of_type(events, EventType.synthesis_delta)[-1]
     assert reset.data["reset"] is True and "ran out of time" in reset.data["reason"]
+
+
+async def test_a_research_call_held_open_by_a_stopping_server_ends_at_the_read_timeout(
+    fake: FakeOpenAI, mini_corpus: Path
+) -> None:
+    honest = researcher(answer_in_round=3)
+    stalled: list[int] = []
+
+    def respond(body: dict[str, Any]) -> Step:
+        step = honest(body)
+        if round_of(body) == 2 and not stalled:
+            stalled.append(1)
+            step.stall_after = 2
+        return step
+
+    fake.respond("main", respond)
+    # No deadline on the job: only the read timeout (not the 120 s total) ends the stalled call.
+    settings = overrides(fake, read_timeout=0.5, timeout=120.0, retry_budget=30.0)
+    record, events = await run_job(mini_corpus, settings, agents=1, max_rounds=4, timeout=30.0)
+
+    assert record.status == JobStatus.succeeded, record.error
+    assert stalled and not of_type(events, EventType.agent_failed)
+    assert all(r.body["stream"] for r in fake.received())
+    assert record.agents[0].rounds == 3

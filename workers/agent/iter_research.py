@@ -223,7 +223,8 @@ class IterResearchAgent:
     ) -> ChatResult | Abandoned:
         """The model's reply, or `Abandoned` when `timeout` ran out first. The token `hold` is
         settled whatever happens."""
-        # Under a deadline, stream: a call cut off at it still shows what it generated.
+        # Streamed (where the endpoint's `stream` allows): a stalled stream ends at the read
+        # timeout, and a call cut off at a deadline still shows what it generated.
         streamed = [0]
 
         async def count(text: str) -> None:
@@ -232,7 +233,7 @@ class IterResearchAgent:
         async def restart() -> None:
             streamed[0] = 0
 
-        on_delta = count if timeout is not None else None
+        on_delta = count
         result: ChatResult | None = None
         abandoned = False
         try:
@@ -244,7 +245,7 @@ class IterResearchAgent:
                     temperature=self.spec.temperature,
                     max_tokens=hold.max_tokens if hold is not None else None,
                     on_delta=on_delta,
-                    on_reset=restart if on_delta is not None else None,
+                    on_reset=restart,
                 )
             abandoned = scope.cancelled_caught
         finally:
