@@ -27,6 +27,7 @@ from app.middleware import BodyLimit
 from app.routes import ops, research
 from app.routes.ops import WEB_PAGE, version
 from app.schemas import MAX_AGENTS, MAX_ROUNDS
+from workers.backend import backend_location
 from workers.engine import open_engine
 from workers.settings import Settings, get_settings
 
@@ -52,7 +53,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         lifecycle: Lifecycle = app.state.lifecycle
-        run_worker = settings.backend == "memory"
+        # With sqlite, `serve` runs jobs too (one box just works); `heavyresearch worker`
+        # processes may join it on the same file.
+        run_worker = settings.backend in ("memory", "sqlite")
         async with (
             open_engine(settings, run_worker=run_worker, build_engine=run_worker) as engine,
             httpx.AsyncClient(trust_env=False) as http,
@@ -62,8 +65,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             # open_engine has already logged the simulation banner; this line repeats the flag
             # next to where the API says it is ready, so nobody misses it.
             log.info(
-                "API ready: backend=%s, in-process worker=%s, corpus=%s documents, SIMULATED model=%s",
+                "API ready: backend=%s (%s), in-process worker=%s, corpus=%s documents, SIMULATED model=%s",
                 engine.backend.name,
+                backend_location(engine.backend) or "nothing kept across restarts",
                 run_worker,
                 engine.corpus_docs,
                 engine.simulated,

@@ -375,6 +375,11 @@ class HealthView(BaseModel):
     status: Literal["ok"] = "ok"
     version: str
     backend: str
+    backend_location: str | None = Field(
+        default=None,
+        description="Where jobs are kept: the sqlite file, or the Redis URL without credentials; "
+        "null on the memory backend (nothing survives a restart).",
+    )
     simulated: bool
     message: str | None = Field(
         default=None, description="A warning to show users, e.g. the simulation notice."

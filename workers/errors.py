@@ -9,6 +9,7 @@ HeavyResearchError
 ├── ContextOverflow      the prompt does not fit the model's context (a server's context-exceeded
 │                        400, or known before sending): the caller trims it and calls again
 ├── BackendUnavailable   the job store cannot be reached (HTTP 503 with Retry-After)
+├── BackendBroken        the job store's file is unusable (corrupt, read-only): fails at start
 ├── QueueFull            the queue is at capacity (HTTP 429 with Retry-After)
 ├── JobNotFound          unknown job id (HTTP 404)
 ├── JobConflict          idempotency key reused with another body, delete while running (409)
@@ -70,6 +71,11 @@ class ContextOverflow(HeavyResearchError):
 
 class BackendUnavailable(HeavyResearchError):
     retry_after = 2
+
+
+class BackendBroken(HeavyResearchError):
+    """The job store cannot be used as configured (a corrupt or read-only file): raised at
+    start with what to do, never retried."""
 
 
 class QueueFull(HeavyResearchError):

@@ -75,6 +75,8 @@ class LLMSettings(EndpointSettings):
 
     synthesis: EndpointSettings = EndpointSettings()
     summariser: EndpointSettings = EndpointSettings()
+    # The evaluation judge (`heavyresearch eval`); empty base_url = the research endpoint.
+    judge: EndpointSettings = EndpointSettings()
     fallbacks: list[EndpointSettings] = []
     temperature: float = Field(default=0.7, ge=0, le=2)
     top_p: float = Field(default=0.95, gt=0, le=1)
@@ -90,7 +92,7 @@ class LLMSettings(EndpointSettings):
     @model_validator(mode="after")
     def _consistent(self) -> LLMSettings:
         _delays_ordered("llm", self.retry_base_delay, self.retry_max_delay)
-        for role in ("synthesis", "summariser"):
+        for role in ("synthesis", "summariser", "judge"):
             override: EndpointSettings = getattr(self, role)
             # Without its own base_url a role runs on the research endpoint; only a model of
             # its own is honoured there (the others belong to a host of the role's own).
@@ -275,6 +277,36 @@ class WorkerSettings(Section):
         return self
 
 
+def user_data_dir() -> Path:
+    """Where durable state lives by default: `$XDG_DATA_HOME/heavyresearch`, else
+    `~/.local/share/heavyresearch`."""
+    base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return Path(base).expanduser() / "heavyresearch"
+
+
+class SQLiteSettings(Section):
+    """The sqlite backend: one file shared by `serve` and `heavyresearch worker` processes."""
+
+    # Empty = `heavyresearch.sqlite` in the user's data folder (`user_data_dir()`).
+    path: str = ""
+    busy_timeout: float = Field(default=5.0, ge=0)
+    poll_interval: float = Field(default=0.05, gt=0, le=5)
+
+    def resolved_path(self) -> Path:
+        return Path(self.path).expanduser() if self.path else user_data_dir() / "heavyresearch.sqlite"
+
+
+class EvalSettings(Section):
+    """`heavyresearch eval`: defaults of its options, and how the judge is called."""
+
+    rollouts: int = Field(default=3, ge=1, le=64)
+    concurrency: int = Field(default=4, ge=1, le=256)
+    scorer: Literal["llm", "exact", "normalized"] = "llm"
+    judge_prompt: str = "browsecomp"
+    judge_attempts: int = Field(default=3, ge=1, le=20)
+    judge_max_tokens: int = Field(default=1024, ge=16)
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="HR_",
@@ -282,7 +314,7 @@ class Settings(BaseSettings):
         extra="ignore",
     )
 
-    backend: Literal["memory", "redis"] = "memory"
+    backend: Literal["sqlite", "memory", "redis"] = "sqlite"
     redis_url: str = "redis://127.0.0.1:6379/0"
     redis_prefix: str = "hr"
     redis_max_connections: int = Field(default=1000, ge=8)
@@ -297,7 +329,9 @@ class Settings(BaseSettings):
     agent: AgentSettings = AgentSettings()
     server: ServerSettings = ServerSettings()
     worker: WorkerSettings = WorkerSettings()
+    sqlite: SQLiteSettings = SQLiteSettings()
     budget: BudgetSettings = BudgetSettings()
+    eval: EvalSettings = EvalSettings()
 
     @property
     def simulated(self) -> bool:
