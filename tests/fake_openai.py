@@ -5,6 +5,11 @@ endpoint of its own (`base_url("main")` → `http://127.0.0.1:PORT/main/v1`), so
 stand in for a primary endpoint and its fallbacks. Each endpoint answers from a queue of `Step`s
 that the test scripts; once the queue is empty it answers a plain completion.
 
+A test can also give an endpoint a `responder` (a function from the request body to a `Step`:
+answer by role or round), a context window it enforces with the real servers' context-exceeded
+400 bodies (`context_limit`), and the metadata servers report their window in (`metadata`:
+llama.cpp's `/props`, vLLM's and llama.cpp's `/v1/models`).
+
 The server records what it received and counts requests in flight, the most ever in flight, and
 clients that hung up; a test waits on that state with `wait_until` (from async code, through
 `anyio.to_thread.run_sync`) instead of sleeping.
@@ -13,6 +18,7 @@ clients that hung up; a test waits on that state with `wait_until` (from async c
 from __future__ import annotations
 
 import json
+import math
 import socket
 import threading
 from collections import defaultdict, deque
@@ -60,6 +66,61 @@ class Step:
     # Send this body verbatim with status 200 instead of a completion.
     raw: str | None = None
     raw_content_type: str = "application/json"
+    # Streaming: after this many chunks send nothing more and hold the connection open (a
+    # stopping server does this) until the client hangs up.
+    stall_after: int | None = None
+
+
+# The bodies real servers send when a prompt is over the context window (status 400).
+def overflow_body(wording: str, n_ctx: int, prompt_tokens: int, max_tokens: int) -> dict[str, Any]:
+    if wording == "vllm":
+        return {
+            "object": "error",
+            "message": (
+                f"This model's maximum context length is {n_ctx} tokens. However, you requested "
+                f"{prompt_tokens + max_tokens} tokens ({prompt_tokens} in the messages, {max_tokens} in "
+                "the completion). Please reduce the length of the messages or completion."
+            ),
+            "type": "BadRequestError",
+            "param": None,
+            "code": 400,
+        }
+    if wording == "llamacpp":
+        return {
+            "error": {
+                "code": 400,
+                "message": (
+                    f"request ({prompt_tokens} tokens) exceeds the available context size ({n_ctx} tokens)"
+                ),
+                "type": "exceed_context_size_error",
+                "n_prompt_tokens": prompt_tokens,
+                "n_ctx": n_ctx,
+            }
+        }
+    if wording == "openai":
+        return {
+            "error": {
+                "message": (
+                    f"This model's maximum context length is {n_ctx} tokens. However, your messages "
+                    f"resulted in {prompt_tokens} tokens. Please reduce the length of the messages."
+                ),
+                "type": "invalid_request_error",
+                "param": "messages",
+                "code": "context_length_exceeded",
+            }
+        }
+    raise ValueError(f"unknown wording {wording!r}")
+
+
+def fake_prompt_tokens(body: dict[str, Any]) -> int:
+    """The fake's tokenizer: four characters a token, over every message's content."""
+    return sum(math.ceil(len(str(m.get("content") or "")) / 4) for m in body.get("messages", []))
+
+
+@dataclass(frozen=True)
+class ContextLimit:
+    n_ctx: int
+    wording: str  # "vllm" (prompt + max_tokens must fit), "llamacpp" / "openai" (prompt must fit)
 
 
 @dataclass(frozen=True)
@@ -84,11 +145,21 @@ class FakeOpenAI:
         self.held = 0
         self.passed_gate = 0
         self.disconnects = 0
+        self.overflows = 0  # context-exceeded 400s sent
+        self.served_prompt_tokens = 0  # usage of the completions answered
+        self.served_completion_tokens = 0
+        self._responders: dict[str, Callable[[dict[str, Any]], Step]] = {}
+        self._limits: dict[str, ContextLimit] = {}
+        self._metadata: dict[str, dict[str, Any]] = {}
         self._socket: socket.socket | None = None
         self._server: uvicorn.Server | None = None
         self._thread: threading.Thread | None = None
         self._app = Starlette(
-            routes=[Route("/{name}/v1/chat/completions", self._completions, methods=["POST"])]
+            routes=[
+                Route("/{name}/v1/chat/completions", self._completions, methods=["POST"]),
+                Route("/{name}/v1/models", self._models, methods=["GET"]),
+                Route("/{name}/props", self._props, methods=["GET"]),
+            ]
         )
 
     # -- lifecycle ---------------------------------------------------------------------------
@@ -153,6 +224,26 @@ class FakeOpenAI:
         with self._cond:
             self._scripts[name].extend(steps)
 
+    def respond(self, name: str, responder: Callable[[dict[str, Any]], Step]) -> None:
+        """Answer `name`'s requests with `responder(body)` once its script is empty."""
+        with self._cond:
+            self._responders[name] = responder
+
+    def context_limit(self, name: str, n_ctx: int, wording: str) -> None:
+        """Answer 400 context-exceeded, in `wording`'s body, to prompts over `n_ctx` tokens."""
+        with self._cond:
+            self._limits[name] = ContextLimit(n_ctx, wording)
+
+    def metadata(
+        self, name: str, *, props: dict[str, Any] | None = None, models: dict[str, Any] | None = None
+    ) -> None:
+        """What `/props` and `/v1/models` answer for `name` (404 when not set)."""
+        with self._cond:
+            if props is not None:
+                self._metadata.setdefault(name, {})["props"] = props
+            if models is not None:
+                self._metadata.setdefault(name, {})["models"] = models
+
     def received(self, name: str | None = None) -> list[Received]:
         with self._cond:
             return [r for r in self._received if name is None or r.name == name]
@@ -199,9 +290,24 @@ class FakeOpenAI:
         name = request.path_params["name"]
         body = await request.json()
         with self._cond:
-            step = self._scripts[name].popleft() if self._scripts[name] else Step()
+            if self._scripts[name]:
+                step = self._scripts[name].popleft()
+            elif name in self._responders:
+                step = self._responders[name](body)
+            else:
+                step = Step()
+            limit = self._limits.get(name)
             self._received.append(Received(name, body, dict(request.headers)))
             self._cond.notify_all()
+        if limit is not None:
+            prompt = fake_prompt_tokens(body)
+            wanted = int(body.get("max_tokens") or 0)
+            used = prompt + wanted if limit.wording == "vllm" else prompt
+            if used > limit.n_ctx:
+                self._change(lambda: setattr(self, "overflows", self.overflows + 1))
+                return JSONResponse(
+                    overflow_body(limit.wording, limit.n_ctx, prompt, wanted), status_code=400
+                )
 
         if step.hold:
             await self._wait_at_gate()
@@ -216,6 +322,13 @@ class FakeOpenAI:
             return JSONResponse(error, status_code=step.status, headers=step.headers)
         if step.raw is not None:
             return Response(step.raw, media_type=step.raw_content_type, headers=step.headers)
+        if step.usage is not None:
+
+            def served(usage: dict[str, int] = step.usage) -> None:
+                self.served_prompt_tokens += usage.get("prompt_tokens", 0)
+                self.served_completion_tokens += usage.get("completion_tokens", 0)
+
+            self._change(served)
         model = str(body.get("model", "fake-model"))
         if body.get("stream"):
             include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
@@ -235,6 +348,22 @@ class FakeOpenAI:
         if step.usage is not None:
             completion["usage"] = step.usage
         return JSONResponse(completion, headers=step.headers)
+
+    async def _models(self, request: Request) -> Response:
+        found = self._metadata.get(request.path_params["name"], {}).get("models")
+        return (
+            JSONResponse(found)
+            if found is not None
+            else JSONResponse({"error": "not found"}, status_code=404)
+        )
+
+    async def _props(self, request: Request) -> Response:
+        found = self._metadata.get(request.path_params["name"], {}).get("props")
+        return (
+            JSONResponse(found)
+            if found is not None
+            else JSONResponse({"error": "not found"}, status_code=404)
+        )
 
     async def _wait_at_gate(self) -> None:
         self._change(lambda: setattr(self, "held", self.held + 1))
@@ -266,6 +395,9 @@ class FakeOpenAI:
         for sent, delta in enumerate(deltas):
             if step.drop_after is not None and sent >= step.drop_after:
                 raise _Dropped
+            if step.stall_after is not None and sent >= step.stall_after:
+                # Headers and some chunks went out; now silence until the client gives up.
+                await anyio.sleep_forever()
             yield frame([{"index": 0, "delta": delta, "finish_reason": None}])
         yield frame([{"index": 0, "delta": {}, "finish_reason": step.finish_reason}])
         if include_usage and step.usage is not None:

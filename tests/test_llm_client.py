@@ -364,7 +364,7 @@ async def test_retry_after_beyond_the_max_delay_without_fallback_reports_it(fake
         (401, "invalid api key", ["HR_LLM__API_KEY", "401"]),
         (403, "forbidden", ["HR_LLM__API_KEY", "403"]),
         (404, "model not found", ["HR_LLM__MODEL", "HR_LLM__BASE_URL"]),
-        (400, "maximum context length is 4096 tokens", ["maximum context length is 4096 tokens"]),
+        (400, "Unsupported parameter: 'logprobs'", ["Unsupported parameter: 'logprobs'"]),
         (422, "top_p must be at most 1", ["top_p must be at most 1"]),
     ],
 )

@@ -124,13 +124,17 @@ async def test_react_transcript_is_the_released_loop(mini_corpus: Path) -> None:
             job = await h.submit(QUESTION, agents=1, mode="react")
             events = await h.run_to_end(job.id)
             cp = (await h.backend.load_checkpoints(job.id))[0]
+            assert h.engine.runner is not None
+            offered = set(h.engine.runner.parts.tools)
     assert events[-1].type == EventType.job_succeeded
     system, question, *turns = cp.transcript
     assert system["role"] == "system" and question == {"role": "user", "content": QUESTION}
     # The tools' JSON signatures inside <tools>, the call format and the date.
     tools = system["content"].split("<tools>\n", 1)[1].split("\n</tools>", 1)[0]
     signatures = [json.loads(line) for line in tools.splitlines()]
-    assert {s["function"]["name"] for s in signatures} == {"search", "visit"}
+    # The tools this job really has (parse_file only with uploads), no others.
+    assert {s["function"]["name"] for s in signatures} == offered - {"parse_file"}
+    assert {"search", "visit", "google_scholar"} <= offered
     visit = next(s for s in signatures if s["function"]["name"] == "visit")["function"]
     assert visit["parameters"]["properties"]["url"] == {"type": "array", "items": {"type": "string"}}
     assert visit["parameters"]["required"] == ["url", "goal"]
@@ -188,7 +192,8 @@ async def test_context_budget_gives_one_final_turn_that_keeps_the_last_observati
     budget = 1000
     with SimServer(SimConfig(min_rounds=30)) as sim:
         async with harness(mini_corpus, sim.base_url, agent={"react_context_tokens": budget}) as h:
-            job = await h.submit(QUESTION, agents=1, mode="react", max_rounds=30)
+            # Two tools: the system prompt's size (every tool's signature) is part of the budget.
+            job = await h.submit(QUESTION, agents=1, mode="react", max_rounds=30, tools=["search", "visit"])
             events = await h.run_to_end(job.id)
             cp = (await h.backend.load_checkpoints(job.id))[0]
             stats = await h.sim_stats()
@@ -349,7 +354,9 @@ async def test_react_round_limit_forces_a_final_turn_after_the_last_observation(
     assert len(forced) == 1 and "round limit" in forced[0].data["reason"]
     assert forced[0].data["omitted_messages"] == 0
     assert cp.transcript[-3] == {"role": "user", "content": wrap(cp.last_observation)}
-    assert cp.round == 4 and cp.answer and "Brandvik" in cp.answer
+    # The final turn belongs to the last round: no summary shows a round past max_rounds.
+    assert cp.round == 3 and cp.answer and "Brandvik" in cp.answer
+    assert forced[0].round == 3
     assert record is not None and record.result is not None and record.result.cut_short
 
 

@@ -201,6 +201,7 @@ async def test_a_succeeded_job_is_delivered_once_signed_after_its_terminal_event
         "answer": record.result.answer,
         "sources": [{"id": s.id, "url": s.url, "title": s.title} for s in record.result.sources],
         "error": None,
+        "outcome": "answered",
         "simulated": True,
         "finished_at": view["timings"]["finished_at"],
         "links": {"self": f"/v1/research/{job.id}", "events": f"/v1/research/{job.id}/events"},

@@ -149,6 +149,8 @@ async def _build_runner(
         observation_max_chars=settings.agent.observation_max_chars,
         grace_seconds=settings.agent.forced_answer_grace,
         webhooks=webhooks,
+        outage_budget=settings.agent.outage_budget,
+        outage_pause=settings.agent.outage_pause,
         budget=settings.budget,
         react_context_tokens=settings.agent.react_context_tokens,
         token_counter=make_counter(settings.agent.react_tokenizer),

@@ -6,6 +6,8 @@ HeavyResearchError
 │                        returns it as `ParsedOutput.error`)
 ├── RetryableError       429 / 5xx / timeout / dropped connection: retried with backoff
 ├── LLMConfigError       401, 404 model, 400: fails fast, names the setting to fix
+├── ContextOverflow      the prompt does not fit the model's context (a server's context-exceeded
+│                        400, or known before sending): the caller trims it and calls again
 ├── BackendUnavailable   the job store cannot be reached (HTTP 503 with Retry-After)
 ├── BackendBroken        the job store's file is unusable (corrupt, read-only): fails at start
 ├── QueueFull            the queue is at capacity (HTTP 429 with Retry-After)
@@ -13,10 +15,12 @@ HeavyResearchError
 ├── FileNotFound         unknown (or another tenant's, or expired) file id (HTTP 404)
 ├── FileRejected         an upload that is too large or of a type we cannot read (413 / 415)
 ├── JobConflict          idempotency key reused with another body, delete while running (409)
-└── JobFailed            the job cannot finish: every agent failed (job.failed)
+└── JobFailed            the job cannot finish: no agent answered (job.failed)
 """
 
 from __future__ import annotations
+
+from workers.models import Usage
 
 
 class HeavyResearchError(Exception):
@@ -32,13 +36,39 @@ class ToolError(FeedbackError):
 
 
 class RetryableError(HeavyResearchError):
-    def __init__(self, message: str, retry_after: float | None = None) -> None:
+    """`charged`: the server had the request when the attempt failed (a reset, a stall, a cut
+    stream), so it may have spent tokens on it. `usage`: what the failed attempts of a call are
+    estimated to have cost (set on the error a whole call ends with)."""
+
+    def __init__(
+        self,
+        message: str,
+        retry_after: float | None = None,
+        *,
+        charged: bool = False,
+        usage: Usage | None = None,
+    ) -> None:
         super().__init__(message)
         self.retry_after = retry_after
+        self.charged = charged
+        self.usage = usage
 
 
 class LLMConfigError(HeavyResearchError):
     pass
+
+
+class ContextOverflow(HeavyResearchError):
+    """The prompt is too long for the model's context window.
+
+    `prompt_chars` is how many characters of prompt would fit, as well as the client can tell
+    (from the server's own token counts when it gave them): the caller trims to that and retries.
+    """
+
+    def __init__(self, message: str, prompt_chars: int, context_length: int | None = None) -> None:
+        super().__init__(message)
+        self.prompt_chars = prompt_chars
+        self.context_length = context_length
 
 
 class BackendUnavailable(HeavyResearchError):
@@ -73,4 +103,8 @@ class JobConflict(HeavyResearchError):
 
 
 class JobFailed(HeavyResearchError):
-    pass
+    """`outcome` is a machine-readable reason for clients ("no_answer": no agent answered)."""
+
+    def __init__(self, message: str, outcome: str | None = None) -> None:
+        super().__init__(message)
+        self.outcome = outcome

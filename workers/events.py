@@ -24,6 +24,9 @@ class EventType(StrEnum):
     job_failed = "job.failed"
     job_cancelled = "job.cancelled"
     usage = "usage"
+    # The model endpoint stayed down for a whole call: the agent waits, then tries again.
+    agent_paused = "agent.paused"
+    agent_resumed = "agent.resumed"
 
     @property
     def terminal(self) -> bool:

@@ -84,6 +84,12 @@ class AgentStatus(StrEnum):
     finished = "finished"
     failed = "failed"
     cancelled = "cancelled"
+    # Ended without a real answer (none even when forced, empty, a placeholder, prompt text).
+    no_answer = "no_answer"
+
+    @property
+    def ended(self) -> bool:
+        return self in (AgentStatus.finished, AgentStatus.failed, AgentStatus.no_answer)
 
 
 class AgentCheckpoint(BaseModel):

@@ -14,6 +14,7 @@ from enum import StrEnum
 import anyio
 
 from workers.agent.context import JobContext
+from workers.agent.outage import OutageClock
 from workers.agent.prompts import PromptSet
 from workers.agent.tokens import EstimateCounter, TokenCounter
 from workers.backend.base import Backend
@@ -53,6 +54,8 @@ class EngineParts:
     observation_max_chars: int = 6000
     grace_seconds: float = 20.0
     webhooks: WebhookSender | None = None  # None: requests' webhook_url is never called
+    outage_budget: float = 600.0  # seconds of model outage a job rides out
+    outage_pause: float = 10.0  # seconds an agent waits before calling a down endpoint again
     budget: BudgetSettings = field(default_factory=BudgetSettings)
     # ReAct mode's transcript budget and token counter (`agent.react_context_tokens`, `…_tokenizer`).
     react_context_tokens: int = 110_000
@@ -193,6 +196,7 @@ class JobRunner:
             budget=budget,
             observation_max_chars=self.parts.observation_max_chars,
             grace_seconds=self.parts.grace_seconds,
+            outage=OutageClock(budget=self.parts.outage_budget, pause=self.parts.outage_pause),
             time_plan=time_plan,
             context_tokens=self.parts.react_context_tokens,
             token_counter=self.parts.token_counter,
@@ -219,7 +223,7 @@ class JobRunner:
             record.agents = summarise(finals)
             record.usage = sum((cp.usage for cp in finals), Usage())
             if not any(cp.status == AgentStatus.finished for cp in finals):
-                raise JobFailed(_all_failed(finals))
+                raise JobFailed(_all_failed(finals), outcome=_no_answer_outcome(finals))
             record.status = JobStatus.synthesizing
             await backend.save_job(record)
             result, synthesis_usage = await synthesize(ctx, finals)
@@ -227,7 +231,10 @@ class JobRunner:
             record.agents = summarise(finals)
         except (JobFailed, LLMConfigError) as exc:
             record.error = str(exc)
-            await self._end(record, JobStatus.failed, EventType.job_failed, {"error": str(exc)})
+            data: dict[str, object] = {"error": str(exc)}
+            if isinstance(exc, JobFailed) and exc.outcome is not None:
+                data["outcome"] = exc.outcome
+            await self._end(record, JobStatus.failed, EventType.job_failed, data)
             log.warning("job failed: %s", exc, extra={"job_id": record.id})
             return
         result.simulated = self.parts.simulated
@@ -272,4 +279,13 @@ def _cancelled(summary: AgentSummary) -> AgentSummary:
 
 
 def _all_failed(finals: list[AgentCheckpoint]) -> str:
+    if any(cp.status == AgentStatus.no_answer for cp in finals):
+        # A job no agent could answer fails, so a non-answer never passes for a result.
+        return "no research agent found an answer: " + "; ".join(
+            f"agent {cp.agent}: {cp.error or cp.stop_reason or cp.status.value}" for cp in finals
+        )
     return "every research agent failed: " + "; ".join(f"agent {cp.agent}: {cp.error}" for cp in finals)
+
+
+def _no_answer_outcome(finals: list[AgentCheckpoint]) -> str | None:
+    return "no_answer" if any(cp.status == AgentStatus.no_answer for cp in finals) else None

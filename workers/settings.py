@@ -55,10 +55,16 @@ class EndpointSettings(Section):
     api_key: str = ""
     model: str = ""
     timeout: float = Field(default=120.0, gt=0)
-    max_retries: int = Field(default=4, ge=0, le=20)
+    max_retries: int = Field(default=100, ge=0, le=10000)
     max_concurrency: int = Field(default=32, ge=1)
     requests_per_minute: int = Field(default=0, ge=0)
     stream: bool = True
+    # Seconds a call may go without receiving a byte (streamed calls); `timeout` bounds the whole.
+    read_timeout: float = Field(default=30.0, gt=0)
+    # Seconds an endpoint's failing attempts may take before the next endpoint is tried.
+    retry_budget: float = Field(default=120.0, ge=0)
+    # Tokens of the model's context window; 0 = ask the server (`/v1/models`, `/props`).
+    context_length: int = Field(default=0, ge=0)
 
 
 class LLMSettings(EndpointSettings):
@@ -78,6 +84,10 @@ class LLMSettings(EndpointSettings):
     max_output_tokens: int = Field(default=8192, ge=16)
     retry_base_delay: float = Field(default=0.5, ge=0)
     retry_max_delay: float = Field(default=20.0, ge=0)
+    # Characters per token when a prompt's size must be guessed before sending (conservative).
+    chars_per_token: float = Field(default=3.0, gt=0)
+    # Fewest completion tokens worth a call: a prompt leaving less than this is trimmed first.
+    min_output_tokens: int = Field(default=256, ge=1)
 
     @model_validator(mode="after")
     def _consistent(self) -> LLMSettings:
@@ -249,6 +259,10 @@ class AgentSettings(Section):
     forced_answer_grace: float = Field(default=20.0, gt=0)
     react_context_tokens: int = Field(default=110_000, ge=1000)
     react_tokenizer: str = ""
+    # Seconds an agent waits before trying a model endpoint that stayed down for a whole call.
+    outage_pause: float = Field(default=10.0, gt=0)
+    # Seconds of outage a job rides out; past it, agents answer from their reports.
+    outage_budget: float = Field(default=600.0, ge=0)
 
     @model_validator(mode="after")
     def _consistent(self) -> AgentSettings:

@@ -1,7 +1,9 @@
 """Research-Synthesis: merge the agents' final reports into one answer and report.
 
-The synthesis model reads only the final reports and answers, never the trajectories. When
-it fails, the job still answers: the majority answer, with every agent report kept.
+The synthesis model reads only the final reports and answers, never the trajectories, and only
+of agents that found a real answer (`workers.agent.outcome`). When it fails or gives no real
+answer, the job still answers: the majority answer, with every agent report kept; what it had
+streamed is withdrawn first with a `synthesis.delta` reset that says why.
 """
 
 from __future__ import annotations
@@ -13,10 +15,14 @@ from collections import Counter
 import anyio
 
 from workers.agent.context import JobContext
+from workers.agent.fit import trim_reports
+from workers.agent.outcome import non_answer_reason, prompt_texts
 from workers.agent.parser import parse_output
-from workers.errors import JobFailed, LLMConfigError, RetryableError
+from workers.errors import ContextOverflow, JobFailed, LLMConfigError, RetryableError
 from workers.events import EventType, NewEvent
+from workers.llm.context import prompt_chars
 from workers.llm.types import ChatMessage
+from workers.llm.wire import estimate_tokens
 from workers.models import AgentCheckpoint, AgentStatus, JobResult, RemovedCitation, ResultSource, Usage
 from workers.tools.citation_guard import SourceGuard
 from workers.tools.citations import cited_ids, renumber_citations
@@ -46,39 +52,51 @@ class _DeltaSink:
         self.ctx = ctx
         self.buffer = ""
         self.count = 0
+        self.streamed = False  # deltas went out since the last reset
+        self.chars = 0  # characters received in the current attempt
 
     async def __call__(self, delta: str) -> None:
+        self.chars += len(delta)
         self.buffer += delta
         if len(self.buffer) >= DELTA_CHARS:
             await self.flush()
 
     async def reset(self) -> None:
         """The model call starts over: what was streamed is void, and clients are told so."""
+        await self.withdraw()
+
+    async def withdraw(self, reason: str | None = None) -> None:
+        """What was streamed is void (a retry starts over, or the output is discarded)."""
         self.buffer = ""
         self.count += 1
+        self.streamed = False
+        self.chars = 0
+        data: dict[str, object] = {"text": "", "reset": True}
+        if reason is not None:
+            data["reason"] = reason
         await self.ctx.emit(
-            NewEvent(
-                type=EventType.synthesis_delta,
-                data={"text": "", "reset": True},
-                key=f"synthesis.delta.{self.count}",
-            )
+            NewEvent(type=EventType.synthesis_delta, data=data, key=f"synthesis.delta.{self.count}")
         )
 
     async def flush(self) -> None:
         if not self.buffer:
             return
         self.count += 1
+        self.streamed = True
         text, self.buffer = self.buffer, ""
         await self.ctx.emit(
             NewEvent(type=EventType.synthesis_delta, data={"text": text}, key=f"synthesis.delta.{self.count}")
         )
 
 
-def synthesis_messages(ctx: JobContext, finished: list[AgentCheckpoint]) -> list[ChatMessage]:
+def synthesis_messages(
+    ctx: JobContext, finished: list[AgentCheckpoint], reports: list[str] | None = None
+) -> list[ChatMessage]:
     prompts = ctx.prompts
+    texts = reports if reports is not None else [cp.report for cp in finished]
     blocks = "\n".join(
-        prompts.synthesis_agent.safe_substitute(agent=cp.agent, answer=cp.answer or "", report=cp.report)
-        for cp in finished
+        prompts.synthesis_agent.safe_substitute(agent=cp.agent, answer=cp.answer or "", report=report)
+        for cp, report in zip(finished, texts, strict=True)
     )
     return [
         {"role": "system", "content": prompts.synthesis_system.safe_substitute(date=ctx.date)},
@@ -91,11 +109,17 @@ def synthesis_messages(ctx: JobContext, finished: list[AgentCheckpoint]) -> list
 
 async def synthesize(ctx: JobContext, checkpoints: list[AgentCheckpoint]) -> tuple[JobResult, Usage]:
     """The result, and the synthesis call's own token usage."""
-    finished = [cp for cp in checkpoints if cp.status == AgentStatus.finished and cp.answer]
+    texts = prompt_texts(ctx.prompts)
+
+    def answered(cp: AgentCheckpoint) -> bool:
+        why = non_answer_reason(cp.answer, question=ctx.question, prompt_text=texts)
+        return cp.status == AgentStatus.finished and why is None
+
+    finished = [cp for cp in checkpoints if answered(cp)]
     failed = [cp.agent for cp in checkpoints if cp.agent not in {f.agent for f in finished}]
     if not finished:
         errors = "; ".join(f"agent {cp.agent}: {cp.error or cp.status.value}" for cp in checkpoints)
-        raise JobFailed(f"every research agent failed ({errors})")
+        raise JobFailed(f"no research agent found an answer ({errors})", outcome="no_answer")
     # Fabricated citations go before anything reads the agents' work, the synthesis model too.
     guard = SourceGuard((await ctx.backend.get_sources(ctx.job_id)).values())
     raw = {cp.agent: (cp.answer or "", cp.report) for cp in finished}
@@ -118,6 +142,7 @@ async def synthesize(ctx: JobContext, checkpoints: list[AgentCheckpoint]) -> tup
         # Its own share of the time and tokens, planned when the job started (workers.budget).
         timeout = ctx.synthesis_timeout()
         hold = ctx.budget.hold("synthesis", messages)
+        discard: str | None = None
         if hold is None or (timeout is not None and timeout <= 0):
             ctx.budget.settle(hold, None)
             log.warning(
@@ -129,11 +154,30 @@ async def synthesize(ctx: JobContext, checkpoints: list[AgentCheckpoint]) -> tup
             abandoned = False
             try:
                 with anyio.move_on_after(timeout if timeout is not None else float("inf")) as scope:
-                    result = await ctx.model.chat(
-                        "synthesis", messages, max_tokens=hold.max_tokens, on_delta=sink, on_reset=sink.reset
-                    )
+                    try:
+                        result = await ctx.model.chat(
+                            "synthesis",
+                            messages,
+                            max_tokens=hold.max_tokens,
+                            on_delta=sink,
+                            on_reset=sink.reset,
+                        )
+                    except ContextOverflow as exc:
+                        # Every report gives up its oldest parts, and the call is made once more.
+                        log.warning("synthesis prompt over the context; trimming the reports: %s", exc)
+                        excess = prompt_chars(messages) - exc.prompt_chars
+                        reports = trim_reports([cp.report for cp in finished], excess)
+                        messages = synthesis_messages(ctx, finished, reports)
+                        result = await ctx.model.chat(
+                            "synthesis",
+                            messages,
+                            max_tokens=hold.max_tokens,
+                            on_delta=sink,
+                            on_reset=sink.reset,
+                        )
                 abandoned = scope.cancelled_caught
-            except (RetryableError, LLMConfigError) as exc:
+            except (RetryableError, LLMConfigError, ContextOverflow) as exc:
+                discard = f"the synthesis model failed ({type(exc).__name__})"
                 log.warning(
                     "synthesis model failed, using the majority answer: %s", exc, extra={"job_id": ctx.job_id}
                 )
@@ -142,6 +186,9 @@ async def synthesize(ctx: JobContext, checkpoints: list[AgentCheckpoint]) -> tup
                     ctx.budget.abandon(hold)
                 else:
                     ctx.budget.settle(hold, result.usage if result is not None else None)
+            if abandoned:
+                discard = "the synthesis ran out of time"
+                usage = await _abandoned_usage(ctx, messages, sink.chars)
             if result is not None:
                 await sink.flush()
                 parsed = parse_output(result.content, result.reasoning, ())
@@ -152,6 +199,9 @@ async def synthesize(ctx: JobContext, checkpoints: list[AgentCheckpoint]) -> tup
                 }
                 if parsed.recoveries:
                     data["format_recoveries"] = list(parsed.recoveries)
+                if result.estimated_tokens:
+                    # Failed attempts before the answer (resets, stalls): their share is estimated.
+                    data["estimated_tokens"] = result.estimated_tokens
                 await ctx.emit(NewEvent(type=EventType.usage, data=data, key="synthesis.usage"))
                 usage = result.usage.model_copy(
                     update={
@@ -160,13 +210,44 @@ async def synthesize(ctx: JobContext, checkpoints: list[AgentCheckpoint]) -> tup
                     }
                 )
                 answer, report = (parsed.answer or "").strip(), (parsed.report or "").strip()
+                why = non_answer_reason(answer, question=ctx.question, prompt_text=texts)
+                if why is not None:
+                    discard = f"the synthesis output has no usable answer ({why})"
+                    answer = ""
         if not answer:
+            if sink.streamed or sink.buffer:
+                # Clients showed the streamed text as the coming answer: withdraw it first.
+                await sink.withdraw(f"{discard or 'no answer'}; the majority answer is used instead")
             best = majority(finished)
             mode, (answer, report) = "majority", raw[best.agent]
     report, in_report = guard.check(report, "report")
     answer, in_answer = guard.check(answer, "answer")
     removed = in_answer + in_report + removed
     return await _with_sources(ctx, answer, report, mode, finished, failed, removed), usage
+
+
+async def _abandoned_usage(ctx: JobContext, messages: list[ChatMessage], streamed_chars: int) -> Usage:
+    """A synthesis call cut off at the deadline still cost its prompt and what it streamed: an
+    estimate, marked as such, since no usage came back."""
+    usage = Usage(
+        prompt_tokens=estimate_tokens(prompt_chars(messages)),
+        completion_tokens=estimate_tokens(streamed_chars),
+        calls=1,
+    )
+    await ctx.emit(
+        NewEvent(
+            type=EventType.usage,
+            data={
+                "prompt_tokens": usage.prompt_tokens,
+                "completion_tokens": usage.completion_tokens,
+                "role": "synthesis",
+                "estimated": True,
+            },
+            key="synthesis.usage",
+        )
+    )
+    # The ledger already counted the call's whole hold (TokenBudget.abandon): no spend here.
+    return usage
 
 
 async def _with_sources(

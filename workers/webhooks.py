@@ -34,6 +34,7 @@ from typing import Any, Self
 import anyio
 import httpx
 
+from workers.agent.outcome import job_outcome
 from workers.events import EventType
 from workers.llm.retry import backoff_delay, parse_retry_after
 from workers.models import JobRecord, JobStatus, WebhookState, WebhookStatus
@@ -89,6 +90,7 @@ def payload(record: JobRecord) -> dict[str, Any]:
             for s in (result.sources if result is not None else [])
         ],
         "error": record.error,
+        "outcome": job_outcome(record),
         "simulated": record.simulated,
         "finished_at": finished,
         "links": {"self": base, "events": f"{base}/events"},

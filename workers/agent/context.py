@@ -6,6 +6,7 @@ import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
+from workers.agent.outage import OutageClock
 from workers.agent.prompts import PromptSet
 from workers.agent.tokens import EstimateCounter, TokenCounter
 from workers.backend.base import Backend
@@ -34,6 +35,8 @@ class JobContext:
     # ReAct mode: the transcript's token budget (`agent.react_context_tokens`) and how to count.
     context_tokens: int = 110_000
     token_counter: TokenCounter = field(default_factory=EstimateCounter)
+    # One clock for the job's model outage, shared by its agents (see workers.agent.outage).
+    outage: OutageClock = field(default_factory=lambda: OutageClock(budget=600.0, pause=10.0))
     # With `max_seconds`: when research, forced answers and the synthesis must be done.
     time_plan: TimePlan | None = None
 

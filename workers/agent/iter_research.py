@@ -9,17 +9,22 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import anyio
 
 from workers.agent.context import JobContext
+from workers.agent.fit import trim_workspace
 from workers.agent.observation import wrap
+from workers.agent.outcome import non_answer_reason, prompt_texts
 from workers.agent.parser import ParsedOutput, parse_output
-from workers.budget import Hold
-from workers.errors import RetryableError, ToolError
+from workers.budget import CallKind, Hold
+from workers.errors import ContextOverflow, RetryableError, ToolError
 from workers.events import EventType, NewEvent
+from workers.llm.context import prompt_chars
 from workers.llm.types import ChatMessage, ChatResult
+from workers.llm.wire import estimate_tokens
 from workers.logs import job_context
 from workers.models import AgentCheckpoint, AgentStatus, ToolCall, Usage
 from workers.tools.base import ToolContext
@@ -57,6 +62,16 @@ class Feedback:
 
 NextStep = CallTool | Answer | Feedback
 
+# Why an agent stops when the model endpoint stays down past the job's outage budget.
+OUTAGE_REASON = "The model endpoint stayed down past the job's outage budget."
+
+
+@dataclass(frozen=True)
+class Abandoned:
+    """A model call given up at a deadline: what it cost, as far as can be told."""
+
+    usage: Usage
+
 
 def decide(parsed: ParsedOutput) -> NextStep:
     if parsed.error is not None:
@@ -76,6 +91,10 @@ class IterResearchAgent:
         self.ctx = ctx
         self.spec = spec
         self._log = logging.LoggerAdapter(log, {"job_id": ctx.job_id, "agent": spec.index})
+        # Outage pauses of this run, and how many of them an `agent.resumed` has closed.
+        self._pauses = 0
+        self._resumes = 0
+        self._resume_due = False
 
     # -- events ---------------------------------------------------------------------------------
     async def _emit(
@@ -99,9 +118,10 @@ class IterResearchAgent:
         system = prompts.research_system.safe_substitute(date=self.ctx.date, tools=self.ctx.tool_list())
         user = prompts.research_round.safe_substitute(
             question=self._question(),
-            report=cp.report or "(empty: this is the first round)",
-            last_action=cp.last_action or "(none yet)",
-            last_observation=wrap(cp.last_observation) if cp.last_observation else "(none yet)",
+            # Empty in round 1: a placeholder text here is what small models copy into reports.
+            report=cp.report,
+            last_action=cp.last_action,
+            last_observation=wrap(cp.last_observation) if cp.last_observation else "",
             round=cp.round + 1,
             max_rounds=self.ctx.max_rounds,
         )
@@ -109,9 +129,10 @@ class IterResearchAgent:
 
     def final_workspace(self, cp: AgentCheckpoint, reason: str) -> list[ChatMessage]:
         prompts = self.ctx.prompts
-        system = prompts.research_system.safe_substitute(date=self.ctx.date, tools="(none: answer now)")
+        # No tools are offered: research_final says so in the template's own words.
+        system = prompts.research_system.safe_substitute(date=self.ctx.date, tools="")
         user = prompts.research_final.safe_substitute(
-            question=self._question(), report=cp.report or "(empty)", reason=reason
+            question=self._question(), report=cp.report, reason=reason
         )
         return [{"role": "system", "content": system}, {"role": "user", "content": user}]
 
@@ -136,7 +157,7 @@ class IterResearchAgent:
                 self.ctx.budget.release_agent(self.spec.index)
 
     async def _run(self, cp: AgentCheckpoint) -> AgentCheckpoint:
-        if cp.status in (AgentStatus.finished, AgentStatus.failed):
+        if cp.status.ended:
             return cp
         if cp.round == 0:
             await self._emit(
@@ -152,20 +173,71 @@ class IterResearchAgent:
                 reason = self._limit_reason(cp)
                 if reason is not None:
                     return await self._forced_answer(cp, reason)
-                if not await self._round(cp):
-                    return cp
+                try:
+                    if not await self._round(cp):
+                        return cp
+                except RetryableError as exc:
+                    # The endpoint stayed down for a whole call's retry budget.
+                    if not await self._pause(cp, exc):
+                        return await self._forced_answer(cp, OUTAGE_REASON, use_model=False)
         except Exception as exc:
             cp.status = AgentStatus.failed
-            cp.error = f"{type(exc).__name__}: {exc}"
+            failed_in = cp.round + 1
+            cp.error = f"round {failed_in}: {type(exc).__name__}: {exc}"
             self._log.warning("agent failed: %s", cp.error)
             await self._checkpoint(cp)
-            await self._emit(EventType.agent_failed, cp.round, {"error": cp.error})
+            await self._emit(EventType.agent_failed, failed_in, {"error": cp.error, "round": failed_in})
             return cp
+
+    async def _pause(self, cp: AgentCheckpoint, exc: RetryableError) -> bool:
+        """Wait out a model outage; False once the job's outage budget is spent."""
+        self._pauses += 1
+        if exc.usage is not None:
+            # The call's failed attempts the server had still cost tokens (no hold settled them).
+            self.ctx.budget.spend(exc.usage)
+            await self._account(cp, exc.usage, cp.round + 1, None, f".lost{self._pauses}", estimated=True)
+        outage = self.ctx.outage
+        lasted = outage.failed()
+        if outage.spent:
+            self._log.warning(
+                "model down for %.0fs, past the outage budget: answering from the report", lasted
+            )
+            return False
+        wait = outage.next_pause()
+        left = self.ctx.seconds_left()
+        if left is not None:
+            wait = max(0.0, min(wait, left))
+        self._log.warning("model endpoint down (%.0fs so far); agent paused for %.1fs: %s", lasted, wait, exc)
+        await self._emit(
+            EventType.agent_paused,
+            cp.round + 1,
+            {
+                "reason": str(exc)[:500],
+                "outage_seconds": round(lasted, 1),
+                "outage_budget": outage.budget,
+                "retry_in": round(wait, 1),
+            },
+            f".{self._pauses}",
+        )
+        await anyio.sleep(wait)
+        return True
 
     async def _call_model(
         self, messages: list[ChatMessage], timeout: float | None, hold: Hold | None = None
-    ) -> ChatResult | None:
-        """None when `timeout` ran out first. The token `hold` is settled whatever happens."""
+    ) -> ChatResult | Abandoned:
+        """The model's reply, or `Abandoned` when `timeout` ran out first. The token `hold` is
+        settled whatever happens."""
+        # Streamed (where the endpoint's `stream` allows): a stalled stream ends at the read
+        # timeout, and a call cut off at a deadline still shows what it generated.
+        streamed = [0]
+
+        async def count(text: str) -> None:
+            streamed[0] += len(text)
+
+        async def restart() -> None:
+            streamed[0] = 0
+
+        on_delta = count
         result: ChatResult | None = None
         abandoned = False
         try:
@@ -177,6 +249,8 @@ class IterResearchAgent:
                     temperature=self.spec.temperature,
                     max_tokens=hold.max_tokens if hold is not None else None,
                     stop=self.stop,
+                    on_delta=on_delta,
+                    on_reset=restart,
                 )
             abandoned = scope.cancelled_caught
         finally:
@@ -184,19 +258,80 @@ class IterResearchAgent:
                 self.ctx.budget.abandon(hold)
             else:
                 self.ctx.budget.settle(hold, result.usage if result is not None else None)
+        if result is not None:
+            self._resumed_from_pause()
+            return result
+        # The server charged for the prompt, and for whatever it generated before the cut.
+        return Abandoned(
+            Usage(
+                prompt_tokens=estimate_tokens(prompt_chars(messages)),
+                completion_tokens=estimate_tokens(streamed[0]),
+                calls=1,
+            )
+        )
+
+    def _resumed_from_pause(self) -> None:
+        if self.ctx.outage.down_since is not None:
+            self._log.info("model endpoint answers again after %.0fs", self.ctx.outage.lasted)
+        self.ctx.outage.succeeded()
+        self._resume_due = self._pauses > self._resumes
+
+    async def _call_fitted(
+        self,
+        cp: AgentCheckpoint,
+        build: Callable[[AgentCheckpoint], list[ChatMessage]],
+        timeout: float | None,
+        round_: int,
+        kind: CallKind,
+        hold: Hold | None,
+    ) -> ChatResult | Abandoned:
+        """A model call on the workspace `build` makes of `cp`, under the token `hold`; a
+        workspace over the model's context is trimmed (observation first, then the report's
+        oldest parts) and sent once more, under a hold of its own."""
+        messages = build(cp)
+        try:
+            result = await self._call_model(messages, timeout, hold)
+        except ContextOverflow as exc:
+            trimmed = trim_workspace(
+                cp.report, cp.last_observation, prompt_chars(messages) - exc.prompt_chars
+            )
+            self._log.warning(
+                "round %d: workspace over the model's context; cut %d chars of observation, %d of report",
+                round_,
+                trimmed.cut_observation,
+                trimmed.cut_report,
+            )
+            smaller = cp.model_copy(
+                update={"report": trimmed.report, "last_observation": trimmed.observation}
+            )
+            messages = build(smaller)
+            agent = self.spec.index if kind == "forced" else None
+            again = self.ctx.budget.hold(kind, messages, agent) if hold is not None else None
+            if hold is not None and again is None:
+                raise
+            result = await self._call_model(messages, timeout, again)
+        if self._resume_due:
+            self._resumes = self._pauses
+            self._resume_due = False
+            await self._emit(EventType.agent_resumed, round_, {"pauses": self._pauses}, f".{self._pauses}")
         return result
 
     async def _account(
-        self, cp: AgentCheckpoint, usage: Usage, round_: int, parsed: ParsedOutput, tag: str = ""
+        self,
+        cp: AgentCheckpoint,
+        usage: Usage,
+        round_: int,
+        parsed: ParsedOutput | None,
+        tag: str = "",
+        *,
+        estimated: bool = False,
+        estimated_tokens: int = 0,
     ) -> None:
         """Count the call (the budget has already been charged when its hold settled)."""
-        usage = usage.model_copy(
-            update={
-                "calls": max(usage.calls, 1),
-                "format_recoveries": len(parsed.recoveries),
-                "format_errors": 1 if parsed.error else 0,
-            }
-        )
+        update: dict[str, int] = {"calls": max(usage.calls, 1)}
+        if parsed is not None:
+            update.update(format_recoveries=len(parsed.recoveries), format_errors=1 if parsed.error else 0)
+        usage = usage.model_copy(update=update)
         cp.usage = cp.usage.add(usage)
         data: dict[str, object] = {
             "prompt_tokens": usage.prompt_tokens,
@@ -204,29 +339,37 @@ class IterResearchAgent:
             "agent_total_tokens": cp.usage.total_tokens,
             "job_total_tokens": self.ctx.budget.used,
         }
-        if parsed.recoveries:
+        if parsed is not None and parsed.recoveries:
             # Visible per round, so a user sees how messy their model's outputs are.
             data["format_recoveries"] = list(parsed.recoveries)
             data["agent_format_recoveries"] = cp.usage.format_recoveries
+        if estimated:
+            # A call abandoned at a deadline: no usage came back, so these are estimates.
+            data["estimated"] = True
+        elif estimated_tokens:
+            # Failed attempts before the answer (resets, stalls): their share is estimated.
+            data["estimated_tokens"] = estimated_tokens
         await self._emit(EventType.usage, round_, data, tag)
 
     async def _round(self, cp: AgentCheckpoint) -> bool:
         """One round; False when the agent has finished."""
         round_ = cp.round + 1
-        messages = self.workspace(cp)
-        hold = self.ctx.budget.hold("research", messages)
+        hold = self.ctx.budget.hold("research", self.workspace(cp))
         if hold is None:
             # What the token budget leaves cannot pay for this round's prompt and a reply.
             await self._forced_answer(cp, "The token budget is spent.")
             return False
         await self._emit(EventType.round_started, round_, {"round": round_})
-        result = await self._call_model(messages, self.ctx.seconds_left(), hold)
-        if result is None:
-            # The deadline struck mid-call: the round did not happen.
+        result = await self._call_fitted(
+            cp, self.workspace, self.ctx.seconds_left(), round_, "research", hold
+        )
+        if isinstance(result, Abandoned):
+            # The deadline struck mid-call: the round did not happen, but its tokens were spent.
+            await self._account(cp, result.usage, round_, None, ".abandoned", estimated=True)
             return True
         parsed = parse_output(result.content, result.reasoning, self.ctx.tools.keys())
-        await self._account(cp, result.usage, round_, parsed)
-        step = decide(parsed)
+        await self._account(cp, result.usage, round_, parsed, estimated_tokens=result.estimated_tokens)
+        step = self._check_answer(decide(parsed))
         if parsed.report is not None:
             cp.report = parsed.report.strip()
             await self._emit(EventType.report_updated, round_, {"chars": len(cp.report), "report": cp.report})
@@ -244,6 +387,23 @@ class IterResearchAgent:
                 self._log.info("round %d: output fed back: %s", round_, message)
         await self._checkpoint(cp)
         return True
+
+    def _check_answer(self, step: NextStep) -> NextStep:
+        """An answer that is no answer (a placeholder, the prompt's own text) goes back to the
+        model: it may still research or answer properly before it is forced to."""
+        if isinstance(step, Answer):
+            why = self._non_answer(step.answer)
+            if why is not None:
+                return Feedback(
+                    f"Format error: the <answer> is not an answer ({why}). Keep researching, or "
+                    "answer the question in your own words."
+                )
+        return step
+
+    def _non_answer(self, answer: str | None) -> str | None:
+        return non_answer_reason(
+            answer, question=self.ctx.question, prompt_text=prompt_texts(self.ctx.prompts)
+        )
 
     async def _act(self, call: ToolCall, round_: int) -> str:
         await self._emit(EventType.tool_called, round_, {"name": call.name, "arguments": call.arguments})
@@ -283,49 +443,67 @@ class IterResearchAgent:
         await self._emit(EventType.tool_result, round_, data)
         return text
 
-    async def _finish(self, cp: AgentCheckpoint, answer: str, stop_reason: str) -> None:
-        cp.answer = answer
-        cp.status = AgentStatus.finished
-        cp.stop_reason = stop_reason
+    async def _finish(self, cp: AgentCheckpoint, answer: str | None, stop_reason: str) -> None:
+        why = self._non_answer(answer)
+        cp.answer = answer if why is None else None
+        cp.status = AgentStatus.finished if why is None else AgentStatus.no_answer
+        cp.stop_reason = stop_reason if why is None else f"{stop_reason} No answer: {why}."
         await self._checkpoint(cp)
-        await self._emit(
-            EventType.agent_finished,
-            cp.round,
-            {
-                "answer": answer,
-                "rounds": cp.round,
-                "stop_reason": stop_reason,
-                "report_chars": len(cp.report),
-            },
-        )
+        data: dict[str, object] = {
+            "answer": cp.answer,
+            "status": cp.status.value,
+            "rounds": cp.round,
+            "stop_reason": cp.stop_reason,
+            "report_chars": len(cp.report),
+        }
+        if why is not None:
+            data["no_answer"] = why
+        await self._emit(EventType.agent_finished, cp.round, data)
 
-    async def _forced_answer(self, cp: AgentCheckpoint, reason: str) -> AgentCheckpoint:
-        """A last round that must answer from the report alone; without a model, the report decides."""
-        round_ = cp.round + 1
+    async def _forced_answer(
+        self, cp: AgentCheckpoint, reason: str, *, use_model: bool = True
+    ) -> AgentCheckpoint:
+        """A last model call that must answer from the report alone; without a model (it failed,
+        or the endpoint is down: `use_model=False`), the report decides. It belongs to the last
+        round, so summaries never show a round past `max_rounds`."""
+        round_ = max(cp.round, 1)
         await self._emit(
             EventType.round_started, round_, {"round": round_, "forced": True, "reason": reason}, ".forced"
         )
         answer: str | None = None
-        messages = self.final_workspace(cp, reason)
+        result: ChatResult | Abandoned | None = None
+
+        def build(c: AgentCheckpoint) -> list[ChatMessage]:
+            return self.final_workspace(c, reason)
+
         # Its own share of the time and tokens, planned when the job started (workers.budget).
-        hold = self.ctx.budget.hold("forced", messages, self.spec.index)
-        result = None
-        if hold is None:
+        hold = self.ctx.budget.hold("forced", build(cp), self.spec.index) if use_model else None
+        if use_model and hold is None:
             self._log.info("forced answer: no tokens left for the model; answering from the report")
-        else:
+        elif use_model:
             try:
-                result = await self._call_model(messages, self.ctx.forced_timeout(), hold)
-            except RetryableError as exc:
+                # Past the deadline on purpose: a job that runs out of time still owes an answer.
+                result = await self._call_fitted(cp, build, self.ctx.forced_timeout(), round_, "forced", hold)
+            except (RetryableError, ContextOverflow) as exc:
                 self._log.warning("forced answer: model unavailable: %s", exc)
-        if result is not None:
+        if isinstance(result, Abandoned):
+            await self._account(cp, result.usage, round_, None, ".forced", estimated=True)
+        elif result is not None:
             parsed = parse_output(result.content, result.reasoning, ())
-            await self._account(cp, result.usage, round_, parsed, ".forced")
+            await self._account(
+                cp, result.usage, round_, parsed, ".forced", estimated_tokens=result.estimated_tokens
+            )
             if parsed.report:
                 cp.report = parsed.report.strip()
                 await self._emit(
-                    EventType.report_updated, round_, {"chars": len(cp.report), "report": cp.report}
+                    EventType.report_updated,
+                    round_,
+                    {"chars": len(cp.report), "report": cp.report},
+                    ".forced",
                 )
             answer = (parsed.answer or "").strip() or None
+            if self._non_answer(answer) is not None:
+                answer = None
         cp.round = round_
         stop = f"forced: {reason}"
         if answer is None:
@@ -335,10 +513,11 @@ class IterResearchAgent:
         return cp
 
 
-def answer_from_report(report: str) -> str:
-    """The report's first substantive line: the best a forced stop can do without a model."""
+def answer_from_report(report: str) -> str | None:
+    """The report's first substantive line: the best a forced stop can do without a model.
+    None when the report has none: the agent then ends with no answer, not a placeholder."""
     for line in report.splitlines():
         text = line.strip().lstrip("-*#0123456789.) ").strip()
-        if len(text) > 3 and not text.endswith(":"):
+        if len(text) > 3 and not text.endswith(":") and not text.startswith("[Trimmed"):
             return text
-    return "No answer: the research was stopped before it found anything."
+    return None

@@ -24,6 +24,8 @@ import re
 import time
 
 from workers.agent.iter_research import (
+    OUTAGE_REASON,
+    Abandoned,
     Answer,
     CallTool,
     Feedback,
@@ -35,7 +37,7 @@ from workers.agent.observation import unwrap, wrap
 from workers.agent.parser import parse_output
 from workers.agent.signatures import tools_block
 from workers.agent.tokens import MESSAGE_OVERHEAD, count_messages
-from workers.errors import RetryableError
+from workers.errors import ContextOverflow, RetryableError
 from workers.events import EventType
 from workers.llm.types import ChatMessage, ChatResult
 from workers.models import AgentCheckpoint, AgentStatus, ToolCall
@@ -167,14 +169,20 @@ class ReActAgent(IterResearchAgent):
                 reason = self._limit_reason(cp) or self._context_reason(cp)
                 if reason is not None:
                     return await self._forced_answer(cp, reason)
-                if not await self._round(cp):
-                    return cp
+                try:
+                    if not await self._round(cp):
+                        return cp
+                except RetryableError as exc:
+                    # The endpoint stayed down for a whole call's retry budget.
+                    if not await self._pause(cp, exc):
+                        return await self._forced_answer(cp, OUTAGE_REASON, use_model=False)
         except Exception as exc:
             cp.status = AgentStatus.failed
-            cp.error = f"{type(exc).__name__}: {exc}"
+            failed_in = cp.round + 1
+            cp.error = f"round {failed_in}: {type(exc).__name__}: {exc}"
             self._log.warning("agent failed: %s", cp.error)
             await self._checkpoint(cp)
-            await self._emit(EventType.agent_failed, cp.round, {"error": cp.error})
+            await self._emit(EventType.agent_failed, failed_in, {"error": cp.error, "round": failed_in})
             return cp
 
     async def _round(self, cp: AgentCheckpoint) -> bool:
@@ -189,11 +197,14 @@ class ReActAgent(IterResearchAgent):
             EventType.round_started, round_, {"round": round_, "context_tokens": self.transcript_tokens(cp)}
         )
         result = await self._call_model(messages, self.ctx.seconds_left(), hold)
-        if result is None:
+        if isinstance(result, Abandoned):
+            # The deadline struck mid-call: the turn did not happen, but its tokens were spent.
+            await self._account(cp, result.usage, round_, None, ".abandoned", estimated=True)
             return True
+        self._resumed_from_pause()
         parsed = parse_output(result.content, result.reasoning, self.ctx.tools.keys())
-        await self._account(cp, result.usage, round_, parsed)
-        step = decide(parsed)
+        await self._account(cp, result.usage, round_, parsed, estimated_tokens=result.estimated_tokens)
+        step = self._check_answer(decide(parsed))
         cp.transcript.append({"role": "assistant", "content": assistant_text(result)})
         cp.round = round_
         if parsed.think:
@@ -221,8 +232,11 @@ class ReActAgent(IterResearchAgent):
         cp.last_observation = text
         cp.transcript.append({"role": "user", "content": wrap(text)})
 
-    async def _forced_answer(self, cp: AgentCheckpoint, reason: str) -> AgentCheckpoint:
-        round_ = cp.round + 1
+    async def _forced_answer(
+        self, cp: AgentCheckpoint, reason: str, *, use_model: bool = True
+    ) -> AgentCheckpoint:
+        # The final turn belongs to the last round, so summaries never show one past max_rounds.
+        round_ = max(cp.round, 1)
         messages, cut = self.final_messages(cp, reason)
         await self._emit(
             EventType.round_started,
@@ -232,23 +246,29 @@ class ReActAgent(IterResearchAgent):
         )
         answer: str | None = None
         # Its own share of the time and tokens, planned when the job started (workers.budget).
-        hold = self.ctx.budget.hold("forced", messages, self.spec.index)
-        result = None
-        if hold is None:
+        hold = self.ctx.budget.hold("forced", messages, self.spec.index) if use_model else None
+        result: ChatResult | Abandoned | None = None
+        if use_model and hold is None:
             self._log.info("forced answer: no tokens left for the model; answering from the reasoning")
-        else:
+        elif use_model:
             try:
                 result = await self._call_model(messages, self.ctx.forced_timeout(), hold)
-            except RetryableError as exc:
+            except (RetryableError, ContextOverflow) as exc:
                 self._log.warning("forced answer: model unavailable: %s", exc)
         cp.transcript.append({"role": "user", "content": messages[-1]["content"]})
-        if result is not None:
+        if isinstance(result, Abandoned):
+            await self._account(cp, result.usage, round_, None, ".forced", estimated=True)
+        elif result is not None:
             parsed = parse_output(result.content, result.reasoning, ())
-            await self._account(cp, result.usage, round_, parsed, ".forced")
+            await self._account(
+                cp, result.usage, round_, parsed, ".forced", estimated_tokens=result.estimated_tokens
+            )
             cp.transcript.append({"role": "assistant", "content": assistant_text(result)})
             if parsed.think:
                 cp.report = parsed.think.strip()
             answer = (parsed.answer or "").strip() or None
+            if self._non_answer(answer) is not None:
+                answer = None
         cp.round = round_
         stop = f"forced: {reason}"
         if answer is None:

@@ -62,7 +62,16 @@ class ProgressView:
             case EventType.usage if row:
                 row.tokens = int(event.data.get("agent_total_tokens", row.tokens))
             case EventType.agent_finished if row:
-                row.status, row.action = "finished", f"answer: {event.data.get('answer', '')}"[:70]
+                row.status = str(event.data.get("status", "finished"))
+                answer = event.data.get("answer")
+                row.action = (
+                    f"answer: {answer}" if answer else f"no answer: {event.data.get('no_answer', '')}"
+                )[:70]
+            case EventType.agent_paused if row:
+                row.status = "paused"
+                row.action = f"model endpoint down {event.data.get('outage_seconds')}s"[:70]
+            case EventType.agent_resumed if row:
+                row.status, row.action = "running", "model endpoint back"
             case EventType.agent_failed if row:
                 row.status, row.action = "failed", str(event.data.get("error", ""))[:70]
             case EventType.synthesis_started:

@@ -1,16 +1,25 @@
 """`OpenAIChatModel`: chat completions from any OpenAI-compatible endpoint (vLLM, SGLang, Ollama,
 llama.cpp server, OpenRouter, DashScope, OpenAI), over one shared httpx client.
 
-A call walks its role's endpoints in order (primary, then `llm.fallbacks`). Each endpoint gets up
-to `max_retries + 1` attempts; each attempt runs inside a limiter slot and a deadline of
-`timeout` seconds covering the whole response, stream included. Between attempts it waits
-full-jitter backoff, or exactly what a 429/503 asked for in `Retry-After`; a server asking for
-longer than `retry_max_delay` is out of service for this call, and the next endpoint is tried.
+A call walks its role's endpoints in order (primary, then `llm.fallbacks`). Each endpoint is
+retried for up to `retry_budget` seconds (an outage is ridden out by time, not by a count of
+attempts; `max_retries` only caps the count); each attempt runs inside a limiter slot and a
+deadline of `timeout` seconds covering the whole response, stream included, and a streamed
+attempt that receives no byte for `read_timeout` seconds ends at once (a stopping server holds
+connections open without sending). Between attempts it waits full-jitter exponential backoff, or
+exactly what a 429/503 asked for in `Retry-After`; a server asking for longer than
+`retry_max_delay` is out of service for this call, and the next endpoint is tried.
+
+Before sending, `max_tokens` is fitted to what the prompt leaves of the model's context window
+(`workers.llm.context`); a prompt that leaves too little raises `ContextOverflow` unsent.
 
     outcome of an attempt                              what `chat` does
     2xx with a completion                              returns a ChatResult
     408, 429, 5xx, timeout, connect error, connection  retries, then falls back, then raises
       dropped mid-stream, a 2xx that is no completion    RetryableError summarising every attempt
+    400 context exceeded (vLLM, llama.cpp, OpenAI)     learns the window; retries once with a
+                                                         smaller max_tokens when the prompt fits,
+                                                         else raises ContextOverflow (trim, retry)
     401/403, 404, 400 and any other 4xx, bad base_url  raises LLMConfigError at once, naming the
                                                          setting to fix
 
@@ -22,6 +31,7 @@ caller showing them can clear what it showed.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Mapping, Sequence
 from contextlib import aclosing
 from types import TracebackType
@@ -30,7 +40,16 @@ from typing import Any, Self
 import anyio
 import httpx
 
-from workers.errors import HeavyResearchError, LLMConfigError, RetryableError
+from workers.errors import ContextOverflow, HeavyResearchError, LLMConfigError, RetryableError
+from workers.llm.context import (
+    ContextWindows,
+    Overflow,
+    allowed_prompt_chars,
+    estimate_prompt_tokens,
+    fit_max_tokens,
+    parse_overflow,
+    prompt_chars,
+)
 from workers.llm.endpoints import Endpoint, resolve_endpoints
 from workers.llm.limiter import Limiter, LocalLimiter
 from workers.llm.pool import ClientPool
@@ -70,6 +89,7 @@ class OpenAIChatModel:
         self._limiter = limiter
         self._transport = transport
         self._pool: ClientPool | None = None
+        self._windows = ContextWindows()
 
     @classmethod
     def from_settings(
@@ -131,14 +151,22 @@ class OpenAIChatModel:
         attempts = 0
         last_retry_after: float | None = None
         tap = _DeltaTap(on_delta) if on_delta is not None else None
+        # Attempts the server had when they failed: estimated, and added to the call's usage.
+        lost = Usage()
         for endpoint in chain:
             body = self._body(endpoint, messages, seed, temperature, max_tokens, stream=on_delta is not None)
             if stop:
                 body["stop"] = list(stop)
+            await self._fit(pool, endpoint, messages, body)
             reasons: list[str] = []
             tries = endpoint.settings.max_retries + 1
-            for attempt in range(tries):
+            budget_ends = time.monotonic() + endpoint.settings.retry_budget
+            refitted = False
+            attempt = 0
+            while True:
                 attempts += 1
+                if tap is not None:
+                    tap.chars = 0
                 if tap is not None and tap.sent:
                     # A failed attempt had streamed part of its answer: the caller drops it.
                     tap.sent = False
@@ -154,37 +182,120 @@ class OpenAIChatModel:
                         pool.client() as client,
                     ):
                         reply = await self._attempt(client, endpoint, body, tap)
+                except _Overflowed as exc:
+                    if refitted:
+                        raise self._overflow(endpoint, messages, exc.overflow) from None
+                    refitted = True
+                    self._refit(endpoint, messages, body, exc.overflow)
+                    continue
                 except RetryableError as exc:
+                    if exc.charged:
+                        lost = lost.add(_lost_usage(messages, tap.chars if tap is not None else 0))
                     reasons.append(str(exc))
                     last_retry_after = exc.retry_after
-                    if attempt + 1 == tries:
+                    attempt += 1
+                    if attempt >= tries:
                         break
-                    delay = self._delay(attempt, exc.retry_after)
+                    delay = self._delay(attempt - 1, exc.retry_after)
                     if delay is None:
                         reasons.append(
                             f"asked to wait {exc.retry_after:g}s, over retry_max_delay "
                             f"{self._llm.retry_max_delay:g}s: next endpoint"
                         )
                         break
+                    left = budget_ends - time.monotonic()
+                    if left <= 0:
+                        reasons.append(f"retry budget of {endpoint.settings.retry_budget:g}s spent")
+                        break
+                    delay = min(delay, left)
                     logger.warning(
-                        "LLM %s call to %s failed (attempt %d of %d): %s; retrying in %.2fs",
+                        "LLM %s call to %s failed (attempt %d, %.0fs of retry budget left): %s; "
+                        "retrying in %.2fs",
                         role,
                         endpoint.describe(),
-                        attempt + 1,
-                        tries,
+                        attempt,
+                        left,
                         exc,
                         delay,
                     )
                     await anyio.sleep(delay)
                 else:
-                    return _result(reply, endpoint, messages)
+                    if reply.usage is not None:
+                        self._windows.observe(endpoint, prompt_chars(messages), reply.usage.prompt_tokens)
+                    return _result(reply, endpoint, messages, lost)
             logger.warning("LLM %s endpoint %s given up: %s", role, endpoint.describe(), "; ".join(reasons))
-            failures.append(f"{endpoint.describe()}: " + "; ".join(reasons))
+            failures.append(f"{endpoint.describe()}: {attempt} attempt(s): " + "; ".join(reasons[-3:]))
         raise RetryableError(
             f"LLM {role} call failed after {attempts} attempt(s) on {len(chain)} endpoint(s): "
             + " | ".join(failures),
             retry_after=last_retry_after,
+            usage=lost if lost.calls else None,
         )
+
+    async def _fit(
+        self, pool: ClientPool, endpoint: Endpoint, messages: list[ChatMessage], body: dict[str, Any]
+    ) -> None:
+        """Cut `max_tokens` to what the prompt leaves of the context; raise `ContextOverflow`
+        (unsent) when the prompt itself is too long."""
+        async with pool.client() as client:
+            window = await self._windows.length(endpoint, client)
+        if window is None:
+            return
+        estimate = estimate_prompt_tokens(messages, self._ratio(endpoint))
+        fitted = fit_max_tokens(window, estimate, body["max_tokens"], self._llm.min_output_tokens)
+        if fitted is None:
+            raise self._overflow(endpoint, messages, Overflow(window, None, "estimated before sending"))
+        body["max_tokens"] = fitted
+
+    def _refit(
+        self, endpoint: Endpoint, messages: list[ChatMessage], body: dict[str, Any], overflow: Overflow
+    ) -> None:
+        """After a context-exceeded 400: learn the window and ask for fewer tokens, or, when the
+        prompt alone leaves too little, hand the caller a ContextOverflow to trim by."""
+        window = overflow.context_length
+        if window is not None:
+            self._windows.learn(endpoint, window)
+        if overflow.prompt_tokens is not None:
+            self._windows.observe(endpoint, prompt_chars(messages), overflow.prompt_tokens)
+        if window is None or overflow.prompt_tokens is None:
+            # The server did not say by how much: halve the completion and try once more.
+            prompt = overflow.prompt_tokens or estimate_prompt_tokens(messages, self._ratio(endpoint))
+            fitted = fit_max_tokens(window, prompt, body["max_tokens"] // 2, self._llm.min_output_tokens)
+        else:
+            fitted = fit_max_tokens(
+                window, overflow.prompt_tokens, body["max_tokens"], self._llm.min_output_tokens
+            )
+        if fitted is None or (window is not None and fitted >= body["max_tokens"]):
+            raise self._overflow(endpoint, messages, overflow)
+        logger.warning(
+            "LLM endpoint %s: context exceeded (%s); retrying once with max_tokens %d",
+            endpoint.describe(),
+            overflow.message,
+            fitted,
+        )
+        body["max_tokens"] = fitted
+
+    def _overflow(
+        self, endpoint: Endpoint, messages: list[ChatMessage], overflow: Overflow
+    ) -> ContextOverflow:
+        window = overflow.context_length or self._windows.known(endpoint)
+        chars = prompt_chars(messages)
+        if window is None:
+            # Nothing said about sizes: ask for a prompt a third shorter.
+            allowed = chars * 2 // 3
+        else:
+            ratio = self._ratio(endpoint)
+            tokens = overflow.prompt_tokens or estimate_prompt_tokens(messages, ratio)
+            allowed = allowed_prompt_chars(window, self._llm.min_output_tokens, tokens, chars, ratio)
+        return ContextOverflow(
+            f"the prompt ({chars} characters) does not fit the context of {endpoint.describe()}"
+            f" ({window or 'unknown'} tokens): {overflow.message}",
+            prompt_chars=min(allowed, max(0, chars - 1)),
+            context_length=window,
+        )
+
+    def _ratio(self, endpoint: Endpoint) -> float:
+        return self._windows.chars_per_token(endpoint, self._llm.chars_per_token)
 
     def _delay(self, attempt: int, retry_after: float | None) -> float | None:
         """Seconds before the next attempt on the same endpoint; None to move to the next one."""
@@ -233,12 +344,20 @@ class OpenAIChatModel:
         headers = {"Accept": "text/event-stream" if body["stream"] else "application/json"}
         if endpoint.settings.api_key:
             headers["Authorization"] = f"Bearer {endpoint.settings.api_key}"
+        # A streamed reply sends bytes all along: silence for `read_timeout` means the server
+        # is gone or stopping. A whole-body reply is silent until done, so only the total applies.
+        read = min(limit, endpoint.settings.read_timeout) if body["stream"] else limit
+        # Whether the server answered at all: only then (or when it held the call past a
+        # timeout) is a failed attempt charged. A reset before any answer may be a dead pooled
+        # connection the server never read from.
+        answered = False
         try:
             # The deadline covers the whole call; httpx's own timeouts also catch a silent socket.
             with anyio.fail_after(limit):
                 async with client.stream(
-                    "POST", endpoint.url, json=body, headers=headers, timeout=httpx.Timeout(limit)
+                    "POST", endpoint.url, json=body, headers=headers, timeout=httpx.Timeout(limit, read=read)
                 ) as response:
+                    answered = True
                     if not response.is_success:
                         await response.aread()
                         raise _status_error(endpoint, response)
@@ -251,7 +370,9 @@ class OpenAIChatModel:
                     _raise_for_payload_error(endpoint, payload)
                     return parse_completion(payload)
         except TimeoutError as exc:
-            raise RetryableError(f"no complete response within {limit:g}s (timeout)") from exc
+            raise RetryableError(f"no complete response within {limit:g}s (timeout)", charged=True) from exc
+        except httpx.ReadTimeout as exc:
+            raise RetryableError(f"ReadTimeout: no data for {read:g}s", charged=True) from exc
         except httpx.TimeoutException as exc:
             raise RetryableError(f"{type(exc).__name__} after {limit:g}s") from exc
         except httpx.UnsupportedProtocol as exc:
@@ -260,9 +381,19 @@ class OpenAIChatModel:
             ) from exc
         except httpx.TransportError as exc:
             # Connect errors, resets, and a connection closed mid-stream (RemoteProtocolError).
-            raise RetryableError(f"{type(exc).__name__}: {exc or 'connection failed'}") from exc
+            raise RetryableError(
+                f"{type(exc).__name__}: {exc or 'connection failed'}", charged=answered
+            ) from exc
         except WireError as exc:
             raise RetryableError(f"malformed response: {exc}") from exc
+
+
+class _Overflowed(HeavyResearchError):
+    """An attempt got a context-exceeded 400 (internal to `chat`, which refits or raises)."""
+
+    def __init__(self, overflow: Overflow) -> None:
+        super().__init__(overflow.message)
+        self.overflow = overflow
 
 
 class _DeltaTap:
@@ -271,9 +402,11 @@ class _DeltaTap:
     def __init__(self, on_delta: DeltaCallback) -> None:
         self.on_delta = on_delta
         self.sent = False
+        self.chars = 0  # received in the current attempt
 
     async def __call__(self, text: str) -> None:
         self.sent = True
+        self.chars += len(text)
         await self.on_delta(text)
 
 
@@ -296,11 +429,19 @@ async def _read_stream(endpoint: Endpoint, response: httpx.Response, on_delta: D
                 await on_delta(text)
     # Some servers omit [DONE]; a finish_reason is as good. Neither means the stream was cut.
     if not done and reply.finish_reason is None:
-        raise RetryableError("stream ended before the completion finished (connection dropped)")
+        raise RetryableError("stream ended before the completion finished (connection dropped)", charged=True)
     return reply
 
 
-def _result(reply: Reply, endpoint: Endpoint, messages: list[ChatMessage]) -> ChatResult:
+def _lost_usage(messages: list[ChatMessage], streamed_chars: int) -> Usage:
+    return Usage(
+        prompt_tokens=estimate_tokens(prompt_chars(messages)),
+        completion_tokens=estimate_tokens(streamed_chars),
+        calls=1,
+    )
+
+
+def _result(reply: Reply, endpoint: Endpoint, messages: list[ChatMessage], lost: Usage) -> ChatResult:
     content, reasoning = "".join(reply.content), "".join(reply.reasoning)
     usage = reply.usage or Usage(
         prompt_tokens=estimate_tokens(sum(len(m["content"]) for m in messages)),
@@ -310,7 +451,9 @@ def _result(reply: Reply, endpoint: Endpoint, messages: list[ChatMessage]) -> Ch
     return ChatResult(
         content=content,
         reasoning=reasoning,
-        usage=usage,
+        # Failed attempts the server had cost tokens too: estimated, and said so.
+        usage=usage.add(lost).model_copy(update={"calls": usage.calls}),
+        estimated_tokens=lost.total_tokens,
         finish_reason=reply.finish_reason,
         endpoint=endpoint.base_url,
         model=endpoint.model or reply.model,
@@ -329,6 +472,9 @@ def _raise_for_payload_error(endpoint: Endpoint, payload: dict[str, Any]) -> Non
 
 
 def _status_error(endpoint: Endpoint, response: httpx.Response) -> HeavyResearchError:
+    overflow = parse_overflow(response.status_code, response.text)
+    if overflow is not None:
+        return _Overflowed(overflow)
     detail = error_detail(response.text)
     if response.is_redirect:
         detail = f"redirected to {response.headers.get('location', '?')}"

@@ -29,6 +29,8 @@ class ChatResult(BaseModel):
     finish_reason: str | None = None
     endpoint: str = ""
     model: str = ""
+    # Part of `usage` that is an estimate: failed attempts the server had (resets, stalls).
+    estimated_tokens: int = 0
 
 
 class ChatModel(Protocol):
