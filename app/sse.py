@@ -3,87 +3,146 @@
 Each SSE message is one `workers.events.Event`: `id:` its seq (so a browser's reconnect sends
 it back as `Last-Event-ID`), `event:` its type, `data:` the event as JSON. The stream reads
 only the backend, never the engine, so it works the same when the job runs in another process;
-and it only ever reads, so a client that goes away cannot touch the job.
+and it only ever reads, so a client that goes away cannot touch the job. All clients of a job
+in this process share one reader and one encoding of each event (`app.broadcast`).
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator
+from collections import Counter
+from collections.abc import Awaitable, Callable, Mapping
 
 import anyio
-from sse_starlette import EventSourceResponse, ServerSentEvent
+from starlette.responses import Response
+from starlette.types import Receive, Scope, Send
 
+from app.broadcast import Subscription, hub_for
 from app.metrics import Metrics
 from workers.backend.base import Backend
-from workers.events import Event
+from workers.errors import BackendUnavailable
 
 log = logging.getLogger(__name__)
 
-# How long one wait for new events blocks before the stream re-checks that the job still
-# exists; keep-alive comments are sent independently of it.
-WAIT_SECONDS = 5.0
-# The job's status is saved just before its terminal event is appended; a stream that sees a
-# terminal status but no terminal event yet waits this long for it to land.
-TERMINAL_GRACE_SECONDS = 2.0
-# A client that reads nothing for this long is dropped rather than holding a send forever.
-SEND_TIMEOUT_SECONDS = 30.0
-# On shutdown, how long a stream has to end by itself before it is cut.
-SHUTDOWN_GRACE_SECONDS = 2.0
+# New events a client may fall behind by while its socket stays full before it is dropped
+# (the setting `server.sse_client_buffer`).
+DEFAULT_CLIENT_BUFFER = 1000
+# How long the last message of a stream that ends early may take to go out.
+CLOSING_SECONDS = 1.0
+KEEPALIVE = b": keep-alive\n\n"
+UNAVAILABLE = b": event log unavailable: reconnect with Last-Event-ID to resume\nretry: 3000\n\n"
+
+_Write = Callable[[bytes], Awaitable[None]]
 
 
-def _message(event: Event) -> ServerSentEvent:
-    return ServerSentEvent(data=event.model_dump_json(), event=event.type.value, id=str(event.seq))
+class EventStreamResponse(Response):
+    """`text/event-stream` of one job's events after `after`, fed by the job's broadcaster."""
+
+    media_type = "text/event-stream"
+
+    def __init__(
+        self,
+        backend: Backend,
+        job_id: str,
+        after: int,
+        *,
+        keepalive: float,
+        buffer: int,
+        metrics: Metrics,
+        headers: Mapping[str, str] | None = None,
+    ) -> None:
+        # No body and so no Content-Length, as in starlette's StreamingResponse.
+        self.status_code = 200
+        self.background = None
+        self.init_headers({"Cache-Control": "no-store", "X-Accel-Buffering": "no", **(headers or {})})
+        self.backend = backend
+        self.job_id = job_id
+        self.after = after
+        self.keepalive = keepalive
+        self.buffer = buffer
+        self.metrics = metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await send({"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers})
+        if scope.get("method", "GET").upper() == "HEAD":
+            await send({"type": "http.response.body", "body": b"", "more_body": False})
+            return
+
+        async def write(body: bytes) -> None:
+            await send({"type": "http.response.body", "body": body, "more_body": True})
+
+        self.metrics.sse_clients.inc()
+        try:
+            async with anyio.create_task_group() as tg:
+
+                async def until_disconnect() -> None:
+                    while (await receive())["type"] != "http.disconnect":
+                        pass
+                    tg.cancel_scope.cancel()
+
+                tg.start_soon(until_disconnect)
+                complete = await self._stream(write)
+                tg.cancel_scope.cancel()
+        finally:
+            self.metrics.sse_clients.dec()
+        if complete:
+            await send({"type": "http.response.body", "body": b"", "more_body": False})
+        # Otherwise the client's socket is full: returning unfinished makes the server close it.
+
+    async def _stream(self, write: _Write) -> bool:
+        """Streams until the end; False when the closing message could not be written."""
+        try:
+            if self.after > 0 and await self._seen_terminal():
+                return True  # a reconnect after the end: nothing is missing
+        except BackendUnavailable as exc:
+            log.warning("event log unavailable: %s", exc, extra={"job_id": self.job_id})
+            return await _closing(write, UNAVAILABLE)
+        hub = hub_for(self.backend)
+        async with hub.subscribe(self.job_id, self.after, self.buffer) as subscription:
+            sent = await self._pump(subscription, write)
+            closing = subscription.closing()
+            log.debug(
+                "event stream closed after %d events (%s)",
+                sent,
+                _why(subscription),
+                extra={"job_id": self.job_id},
+            )
+        return await _closing(write, closing) if closing else True
+
+    async def _pump(self, subscription: Subscription, write: _Write) -> int:
+        sent = 0
+        # Keep-alives go out on a fixed period, busy or not, as proxies expect.
+        ping_at = anyio.current_time() + self.keepalive
+        while (batch := await subscription.next(ping_at)) is not None:
+            body = b"".join(frame.data for frame in batch)
+            if anyio.current_time() >= ping_at:
+                body += KEEPALIVE
+                ping_at = anyio.current_time() + self.keepalive
+            if not await subscription.write(write, body):
+                break
+            sent += len(batch)
+            for type_, count in Counter(frame.type for frame in batch).items():
+                self.metrics.events_sent.labels(type_).inc(count)
+        return sent
+
+    async def _seen_terminal(self) -> bool:
+        """Whether the client's last event was the terminal one."""
+        tail = await self.backend.read_events(self.job_id, self.after - 1, 1)
+        return bool(tail) and tail[0].type.terminal
 
 
-async def follow(backend: Backend, job_id: str, after: int, stop: anyio.Event) -> AsyncIterator[Event]:
-    """Every event with seq > `after`, in order, live; ends after the terminal event, when the
-    job is deleted, or when `stop` is set (the server is shutting down)."""
-    if after > 0 and await _seen_terminal(backend, job_id, after):
-        return  # a reconnect after the end: nothing is missing
-    last = after
-    while not stop.is_set():
-        # Returns at once when events are waiting; the job record is read only when idle, not
-        # once per batch of events for every client.
-        events = await _wait(backend, job_id, last, WAIT_SECONDS, stop)
-        if not events:
-            record = await backend.get_job(job_id)
-            if record is None:
-                return
-            if record.status.terminal:
-                events = await _wait(backend, job_id, last, TERMINAL_GRACE_SECONDS, stop)
-                if not events:
-                    return
-        for event in events:
-            yield event
-            last = event.seq
-            if event.type.terminal:
-                return
+async def _closing(write: _Write, body: bytes) -> bool:
+    with anyio.move_on_after(CLOSING_SECONDS):
+        await write(body)
+        return True
+    return False
 
 
-async def _wait(backend: Backend, job_id: str, after: int, timeout: float, stop: anyio.Event) -> list[Event]:
-    """`backend.wait_events`, cut short when `stop` is set."""
-    found: list[Event] = []
-    async with anyio.create_task_group() as tg:
-
-        async def wait() -> None:
-            nonlocal found
-            found = await backend.wait_events(job_id, after, timeout)
-            tg.cancel_scope.cancel()
-
-        async def watch_stop() -> None:
-            await stop.wait()
-            tg.cancel_scope.cancel()
-
-        tg.start_soon(wait)
-        tg.start_soon(watch_stop)
-    return found
-
-
-async def _seen_terminal(backend: Backend, job_id: str, last: int) -> bool:
-    """Whether the client's last event was the terminal one (a reconnect after the end)."""
-    tail = await backend.read_events(job_id, last - 1, 1)
-    return bool(tail) and tail[0].type.terminal
+def _why(subscription: Subscription) -> str:
+    if subscription.dropped is not None:
+        return f"dropped: {subscription.dropped.value}"
+    end = subscription.broadcaster.end
+    return end.value if end is not None else "client left"
 
 
 def event_stream_response(
@@ -93,32 +152,9 @@ def event_stream_response(
     *,
     keepalive: float,
     metrics: Metrics,
+    buffer: int = DEFAULT_CLIENT_BUFFER,
     headers: dict[str, str] | None = None,
-) -> EventSourceResponse:
-    # sse-starlette sets `stop` when uvicorn is told to exit; the stream then ends cleanly
-    # (instead of being cut mid-response) and tells the client how to resume elsewhere.
-    stop = anyio.Event()
-
-    async def messages() -> AsyncIterator[ServerSentEvent]:
-        metrics.sse_clients.inc()
-        sent = 0
-        try:
-            async for event in follow(backend, job_id, after, stop):
-                metrics.events_sent.labels(event.type.value).inc()
-                sent += 1
-                yield _message(event)
-            if stop.is_set():
-                yield ServerSentEvent(comment="server shutting down: reconnect with Last-Event-ID to resume")
-        finally:
-            metrics.sse_clients.dec()
-            log.debug("event stream closed after %d events", sent, extra={"job_id": job_id})
-
-    return EventSourceResponse(
-        messages(),
-        ping=keepalive,
-        headers=headers,
-        sep="\n",
-        send_timeout=SEND_TIMEOUT_SECONDS,
-        shutdown_event=stop,
-        shutdown_grace_period=SHUTDOWN_GRACE_SECONDS,
+) -> Response:
+    return EventStreamResponse(
+        backend, job_id, after, keepalive=keepalive, buffer=buffer, metrics=metrics, headers=headers
     )

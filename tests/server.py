@@ -125,6 +125,7 @@ class SSEStream:
     messages: list[SSEMessage] = field(default_factory=list)
     comments: int = 0
     ended: bool = False  # the server closed the stream (rather than the client leaving)
+    retry: int | None = None  # the last `retry:` hint (milliseconds), if the server sent one
 
     @property
     def events(self) -> list[dict[str, Any]]:
@@ -154,6 +155,8 @@ async def parse_sse(response: httpx.Response, stream: SSEStream) -> AsyncIterato
             current.event = value
         elif name == "id":
             current.id = value
+        elif name == "retry" and value.isdigit():
+            stream.retry = int(value)
     stream.ended = True
 
 

@@ -317,6 +317,8 @@ class ServerSettings(Section):
     max_queued_jobs: int = Field(default=1000, ge=1)
     max_query_chars: int = Field(default=4000, ge=1)
     sse_keepalive: float = Field(default=15.0, gt=0)
+    # New events an SSE client may fall behind by while its socket stays full, then dropped.
+    sse_client_buffer: int = Field(default=1000, ge=1)
     api_keys: list[str] = []
 
 

@@ -275,6 +275,7 @@ async def create_research(
             0,
             keepalive=settings.server.sse_keepalive,
             metrics=metrics,
+            buffer=settings.server.sse_client_buffer,
             headers=headers,
         )
     view = await job_view(engine.backend, record)
@@ -372,5 +373,10 @@ async def research_events(
     await _get(backend, job_id)
     start = last_event_id if last_event_id is not None else (after or 0)
     return event_stream_response(
-        backend, job_id, start, keepalive=settings.server.sse_keepalive, metrics=metrics
+        backend,
+        job_id,
+        start,
+        keepalive=settings.server.sse_keepalive,
+        metrics=metrics,
+        buffer=settings.server.sse_client_buffer,
     )

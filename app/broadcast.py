@@ -1,0 +1,284 @@
+"""One reader of a job's event log per process, shared by every SSE client of that job.
+
+A `Broadcaster` follows one job's log (`backend.wait_events`) and encodes each event to SSE
+bytes once, into a shared, append-only list of frames; each `Subscription` is just a cursor
+into that list. So a thousand clients of one job cost one backend reader and one encoding per
+event, and a client's replay (Last-Event-ID / `?after=`) is served from the same frames.
+
+The reader never waits for a client: a client whose socket stays full while `buffer` new events
+arrive is dropped (it reconnects with Last-Event-ID and loses nothing), so a slow client cannot
+slow the others, the reader, or the engine. When the backend fails, the reader stops and every
+stream ends with a `retry:` hint instead of an error.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import logging
+import weakref
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+
+import anyio
+
+from workers.backend.base import Backend
+from workers.errors import BackendUnavailable
+from workers.events import Event
+
+log = logging.getLogger(__name__)
+
+# How long one wait for new events blocks before the reader re-checks that the job still
+# exists (a deleted job has no terminal event to end its streams).
+WAIT_SECONDS = 5.0
+# The job's status is saved just before its terminal event is appended; a reader that sees a
+# terminal status but no terminal event yet waits this long for it to land.
+TERMINAL_GRACE_SECONDS = 2.0
+# Frames handed to a client per write: bounds one write's size during a long replay.
+MAX_FRAMES_PER_WRITE = 256
+
+
+@dataclass(frozen=True, slots=True)
+class Frame:
+    """One event, encoded once for every client."""
+
+    seq: int
+    type: str
+    data: bytes
+    terminal: bool
+
+
+def encode(event: Event) -> Frame:
+    # `id:` is the seq, so a browser's reconnect sends it back as Last-Event-ID. The JSON is
+    # compact (newlines inside strings are escaped), so one `data:` line carries it.
+    body = f"id: {event.seq}\nevent: {event.type.value}\ndata: {event.model_dump_json()}\n\n"
+    return Frame(event.seq, event.type.value, body.encode(), event.type.terminal)
+
+
+class End(enum.Enum):
+    """Why a broadcaster stopped reading."""
+
+    terminal = "terminal"  # the job's terminal event is in the frames
+    gone = "gone"  # the job was deleted, or ended without a terminal event
+    outage = "outage"  # the backend failed: clients should retry later
+
+
+class Broadcaster:
+    """Follows one job's log from its first event; frames[i] is the event with seq i + 1."""
+
+    def __init__(self, backend: Backend, job_id: str) -> None:
+        self.backend = backend
+        self.job_id = job_id
+        self.frames: list[Frame] = []
+        self.end: End | None = None
+        self.detail = ""
+        self.subscribers: set[Subscription] = set()
+        self._changed = anyio.Event()
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        # A plain task, not one of a request's: it outlives the client that started it and is
+        # cancelled when the job's last client leaves.
+        self._task = asyncio.get_running_loop().create_task(self._run(), name=f"sse-{self.job_id}")
+
+    def close(self) -> None:
+        if self._task is not None and not self._task.done():
+            self._task.cancel()
+
+    @property
+    def changed(self) -> anyio.Event:
+        return self._changed
+
+    async def _run(self) -> None:
+        try:
+            self._finish(await self._follow(), "")
+        except BackendUnavailable as exc:
+            log.warning("event log unavailable; ending its streams: %s", exc, extra={"job_id": self.job_id})
+            self._finish(End.outage, str(exc))
+        except Exception as exc:  # a reader that dies must still end its streams
+            log.exception("event reader failed; ending its streams", extra={"job_id": self.job_id})
+            self._finish(End.outage, f"{type(exc).__name__}: {exc}")
+
+    async def _follow(self) -> End:
+        while True:
+            events = await self.backend.wait_events(self.job_id, len(self.frames), WAIT_SECONDS)
+            if not events:
+                record = await self.backend.get_job(self.job_id)
+                if record is None:
+                    return End.gone
+                if record.status.terminal:
+                    events = await self.backend.wait_events(
+                        self.job_id, len(self.frames), TERMINAL_GRACE_SECONDS
+                    )
+                    if not events:
+                        return End.gone
+            if self._publish(events):
+                return End.terminal
+
+    def _publish(self, events: list[Event]) -> bool:
+        """Appends the new frames, drops clients stuck behind, wakes the rest; True at the end."""
+        terminal = False
+        for event in events:
+            if event.seq != len(self.frames) + 1:
+                continue  # already published (logs are gapless, so this is a repeat)
+            self.frames.append(encode(event))
+            if event.type.terminal:
+                terminal = True
+                break
+        head = len(self.frames)
+        for subscriber in list(self.subscribers):
+            subscriber.check_lag(head)
+        self._wake()
+        return terminal
+
+    def _finish(self, end: End, detail: str) -> None:
+        self.end, self.detail = end, detail
+        self._wake()
+
+    def _wake(self) -> None:
+        changed, self._changed = self._changed, anyio.Event()
+        changed.set()
+
+
+class Drop(enum.Enum):
+    """Why a stream ended early, on the server's side."""
+
+    slow = "slow"
+    shutdown = "shutdown"
+
+
+class Subscription:
+    """One client's cursor into a broadcaster's frames."""
+
+    def __init__(self, broadcaster: Broadcaster, after: int, buffer: int, hub: Hub) -> None:
+        self.broadcaster = broadcaster
+        self.cursor = after  # seq of the last event handed to this client
+        self.buffer = buffer
+        self.dropped: Drop | None = None
+        self._hub = hub
+        self._sending_since: int | None = None  # the head when the current write began
+        self._scope: anyio.CancelScope | None = None
+
+    async def next(self, deadline: float) -> list[Frame] | None:
+        """The frames after the cursor; [] at `deadline` (anyio time) with nothing new (time
+        for a keep-alive); None when this stream is over (see `closing`)."""
+        b = self.broadcaster
+        while True:
+            if self._hub.stopping and self.dropped is None:
+                self.dropped = Drop.shutdown
+            if self.dropped is not None:
+                return None
+            if self.cursor < len(b.frames):
+                batch = b.frames[self.cursor : self.cursor + MAX_FRAMES_PER_WRITE]
+                self.cursor = batch[-1].seq
+                return batch
+            if b.end is not None:
+                return None
+            changed = b.changed
+            with anyio.CancelScope(deadline=deadline) as scope:
+                self._scope = scope
+                await changed.wait()
+            self._scope = None
+            if not changed.is_set() and self.dropped is None and not self._hub.stopping:
+                return []
+
+    async def write(self, send: Callable[[bytes], Awaitable[None]], body: bytes) -> bool:
+        """`send(body)`, unless this client is dropped meanwhile; False when it was."""
+        self._sending_since = len(self.broadcaster.frames)
+        with anyio.CancelScope() as scope:
+            self._scope = scope
+            await send(body)
+        self._scope = None
+        self._sending_since = None
+        return not scope.cancelled_caught
+
+    def check_lag(self, head: int) -> None:
+        # Only a client stuck in one write counts as slow: one merely behind (replaying, or
+        # about to take the batch that just landed) takes what it needs at its own pace.
+        if self._sending_since is not None and head - self._sending_since > self.buffer:
+            log.info(
+                "SSE client dropped: its socket stayed full while %d events arrived (after seq %d)",
+                head - self._sending_since,
+                self.cursor,
+                extra={"job_id": self.broadcaster.job_id},
+            )
+            self.interrupt(Drop.slow)
+
+    def interrupt(self, reason: Drop) -> None:
+        if self.dropped is None:
+            self.dropped = reason
+        if self._scope is not None:
+            self._scope.cancel()
+
+    def closing(self) -> bytes:
+        """What to send last: nothing after the terminal event; otherwise how to come back."""
+        if self.dropped is Drop.slow:
+            return (
+                b": dropped: this client read too slowly and fell behind; "
+                b"reconnect with Last-Event-ID to resume\nretry: 1000\n\n"
+            )
+        if self.dropped is Drop.shutdown:
+            return b": server shutting down: reconnect with Last-Event-ID to resume\nretry: 1000\n\n"
+        if self.broadcaster.end is End.outage:
+            return b": event log unavailable: reconnect with Last-Event-ID to resume\nretry: 3000\n\n"
+        return b""
+
+
+class Hub:
+    """The broadcasters of one backend in this process, one per job with clients."""
+
+    def __init__(self, backend: Backend) -> None:
+        self.backend = backend
+        self.jobs: dict[str, Broadcaster] = {}
+        self.stopping = False
+        self._subscriptions: set[Subscription] = set()
+        self._watcher: asyncio.Task[None] | None = None
+
+    @asynccontextmanager
+    async def subscribe(self, job_id: str, after: int, buffer: int) -> AsyncIterator[Subscription]:
+        self._watch_exit()
+        broadcaster = self.jobs.get(job_id)
+        # An ended reader is reused only when it ended with the job: after an outage or a
+        # delete, a new client gets a fresh look at the backend.
+        if broadcaster is None or broadcaster.end not in (None, End.terminal):
+            broadcaster = Broadcaster(self.backend, job_id)
+            self.jobs[job_id] = broadcaster
+            broadcaster.start()
+        subscription = Subscription(broadcaster, after, buffer, self)
+        broadcaster.subscribers.add(subscription)
+        self._subscriptions.add(subscription)
+        try:
+            yield subscription
+        finally:
+            self._subscriptions.discard(subscription)
+            broadcaster.subscribers.discard(subscription)
+            if not broadcaster.subscribers:
+                broadcaster.close()
+                if self.jobs.get(job_id) is broadcaster:
+                    del self.jobs[job_id]
+
+    def _watch_exit(self) -> None:
+        if self._watcher is None:
+            self._watcher = asyncio.get_running_loop().create_task(self._on_exit(), name="sse-exit")
+
+    async def _on_exit(self) -> None:
+        # sse-starlette's watcher of uvicorn's exit signal (the one the old per-client
+        # responses used); streams then end with a hint instead of being cut.
+        from sse_starlette.sse import EventSourceResponse
+
+        await EventSourceResponse._listen_for_exit_signal()
+        self.stopping = True
+        for subscription in list(self._subscriptions):
+            subscription.interrupt(Drop.shutdown)
+
+
+_hubs: weakref.WeakKeyDictionary[Backend, Hub] = weakref.WeakKeyDictionary()
+
+
+def hub_for(backend: Backend) -> Hub:
+    """The hub of `backend` (one per backend object, so one per app)."""
+    hub = _hubs.get(backend)
+    if hub is None:
+        hub = _hubs[backend] = Hub(backend)
+    return hub
