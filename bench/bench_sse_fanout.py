@@ -1,0 +1,234 @@
+"""SSE fan-out benchmark: many clients on ONE job, on the SIMULATED model.
+
+1. Event delay: one API process on Redis with the engine in one worker process (`Cluster`), one
+   8-agent job, N SSE clients on it. Prints the delay from an event's `ts` (stamped when it is
+   appended to the log, in the worker) to its arrival at a client, p50/p99/max over the events
+   that arrived live, and whether every client got the identical, complete stream.
+2. Engine cost of fan-out: one `heavyresearch serve` (memory backend, engine in-process): the
+   same job's run time (`duration_seconds`) with M clients watching ÷ with none.
+
+Usage: python bench/bench_sse_fanout.py [--clients 500,1000,2000] [--serve-clients 1000]
+       [--agents 8] [--latency 1.0]
+Prints figures only; it asserts nothing. The clients, Redis, the API, the worker and the
+simulated model all share this machine's cores, so the clients' own CPU is in the figures.
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import anyio
+import httpx
+
+from bench._common import corpus_file, sim_process
+from tests.procs import ApiProcess, Cluster, clean_environ
+from tests.redis_server import RedisServer
+
+QUESTION = "Who founded the city of Aldmere?"
+# The event JSON starts {"job_id":…,"seq":N,"ts":T,"type":"…": enough to time an event without
+# decoding it, which keeps the load generator (on the same two cores) cheap.
+EVENT = re.compile(rb'^data: \{"job_id":"[^"]*","seq":(\d+),"ts":([0-9.eE+-]+),"type":"([a-z._]+)"', re.M)
+TERMINAL = {b"job.succeeded", b"job.failed", b"job.cancelled"}
+
+
+@dataclass
+class Fanout:
+    clients: int
+    delays: list[float] = field(default_factory=list)
+    replayed: int = 0
+    streams: list[tuple[int, ...]] = field(default_factory=list)  # each client's seqs
+    errors: list[str] = field(default_factory=list)
+    connected: int = 0
+
+
+def pct(values: list[float], q: float) -> float:
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(q / 100 * (len(ordered) - 1)))]
+
+
+async def watch(host: str, port: int, job_id: str, result: Fanout, all_open: anyio.Event) -> None:
+    """One SSE client on a bare socket (HTTP/1.0: the body is the plain event stream)."""
+    request = (
+        f"GET /v1/research/{job_id}/events HTTP/1.0\r\nHost: {host}\r\nAccept: text/event-stream\r\n\r\n"
+    )
+    seqs: list[int] = []
+    terminal = False
+    try:
+        async with await anyio.connect_tcp(host, port) as sock:
+            await sock.send(request.encode())
+            opened = time.time()
+            result.connected += 1
+            if result.connected == result.clients:
+                all_open.set()
+            buffer = b""
+            while True:
+                try:
+                    buffer += await sock.receive(1 << 16)
+                except (anyio.EndOfStream, anyio.BrokenResourceError):
+                    break
+                arrived = time.time()
+                cut = buffer.rfind(b"\n\n")
+                if cut < 0:
+                    continue
+                ready, buffer = buffer[: cut + 2], buffer[cut + 2 :]
+                for match in EVENT.finditer(ready):
+                    seqs.append(int(match[1]))
+                    ts = float(match[2])
+                    if ts >= opened:
+                        result.delays.append(arrived - ts)
+                    else:
+                        result.replayed += 1
+                    terminal = terminal or match[3] in TERMINAL
+    except OSError as exc:
+        result.errors.append(f"{type(exc).__name__}: {exc}")
+    if not terminal:
+        result.errors.append(f"stream ended before the job did, after {len(seqs)} events")
+    result.streams.append(tuple(seqs))
+
+
+async def submit(client: httpx.AsyncClient, agents: int) -> str:
+    response = await client.post("/v1/research", json={"query": QUESTION, "agents": agents})
+    response.raise_for_status()
+    job_id: str = response.json()["id"]
+    return job_id
+
+
+async def fan_out(api: ApiProcess, clients: int, agents: int) -> tuple[Fanout, float | None]:
+    """One job, `clients` watchers; returns their figures and the job's run time."""
+    result = Fanout(clients)
+    host, port = "127.0.0.1", api.port
+    async with api.client(timeout=60.0) as client:
+        job_id = await submit(client, agents)
+        all_open = anyio.Event()
+        async with anyio.create_task_group() as tg:
+            for _ in range(clients):
+                tg.start_soon(watch, host, port, job_id, result, all_open)
+        job = (await client.get(f"/v1/research/{job_id}")).json()
+    if job["status"] != "succeeded":
+        result.errors.append(f"job ended {job['status']}: {job.get('error')}")
+    return result, job["timings"]["duration_seconds"]
+
+
+async def run_alone(api: ApiProcess, agents: int) -> float | None:
+    async with api.client(timeout=60.0) as client:
+        job_id = await submit(client, agents)
+        while True:
+            job = (await client.get(f"/v1/research/{job_id}")).json()
+            if job["status"] in ("succeeded", "failed", "cancelled"):
+                duration: float | None = job["timings"]["duration_seconds"]
+                return duration
+            await anyio.sleep(0.1)
+
+
+def report(result: Fanout, run_time: float | None) -> None:
+    ms = [d * 1000 for d in result.delays]
+    reference = max(result.streams, key=len, default=())
+    identical = sum(1 for s in result.streams if s == reference)
+    gapless = reference == tuple(range(1, len(reference) + 1))
+    print(
+        f"{result.clients:>5} clients | identical complete streams {identical}/{result.clients}"
+        f" ({len(reference)} events, gapless {gapless}) | errors {len(result.errors)}"
+        f" | live events {len(ms)} (replayed {result.replayed})"
+        f" | event→client p50 {pct(ms, 50):7.1f} ms p99 {pct(ms, 99):7.1f} ms"
+        f" max {max(ms, default=0):7.1f} ms"
+        f" | job run {run_time} s"
+    )
+    for line in sorted(set(result.errors))[:3]:
+        print(f"      ! {line}")
+
+
+async def redis_part(args: argparse.Namespace, workdir: Path, corpus: Path, sim_url: str) -> None:
+    redis = RedisServer(workdir / "redis", appendonly=False)
+    redis.start()
+    cluster = Cluster(
+        workdir / "cluster",
+        redis.url,
+        corpus,
+        f"{sim_url}/v1",
+        env={"HR_SERVER__SSE_KEEPALIVE": "15"},  # INFO logs: the worker start-up line is awaited
+    )
+    try:
+        (api,) = cluster.start_apis(1)
+        cluster.start_workers(1)
+        print(f"1. Redis: 1 API process + 1 worker, one {args.agents}-agent job per row")
+        for clients in args.clients:
+            result, run_time = await fan_out(api, clients, args.agents)
+            report(result, run_time)
+    finally:
+        cluster.stop()
+        redis.stop()
+
+
+async def serve_part(args: argparse.Namespace, workdir: Path, corpus: Path, sim_url: str) -> None:
+    env = clean_environ()
+    env.update(
+        HR_BACKEND="memory",
+        HR_CORPUS__PATH=str(corpus),
+        HR_CORPUS__AUTO_BUILD="false",
+        HR_LLM__BASE_URL=f"{sim_url}/v1",
+        HR_LLM__MODEL="heavyresearch-sim",
+        HR_LOG_LEVEL="WARNING",
+    )
+    api = ApiProcess("serve", env, workdir / "serve.log")
+    api.start()
+    try:
+        api.wait_healthy()
+        print(f"2. one `serve` (memory backend, engine in-process), one {args.agents}-agent job per row")
+        await run_alone(api, args.agents)  # warm-up
+        alone = [await run_alone(api, args.agents) for _ in range(args.repeat)]
+        watched = []
+        for _ in range(args.repeat):
+            result, run_time = await fan_out(api, args.serve_clients, args.agents)
+            report(result, run_time)
+            watched.append(run_time)
+        base = sum(t or 0 for t in alone) / len(alone)
+        loaded = sum(t or 0 for t in watched) / len(watched)
+        print(
+            f"job run time with no clients {base:.2f} s (runs: {alone}), with {args.serve_clients} "
+            f"clients {loaded:.2f} s (runs: {watched}): ratio {loaded / base:.2f}"
+        )
+    finally:
+        api.terminate()
+        api.wait_or_kill()
+
+
+async def main_async(args: argparse.Namespace) -> None:
+    with (
+        tempfile.TemporaryDirectory(prefix="hr-bench-sse-") as tmp,
+        corpus_file() as corpus,
+        sim_process("--latency", str(args.latency)) as sim_url,
+    ):
+        print(f"SIMULATED model in its own process, {args.latency:g} s per call")
+        if args.clients:
+            await redis_part(args, Path(tmp), corpus, sim_url)
+        if args.serve_clients:
+            await serve_part(args, Path(tmp), corpus, sim_url)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--clients", default="500,1000,2000", help="comma-separated client counts (Redis part)"
+    )
+    parser.add_argument("--serve-clients", type=int, default=1000, help="clients in the serve part (0: skip)")
+    parser.add_argument("--repeat", type=int, default=2, help="runs per side in the serve part")
+    parser.add_argument("--agents", type=int, default=8)
+    parser.add_argument("--latency", type=float, default=1.0, help="simulated seconds per model call")
+    args = parser.parse_args()
+    args.clients = [int(x) for x in args.clients.split(",") if x]
+    anyio.run(main_async, args, backend_options={"use_uvloop": True})
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
