@@ -9,6 +9,10 @@ The reader never waits for a client: a client whose socket stays full while `buf
 arrive is dropped (it reconnects with Last-Event-ID and loses nothing), so a slow client cannot
 slow the others, the reader, or the engine. When the backend fails, the reader stops and every
 stream ends with a `retry:` hint instead of an error.
+
+The per-client path is kept to plain asyncio futures (no cancel scope or timer per client per
+event): with 2000 clients every event costs 2000 wake-ups, so each must be a few µs. Timed work
+(keep-alives, the send timeout) is done by one ticker per job, not one timer per client.
 """
 
 from __future__ import annotations
@@ -16,12 +20,11 @@ from __future__ import annotations
 import asyncio
 import enum
 import logging
+import time
 import weakref
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-
-import anyio
 
 from workers.backend.base import Backend
 from workers.errors import BackendUnavailable
@@ -37,6 +40,9 @@ WAIT_SECONDS = 5.0
 TERMINAL_GRACE_SECONDS = 2.0
 # Frames handed to a client per write: bounds one write's size during a long replay.
 MAX_FRAMES_PER_WRITE = 256
+# A client whose socket accepts nothing for this long is dropped even when no new events
+# arrive (a dead peer must not hold its connection forever).
+SEND_TIMEOUT_SECONDS = 30.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,28 +73,37 @@ class End(enum.Enum):
 class Broadcaster:
     """Follows one job's log from its first event; frames[i] is the event with seq i + 1."""
 
-    def __init__(self, backend: Backend, job_id: str) -> None:
+    def __init__(self, backend: Backend, job_id: str, keepalive: float) -> None:
         self.backend = backend
         self.job_id = job_id
+        self.keepalive = keepalive
         self.frames: list[Frame] = []
         self.end: End | None = None
         self.detail = ""
         self.subscribers: set[Subscription] = set()
-        self._changed = anyio.Event()
-        self._task: asyncio.Task[None] | None = None
+        self._tasks: list[asyncio.Task[None]] = []
 
     def start(self) -> None:
-        # A plain task, not one of a request's: it outlives the client that started it and is
+        # Plain tasks, not a request's: they outlive the client that started them and are
         # cancelled when the job's last client leaves.
-        self._task = asyncio.get_running_loop().create_task(self._run(), name=f"sse-{self.job_id}")
+        loop = asyncio.get_running_loop()
+        self._tasks = [
+            loop.create_task(self._run(), name=f"sse-{self.job_id}"),
+            loop.create_task(self._tick(), name=f"sse-tick-{self.job_id}"),
+        ]
 
     def close(self) -> None:
-        if self._task is not None and not self._task.done():
-            self._task.cancel()
+        for task in self._tasks:
+            task.cancel()
 
-    @property
-    def changed(self) -> anyio.Event:
-        return self._changed
+    async def _tick(self) -> None:
+        """Wakes idle clients for their keep-alives; drops those stuck in one write too long."""
+        while True:
+            await asyncio.sleep(self.keepalive / 2)
+            now = time.monotonic()
+            for subscriber in list(self.subscribers):
+                subscriber.check_stuck(now)
+            self._wake()
 
     async def _run(self) -> None:
         try:
@@ -137,8 +152,8 @@ class Broadcaster:
         self._wake()
 
     def _wake(self) -> None:
-        changed, self._changed = self._changed, anyio.Event()
-        changed.set()
+        for subscriber in self.subscribers:
+            subscriber.wake()
 
 
 class Drop(enum.Enum):
@@ -156,17 +171,19 @@ class Subscription:
         self.cursor = after  # seq of the last event handed to this client
         self.buffer = buffer
         self.dropped: Drop | None = None
+        # Called to end this client's stream at once, wherever it is (set by the response).
+        self.on_interrupt: Callable[[], None] = lambda: None
+        self.ping_at = time.monotonic() + broadcaster.keepalive
         self._hub = hub
+        self._waiter: asyncio.Future[None] | None = None
         self._sending_since: int | None = None  # the head when the current write began
-        self._scope: anyio.CancelScope | None = None
+        self._sending_at = 0.0
 
-    async def next(self, deadline: float) -> list[Frame] | None:
-        """The frames after the cursor; [] at `deadline` (anyio time) with nothing new (time
-        for a keep-alive); None when this stream is over (see `closing`)."""
+    async def next(self) -> list[Frame] | None:
+        """The frames after the cursor; [] when a keep-alive is due and nothing is new; None
+        when this stream is over (see `closing`)."""
         b = self.broadcaster
         while True:
-            if self._hub.stopping and self.dropped is None:
-                self.dropped = Drop.shutdown
             if self.dropped is not None:
                 return None
             if self.cursor < len(b.frames):
@@ -175,23 +192,24 @@ class Subscription:
                 return batch
             if b.end is not None:
                 return None
-            changed = b.changed
-            with anyio.CancelScope(deadline=deadline) as scope:
-                self._scope = scope
-                await changed.wait()
-            self._scope = None
-            if not changed.is_set() and self.dropped is None and not self._hub.stopping:
+            if time.monotonic() >= self.ping_at:
                 return []
+            self._waiter = asyncio.get_running_loop().create_future()
+            try:
+                await self._waiter
+            finally:
+                self._waiter = None
 
-    async def write(self, send: Callable[[bytes], Awaitable[None]], body: bytes) -> bool:
-        """`send(body)`, unless this client is dropped meanwhile; False when it was."""
+    def wake(self) -> None:
+        if self._waiter is not None and not self._waiter.done():
+            self._waiter.set_result(None)
+
+    async def write(self, send: Callable[[bytes], Awaitable[None]], body: bytes) -> None:
+        """`send(body)`; a drop meanwhile interrupts it (through `on_interrupt`)."""
         self._sending_since = len(self.broadcaster.frames)
-        with anyio.CancelScope() as scope:
-            self._scope = scope
-            await send(body)
-        self._scope = None
+        self._sending_at = time.monotonic()
+        await send(body)
         self._sending_since = None
-        return not scope.cancelled_caught
 
     def check_lag(self, head: int) -> None:
         # Only a client stuck in one write counts as slow: one merely behind (replaying, or
@@ -205,11 +223,21 @@ class Subscription:
             )
             self.interrupt(Drop.slow)
 
+    def check_stuck(self, now: float) -> None:
+        # A dead peer with a full socket must not hold its connection when no events come.
+        if self._sending_since is not None and now - self._sending_at > SEND_TIMEOUT_SECONDS:
+            log.info(
+                "SSE client dropped: its socket accepted nothing for %.0f s (after seq %d)",
+                SEND_TIMEOUT_SECONDS,
+                self.cursor,
+                extra={"job_id": self.broadcaster.job_id},
+            )
+            self.interrupt(Drop.slow)
+
     def interrupt(self, reason: Drop) -> None:
         if self.dropped is None:
             self.dropped = reason
-        if self._scope is not None:
-            self._scope.cancel()
+            self.on_interrupt()
 
     def closing(self) -> bytes:
         """What to send last: nothing after the terminal event; otherwise how to come back."""
@@ -228,24 +256,27 @@ class Subscription:
 class Hub:
     """The broadcasters of one backend in this process, one per job with clients."""
 
-    def __init__(self, backend: Backend) -> None:
-        self.backend = backend
+    def __init__(self) -> None:
         self.jobs: dict[str, Broadcaster] = {}
         self.stopping = False
         self._subscriptions: set[Subscription] = set()
         self._watcher: asyncio.Task[None] | None = None
 
     @asynccontextmanager
-    async def subscribe(self, job_id: str, after: int, buffer: int) -> AsyncIterator[Subscription]:
+    async def subscribe(
+        self, backend: Backend, job_id: str, after: int, *, buffer: int, keepalive: float
+    ) -> AsyncIterator[Subscription]:
         self._watch_exit()
         broadcaster = self.jobs.get(job_id)
         # An ended reader is reused only when it ended with the job: after an outage or a
         # delete, a new client gets a fresh look at the backend.
         if broadcaster is None or broadcaster.end not in (None, End.terminal):
-            broadcaster = Broadcaster(self.backend, job_id)
+            broadcaster = Broadcaster(backend, job_id, keepalive)
             self.jobs[job_id] = broadcaster
             broadcaster.start()
         subscription = Subscription(broadcaster, after, buffer, self)
+        if self.stopping:
+            subscription.dropped = Drop.shutdown
         broadcaster.subscribers.add(subscription)
         self._subscriptions.add(subscription)
         try:
@@ -277,8 +308,9 @@ _hubs: weakref.WeakKeyDictionary[Backend, Hub] = weakref.WeakKeyDictionary()
 
 
 def hub_for(backend: Backend) -> Hub:
-    """The hub of `backend` (one per backend object, so one per app)."""
+    """The hub of `backend` (one per backend object, so one per app). The hub holds no
+    reference to its backend, so an app's backend is freed with the app."""
     hub = _hubs.get(backend)
     if hub is None:
-        hub = _hubs[backend] = Hub(backend)
+        hub = _hubs[backend] = Hub()
     return hub

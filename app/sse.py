@@ -10,8 +10,9 @@ in this process share one reader and one encoding of each event (`app.broadcast`
 from __future__ import annotations
 
 import logging
-from collections import Counter
+import time
 from collections.abc import Awaitable, Callable, Mapping
+from typing import Any
 
 import anyio
 from starlette.responses import Response
@@ -61,6 +62,7 @@ class EventStreamResponse(Response):
         self.keepalive = keepalive
         self.buffer = buffer
         self.metrics = metrics
+        self._sent = 0
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         await send({"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers})
@@ -73,57 +75,71 @@ class EventStreamResponse(Response):
 
         self.metrics.sse_clients.inc()
         try:
-            async with anyio.create_task_group() as tg:
-
-                async def until_disconnect() -> None:
-                    while (await receive())["type"] != "http.disconnect":
-                        pass
-                    tg.cancel_scope.cancel()
-
-                tg.start_soon(until_disconnect)
-                complete = await self._stream(write)
-                tg.cancel_scope.cancel()
+            complete = await self._stream(receive, write)
         finally:
             self.metrics.sse_clients.dec()
         if complete:
             await send({"type": "http.response.body", "body": b"", "more_body": False})
-        # Otherwise the client's socket is full: returning unfinished makes the server close it.
+        # Otherwise the client left, or its socket is full: returning unfinished makes the
+        # server close the connection.
 
-    async def _stream(self, write: _Write) -> bool:
-        """Streams until the end; False when the closing message could not be written."""
+    async def _stream(self, receive: Receive, write: _Write) -> bool:
+        """Streams until the end; False when the client left or the last message could not
+        be written."""
         try:
             if self.after > 0 and await self._seen_terminal():
                 return True  # a reconnect after the end: nothing is missing
         except BackendUnavailable as exc:
             log.warning("event log unavailable: %s", exc, extra={"job_id": self.job_id})
             return await _closing(write, UNAVAILABLE)
+        left = False
         hub = hub_for(self.backend)
-        async with hub.subscribe(self.job_id, self.after, self.buffer) as subscription:
-            sent = await self._pump(subscription, write)
+        subscribe = hub.subscribe(
+            self.backend, self.job_id, self.after, buffer=self.buffer, keepalive=self.keepalive
+        )
+        async with subscribe as subscription:
+            # One task group per connection (not per event): a disconnect, or a drop decided
+            # by the broadcaster, cancels the pump wherever it waits.
+            async with anyio.create_task_group() as tg:
+                subscription.on_interrupt = tg.cancel_scope.cancel
+
+                async def until_disconnect() -> None:
+                    nonlocal left
+                    while (await receive())["type"] != "http.disconnect":
+                        pass
+                    left = True
+                    tg.cancel_scope.cancel()
+
+                tg.start_soon(until_disconnect)
+                await self._pump(subscription, write)
+                tg.cancel_scope.cancel()
             closing = subscription.closing()
             log.debug(
                 "event stream closed after %d events (%s)",
-                sent,
-                _why(subscription),
+                self._sent,
+                "client left" if left else _why(subscription),
                 extra={"job_id": self.job_id},
             )
+        if left:
+            return False
         return await _closing(write, closing) if closing else True
 
-    async def _pump(self, subscription: Subscription, write: _Write) -> int:
-        sent = 0
-        # Keep-alives go out on a fixed period, busy or not, as proxies expect.
-        ping_at = anyio.current_time() + self.keepalive
-        while (batch := await subscription.next(ping_at)) is not None:
-            body = b"".join(frame.data for frame in batch)
-            if anyio.current_time() >= ping_at:
+    async def _pump(self, subscription: Subscription, write: _Write) -> None:
+        counters: dict[str, Any] = {}
+        while (batch := await subscription.next()) is not None:
+            body = b"".join([frame.data for frame in batch])
+            now = time.monotonic()
+            # Keep-alives go out on a fixed period, busy or not, as proxies expect.
+            if now >= subscription.ping_at:
                 body += KEEPALIVE
-                ping_at = anyio.current_time() + self.keepalive
-            if not await subscription.write(write, body):
-                break
-            sent += len(batch)
-            for type_, count in Counter(frame.type for frame in batch).items():
-                self.metrics.events_sent.labels(type_).inc(count)
-        return sent
+                subscription.ping_at = now + self.keepalive
+            await subscription.write(write, body)
+            self._sent += len(batch)
+            for frame in batch:
+                counter = counters.get(frame.type)
+                if counter is None:
+                    counter = counters[frame.type] = self.metrics.events_sent.labels(frame.type)
+                counter.inc()
 
     async def _seen_terminal(self) -> bool:
         """Whether the client's last event was the terminal one."""
@@ -142,7 +158,7 @@ def _why(subscription: Subscription) -> str:
     if subscription.dropped is not None:
         return f"dropped: {subscription.dropped.value}"
     end = subscription.broadcaster.end
-    return end.value if end is not None else "client left"
+    return end.value if end is not None else "?"
 
 
 def event_stream_response(
