@@ -16,10 +16,12 @@ simulated model all share this machine's cores, so the clients' own CPU is in th
 from __future__ import annotations
 
 import argparse
+import os
 import re
 import sys
 import tempfile
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -40,11 +42,37 @@ TERMINAL = {b"job.succeeded", b"job.failed", b"job.cancelled"}
 @dataclass
 class Fanout:
     clients: int
-    delays: list[float] = field(default_factory=list)
+    samples: list[tuple[float, float, bytes]] = field(default_factory=list)  # (ts, delay, type)
+    subscribed: int = 0  # clients that got their first event, so the server has them all
+    steady_from: float = float("inf")  # when the last of them did
+
+    @property
+    def delays(self) -> list[float]:
+        # Events stamped before every client was subscribed are left out: while a thousand
+        # connections are still being accepted, a client's "live" events include ones the
+        # server had not yet been asked for (a start-up artefact, not fan-out delay).
+        return [d for ts, d, _ in self.samples if ts >= self.steady_from]
+
+    def by_type(self) -> dict[bytes, list[float]]:
+        out: dict[bytes, list[float]] = {}
+        for ts, d, type_ in self.samples:
+            if ts >= self.steady_from:
+                out.setdefault(type_, []).append(d)
+        return out
+
     replayed: int = 0
     streams: list[tuple[int, ...]] = field(default_factory=list)  # each client's seqs
     errors: list[str] = field(default_factory=list)
     connected: int = 0
+    api_cpu: float = 0.0  # CPU seconds the API process used during the row
+    client_cpu: float = 0.0  # and this load generator
+    wall: float = 0.0
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process, from /proc (Linux)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def pct(values: list[float], q: float) -> float:
@@ -54,7 +82,7 @@ def pct(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, round(q / 100 * (len(ordered) - 1)))]
 
 
-async def watch(host: str, port: int, job_id: str, result: Fanout, all_open: anyio.Event) -> None:
+async def watch(host: str, port: int, job_id: str, result: Fanout) -> None:
     """One SSE client on a bare socket (HTTP/1.0: the body is the plain event stream)."""
     request = (
         f"GET /v1/research/{job_id}/events HTTP/1.0\r\nHost: {host}\r\nAccept: text/event-stream\r\n\r\n"
@@ -66,8 +94,6 @@ async def watch(host: str, port: int, job_id: str, result: Fanout, all_open: any
             await sock.send(request.encode())
             opened = time.time()
             result.connected += 1
-            if result.connected == result.clients:
-                all_open.set()
             buffer = b""
             while True:
                 try:
@@ -79,11 +105,15 @@ async def watch(host: str, port: int, job_id: str, result: Fanout, all_open: any
                 if cut < 0:
                     continue
                 ready, buffer = buffer[: cut + 2], buffer[cut + 2 :]
+                if not seqs:
+                    result.subscribed += 1
+                    if result.subscribed == result.clients:
+                        result.steady_from = arrived
                 for match in EVENT.finditer(ready):
                     seqs.append(int(match[1]))
                     ts = float(match[2])
                     if ts >= opened:
-                        result.delays.append(arrived - ts)
+                        result.samples.append((ts, arrived - ts, match[3]))
                     else:
                         result.replayed += 1
                     terminal = terminal or match[3] in TERMINAL
@@ -101,16 +131,26 @@ async def submit(client: httpx.AsyncClient, agents: int) -> str:
     return job_id
 
 
-async def fan_out(api: ApiProcess, clients: int, agents: int) -> tuple[Fanout, float | None]:
-    """One job, `clients` watchers; returns their figures and the job's run time."""
+async def fan_out(
+    api: ApiProcess, clients: int, agents: int, release: Callable[[], Awaitable[None]] | None = None
+) -> tuple[Fanout, float | None]:
+    """One job, `clients` watchers; returns their figures and the job's run time. With
+    `release`, it is called once every client is subscribed (it starts the engine)."""
     result = Fanout(clients)
     host, port = "127.0.0.1", api.port
     async with api.client(timeout=60.0) as client:
+        api_cpu, client_cpu, start = cpu_seconds(api.pid), time.process_time(), time.monotonic()
         job_id = await submit(client, agents)
-        all_open = anyio.Event()
         async with anyio.create_task_group() as tg:
             for _ in range(clients):
-                tg.start_soon(watch, host, port, job_id, result, all_open)
+                tg.start_soon(watch, host, port, job_id, result)
+            if release is not None:
+                while result.subscribed + len(result.errors) < clients:
+                    await anyio.sleep(0.05)
+                await release()
+        result.api_cpu = cpu_seconds(api.pid) - api_cpu
+        result.client_cpu = time.process_time() - client_cpu
+        result.wall = time.monotonic() - start
         job = (await client.get(f"/v1/research/{job_id}")).json()
     if job["status"] != "succeeded":
         result.errors.append(f"job ended {job['status']}: {job.get('error')}")
@@ -136,10 +176,18 @@ def report(result: Fanout, run_time: float | None) -> None:
     print(
         f"{result.clients:>5} clients | identical complete streams {identical}/{result.clients}"
         f" ({len(reference)} events, gapless {gapless}) | errors {len(result.errors)}"
-        f" | live events {len(ms)} (replayed {result.replayed})"
+        f" | live events measured {len(ms)} (replayed {result.replayed})"
         f" | event→client p50 {pct(ms, 50):7.1f} ms p99 {pct(ms, 99):7.1f} ms"
         f" max {max(ms, default=0):7.1f} ms"
         f" | job run {run_time} s"
+        f" | CPU over {result.wall:.1f} s: API {result.api_cpu:.1f} s, clients {result.client_cpu:.1f} s"
+    )
+    worst = sorted(result.by_type().items(), key=lambda kv: -pct(kv[1], 99))[:4]
+    print(
+        "      p99 by event type: "
+        + ", ".join(
+            f"{t.decode()} {pct(d, 99) * 1000:.0f} ms ({len(d) // result.clients}/client)" for t, d in worst
+        )
     )
     for line in sorted(set(result.errors))[:3]:
         print(f"      ! {line}")
@@ -157,11 +205,20 @@ async def redis_part(args: argparse.Namespace, workdir: Path, corpus: Path, sim_
     )
     try:
         (api,) = cluster.start_apis(1)
-        cluster.start_workers(1)
-        print(f"1. Redis: 1 API process + 1 worker, one {args.agents}-agent job per row")
+        print(
+            f"1. Redis: 1 API process + 1 worker, one {args.agents}-agent job per row; the worker "
+            "starts once every client is subscribed, so all the job's events are live"
+        )
+
+        async def start_worker() -> None:
+            await anyio.to_thread.run_sync(cluster.start_workers, 1)
+
         for clients in args.clients:
-            result, run_time = await fan_out(api, clients, args.agents)
+            result, run_time = await fan_out(api, clients, args.agents, start_worker)
             report(result, run_time)
+            for worker in cluster.workers:
+                worker.stop()
+            cluster.workers.clear()
     finally:
         cluster.stop()
         redis.stop()
