@@ -5,9 +5,11 @@ The engine's error tree maps onto HTTP here and nowhere else:
     JobNotFound          404 not_found
     JobConflict          409 conflict
     QueueFull            429 queue_full      + Retry-After
+    QuotaExceeded        429 quota_exceeded  + Retry-After, `quota` names it
     BackendUnavailable   503 unavailable     + Retry-After
     ShuttingDown         503 shutting_down   + Retry-After   (this module: the app is stopping)
     Unauthorized         401 unauthorized    + WWW-Authenticate
+    Forbidden            403 forbidden       (admin-only operations; never for another tenant's job)
     validation           422 validation_error, one entry per invalid field
 """
 
@@ -23,7 +25,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from app.schemas import ErrorDetail, ErrorResponse, FieldError
-from workers.errors import BackendUnavailable, JobConflict, JobNotFound, QueueFull
+from workers.errors import BackendUnavailable, JobConflict, JobNotFound, QueueFull, QuotaExceeded
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +40,10 @@ class Unauthorized(Exception):
     pass
 
 
+class Forbidden(Exception):
+    pass
+
+
 def error_response(
     status: int,
     type_: str,
@@ -46,9 +52,10 @@ def error_response(
     retry_after: int | None = None,
     errors: list[FieldError] | None = None,
     headers: dict[str, str] | None = None,
+    quota: str | None = None,
 ) -> JSONResponse:
     body = ErrorResponse(
-        error=ErrorDetail(type=type_, message=message, errors=errors, retry_after=retry_after)
+        error=ErrorDetail(type=type_, message=message, errors=errors, retry_after=retry_after, quota=quota)
     )
     all_headers = dict(headers or {})
     if retry_after is not None:
@@ -105,6 +112,15 @@ async def _queue_full(request: Request, exc: Exception) -> JSONResponse:
     )
 
 
+async def _quota_exceeded(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, QuotaExceeded)
+    return error_response(429, "quota_exceeded", str(exc), retry_after=exc.retry_after, quota=exc.quota)
+
+
+async def _forbidden(request: Request, exc: Exception) -> JSONResponse:
+    return error_response(403, "forbidden", str(exc))
+
+
 async def _backend_unavailable(request: Request, exc: Exception) -> JSONResponse:
     log.warning("backend unavailable: %s", exc)
     return error_response(
@@ -144,6 +160,8 @@ def install(app: FastAPI) -> None:
     app.add_exception_handler(JobNotFound, _not_found)
     app.add_exception_handler(JobConflict, _conflict)
     app.add_exception_handler(QueueFull, _queue_full)
+    app.add_exception_handler(QuotaExceeded, _quota_exceeded)
+    app.add_exception_handler(Forbidden, _forbidden)
     app.add_exception_handler(BackendUnavailable, _backend_unavailable)
     app.add_exception_handler(ShuttingDown, _shutting_down)
     app.add_exception_handler(Unauthorized, _unauthorized)

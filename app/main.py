@@ -21,14 +21,17 @@ from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 
 from app import errors
+from app.auth import Keyring, ProtectedPaths
 from app.deps import Lifecycle
 from app.metrics import Metrics, RequestMetrics
 from app.middleware import BodyLimit
-from app.routes import ops, research
+from app.routes import chat, ops, research, tenants
 from app.routes.ops import WEB_PAGE, version
 from app.schemas import MAX_AGENTS, MAX_ROUNDS
+from app.stream_tokens import StreamTokens
 from workers.engine import open_engine
 from workers.settings import Settings, get_settings
+from workers.tools.web.ssrf import system_resolver
 
 log = logging.getLogger(__name__)
 
@@ -61,6 +64,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             app.state.http = http
             # open_engine has already logged the simulation banner; this line repeats the flag
             # next to where the API says it is ready, so nobody misses it.
+            if not keyring.enabled:
+                log.warning(
+                    "API keys are OFF: the service is open to anyone who can reach it "
+                    "(set server.tenants or server.api_keys to require keys)"
+                )
+            else:
+                log.info("API keys are on: %d tenant(s)", len(keyring.tenants))
             log.info(
                 "API ready: backend=%s, in-process worker=%s, corpus=%s documents, SIMULATED model=%s",
                 engine.backend.name,
@@ -85,11 +95,25 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.metrics = metrics = Metrics()
     app.state.lifecycle = Lifecycle()
     app.state.web_page = WEB_PAGE.read_text(encoding="utf-8")
+    app.state.keyring = keyring = Keyring(settings.server)
+    app.state.stream_tokens = StreamTokens.derive(
+        settings.server.stream_token_secret, keyring.digests(), settings.server.stream_token_ttl
+    )
+    app.state.resolver = system_resolver
     errors.install(app)
+    protected = set()
+    if settings.server.protect_docs:
+        protected |= {"/docs", "/docs/oauth2-redirect", "/redoc", "/openapi.json"}
+    if settings.server.protect_metrics:
+        protected.add("/metrics")
+    if protected:
+        app.add_middleware(ProtectedPaths, keyring=keyring, paths=protected)
     # Added last = outermost: a refused oversized body is counted in the metrics too.
     app.add_middleware(BodyLimit, max_bytes=MAX_BODY_BYTES)
     app.add_middleware(RequestMetrics, metrics=metrics)
     app.include_router(research.router)
+    app.include_router(tenants.router)
+    app.include_router(chat.router)
     app.include_router(ops.router)
 
     def openapi() -> dict[str, Any]:
@@ -102,6 +126,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 license_info=app.license_info,
             )
             _apply_server_limits(schema, settings)
+            if not keyring.enabled:
+                _drop_security(schema)
             app.openapi_schema = schema
         return app.openapi_schema
 
@@ -125,3 +151,16 @@ def _set_bound(prop: dict[str, Any] | None, key: str, value: int) -> None:
     for branch in prop.get("anyOf", [prop]):
         if branch.get("type") in ("string", "integer"):
             branch[key] = value
+
+
+def _drop_security(schema: dict[str, Any]) -> None:
+    """Without keys nothing needs a bearer token, so the document must not ask for one."""
+    for path in schema.get("paths", {}).values():
+        for operation in path.values():
+            if isinstance(operation, dict):
+                operation.pop("security", None)
+    schemes = schema.get("components", {}).get("securitySchemes")
+    if schemes is not None:
+        schemes.pop("HTTPBearer", None)
+        if not schemes:
+            del schema["components"]["securitySchemes"]

@@ -367,13 +367,16 @@ class ErrorDetail(BaseModel):
         description=(
             "Machine-readable kind: validation_error, bad_request, unauthorized, not_found, "
             "method_not_allowed, conflict, payload_too_large, queue_full, unavailable, "
-            "shutting_down, http_error, internal_error."
+            "shutting_down, http_error, internal_error, quota_exceeded, forbidden."
         ),
         examples=["not_found"],
     )
     message: str
     errors: list[FieldError] | None = Field(default=None, description="Each invalid field (422 only).")
     retry_after: int | None = Field(default=None, description="Seconds to wait before retrying (429, 503).")
+    quota: str | None = Field(
+        default=None, description="The tenant quota that refused the request (429 quota_exceeded only)."
+    )
 
 
 class ErrorResponse(BaseModel):

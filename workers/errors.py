@@ -8,6 +8,7 @@ HeavyResearchError
 ├── LLMConfigError       401, 404 model, 400: fails fast, names the setting to fix
 ├── BackendUnavailable   the job store cannot be reached (HTTP 503 with Retry-After)
 ├── QueueFull            the queue is at capacity (HTTP 429 with Retry-After)
+├── QuotaExceeded        a tenant is past one of its quotas (HTTP 429 with Retry-After)
 ├── JobNotFound          unknown job id (HTTP 404)
 ├── JobConflict          idempotency key reused with another body, delete while running (409)
 └── JobFailed            the job cannot finish: every agent failed (job.failed)
@@ -44,6 +45,15 @@ class BackendUnavailable(HeavyResearchError):
 
 class QueueFull(HeavyResearchError):
     retry_after = 5
+
+
+class QuotaExceeded(HeavyResearchError):
+    """A tenant's quota refuses the job; `quota` is the setting's name (`max_running_jobs`, …)."""
+
+    def __init__(self, quota: str, message: str, retry_after: int) -> None:
+        super().__init__(message)
+        self.quota = quota
+        self.retry_after = retry_after
 
 
 class JobNotFound(HeavyResearchError):

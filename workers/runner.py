@@ -24,6 +24,7 @@ from workers.llm.types import ChatModel
 from workers.logs import job_context
 from workers.models import AgentCheckpoint, AgentStatus, AgentSummary, JobRecord, JobStatus, Usage
 from workers.synthesis import synthesize
+from workers.tenancy import count_job_tokens
 from workers.tools.base import Tool
 from workers.webhooks import WebhookSender
 
@@ -213,6 +214,7 @@ class JobRunner:
             await self.parts.backend.append_event(
                 record.id, NewEvent(type=event, data=data, key=TERMINAL_KEY)
             )
+            await count_job_tokens(self.parts.backend, record)
 
 
 def _all_failed(finals: list[AgentCheckpoint]) -> str:

@@ -138,6 +138,7 @@ class WebhookSettings(BaseModel):
     """How a job's `webhook_url` is called once the job ends."""
 
     secret: str = ""
+    secrets: list[str] = []
     timeout: float = Field(default=10.0, gt=0)
     attempts: int = Field(default=4, ge=1, le=20)
     retry_base_delay: float = Field(default=1.0, ge=0)
@@ -156,6 +157,30 @@ class AgentSettings(BaseModel):
     forced_answer_grace: float = Field(default=20.0, gt=0)
 
 
+class TenantQuotas(BaseModel):
+    """Per-tenant limits; 0 means no limit. Checked at submit, across all API processes."""
+
+    max_running_jobs: int = Field(default=0, ge=0)
+    max_queued_jobs: int = Field(default=0, ge=0)
+    max_agent_rounds: int = Field(default=0, ge=0)
+    max_tokens_per_day: int = Field(default=0, ge=0)
+
+
+class TenantKey(BaseModel):
+    """One API key of a tenant: the key itself or (better) its SHA-256 in hex."""
+
+    tenant: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9._-]+$")
+    key: str = ""
+    key_sha256: str = Field(default="", pattern=r"^([0-9a-fA-F]{64})?$")
+    role: Literal["user", "admin"] = "user"
+    quotas: TenantQuotas | None = None
+
+    @field_validator("key_sha256")
+    @classmethod
+    def _lower(cls, value: str) -> str:
+        return value.lower()
+
+
 class ServerSettings(BaseModel):
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=0, le=65535)
@@ -163,6 +188,12 @@ class ServerSettings(BaseModel):
     max_query_chars: int = Field(default=4000, ge=1)
     sse_keepalive: float = Field(default=15.0, gt=0)
     api_keys: list[str] = []
+    tenants: list[TenantKey] = []
+    default_quotas: TenantQuotas = TenantQuotas()
+    stream_token_secret: str = ""
+    stream_token_ttl: int = Field(default=600, ge=10, le=86400)
+    protect_docs: bool = False
+    protect_metrics: bool = False
 
 
 class WorkerSettings(BaseModel):

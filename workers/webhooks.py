@@ -66,6 +66,14 @@ def delivery_id(job_id: str) -> str:
     return str(uuid.uuid5(_DELIVERY_NAMESPACE, job_id))
 
 
+async def check_webhook_url(
+    settings: WebhookSettings, url: str, resolver: Resolver = system_resolver
+) -> None:
+    """Refuse, at submit time, a url no delivery could reach (a private, loopback, … address,
+    or a host that does not resolve): `BlockedURL` with the guard's own reason."""
+    await AddressGuard(settings.allow_hosts, resolver).check(url)
+
+
 def sign(secret: str, body: bytes) -> str:
     """The `X-Heavyresearch-Signature` value for `body`."""
     return "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
