@@ -18,6 +18,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tests.server import LiveServer, api_settings, live_server
+from tests.test_webhooks import StubResolver
 
 # A dev dependency; skipped (and named in the summary) where an environment lacks it.
 schemathesis = pytest.importorskip("schemathesis")
@@ -31,6 +32,9 @@ def api(mini_corpus: Path) -> Iterator[LiveServer]:
     # Room for every job the fuzzer starts, so a streaming POST never waits behind a queue.
     settings_ = api_settings(mini_corpus, worker={"max_jobs": 64}, agent={"max_rounds_limit": 8})
     with live_server(settings_) as server:
+        # Generated webhook urls are checked at submit: their names resolve to nothing, so
+        # no DNS query leaves the machine.
+        server.app.state.resolver = StubResolver({})
         yield server
 
 

@@ -5,6 +5,7 @@ Every setting is documented in `config/default.toml`; this module only gives the
 
 from __future__ import annotations
 
+import base64
 import os
 from functools import lru_cache
 from pathlib import Path
@@ -144,6 +145,18 @@ class WebhookSettings(BaseModel):
     retry_base_delay: float = Field(default=1.0, ge=0)
     retry_max_delay: float = Field(default=30.0, ge=0)
     allow_hosts: list[str] = []
+
+    @field_validator("secrets")
+    @classmethod
+    def _base64_secrets(cls, value: list[str]) -> list[str]:
+        for secret in value:
+            try:
+                key = base64.b64decode(secret.removeprefix("whsec_"), validate=True)
+            except ValueError:
+                raise ValueError('webhook secrets are base64 (optionally after "whsec_")') from None
+            if len(key) < 16:
+                raise ValueError("a webhook secret needs at least 16 bytes of key")
+        return value
 
 
 class AgentSettings(BaseModel):
