@@ -105,9 +105,12 @@ async def test_streaming_sends_progress_as_reasoning_then_the_answer_and_usage(a
 async def test_a_client_that_disconnects_leaves_the_job_running(mini_corpus: Path) -> None:
     settings = api_settings(mini_corpus, sim={"latency": 0.2}, server={"tenants": TENANTS})
     with live_server(settings) as server:
-        async with sdk(server) as client, client.chat.completions.with_streaming_response.create(
-            model="heavy-2", messages=[{"role": "user", "content": QUESTION}], stream=True
-        ) as response:
+        async with (
+            sdk(server) as client,
+            client.chat.completions.with_streaming_response.create(
+                model="heavy-2", messages=[{"role": "user", "content": QUESTION}], stream=True
+            ) as response,
+        ):
             job_id = response.headers["x-job-id"]
             async for chunk in await response.parse():
                 if chunk.choices and (chunk.choices[0].delta.model_extra or {}).get("reasoning_content"):

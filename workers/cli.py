@@ -31,6 +31,9 @@ def _parser() -> argparse.ArgumentParser:
     ask.add_argument("--max-tokens", type=int, default=None, help="token budget for the job")
     ask.add_argument("--json", action="store_true", help="print every event as one JSON line")
     ask.add_argument("--server", default=None, help="submit to a running service at this URL")
+    ask.add_argument(
+        "--api-key", default=None, help="the service's API key for --server (default: $HR_API_KEY)"
+    )
 
     corpus = sub.add_parser("corpus", help="manage the local search corpus")
     corpus_sub = corpus.add_subparsers(dest="corpus_command", required=True)
