@@ -23,6 +23,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
 
 from app.schemas import ErrorDetail, ErrorResponse, FieldError
 from workers.errors import BackendUnavailable, JobConflict, JobNotFound, QueueFull, QuotaExceeded
@@ -98,8 +99,17 @@ async def _validation(request: Request, exc: Exception) -> JSONResponse:
     return error_response(422, "validation_error", summary, errors=errors)
 
 
+# Longest piece of a client's input an error message repeats.
+_ECHO_CHARS = 64
+
+
+def _echo(value: object) -> str:
+    text = str(value)
+    return text if len(text) <= _ECHO_CHARS else text[:_ECHO_CHARS] + "…"
+
+
 async def _not_found(request: Request, exc: Exception) -> JSONResponse:
-    return error_response(404, "not_found", f"no job with id {exc}")
+    return error_response(404, "not_found", f"no job with id {_echo(exc)}")
 
 
 async def _conflict(request: Request, exc: Exception) -> JSONResponse:
@@ -141,13 +151,39 @@ async def _unauthorized(request: Request, exc: Exception) -> JSONResponse:
     return error_response(401, "unauthorized", str(exc), headers={"WWW-Authenticate": "Bearer"})
 
 
-_HTTP_TYPES = {400: "bad_request", 401: "unauthorized", 404: "not_found", 405: "method_not_allowed"}
+_HTTP_TYPES = {
+    400: "bad_request",
+    401: "unauthorized",
+    404: "not_found",
+    405: "method_not_allowed",
+    415: "unsupported_media_type",
+}
 
 
 async def _http(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, StarletteHTTPException)
     type_ = _HTTP_TYPES.get(exc.status_code, "http_error")
-    return error_response(exc.status_code, type_, str(exc.detail), headers=dict(exc.headers or {}))
+    headers = dict(exc.headers or {})
+    if exc.status_code == 400 and exc.detail == "There was an error parsing the body":
+        # A body that is not even text: the same answer as one that is not valid JSON.
+        error = FieldError(
+            path="body", loc=["body"], message="the body is not valid JSON", type="json_invalid"
+        )
+        return error_response(422, "validation_error", "body: the body is not valid JSON", errors=[error])
+    if exc.status_code == 405:
+        headers["Allow"] = ", ".join(_allowed_methods(request))
+    return error_response(exc.status_code, type_, str(exc.detail), headers=headers)
+
+
+def _allowed_methods(request: Request) -> list[str]:
+    """Every method of every route on this path: Starlette names only the first route's."""
+    methods: set[str] = set()
+    scope = {**request.scope, "method": "\0"}  # matches no route's method: path matches are partial
+    for route in request.app.router.routes:
+        match, _ = route.matches(scope)
+        if match != Match.NONE:
+            methods |= set(getattr(route, "methods", None) or ())
+    return sorted(methods)
 
 
 async def _unexpected(request: Request, exc: Exception) -> JSONResponse:

@@ -24,7 +24,7 @@ from app import errors
 from app.auth import Keyring, ProtectedPaths
 from app.deps import Lifecycle
 from app.metrics import Metrics, RequestMetrics
-from app.middleware import BodyLimit
+from app.middleware import BodyLimit, JsonBodies
 from app.routes import chat, ops, research, tenants
 from app.routes.ops import WEB_PAGE, version
 from app.schemas import MAX_AGENTS, MAX_ROUNDS
@@ -57,7 +57,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifecycle: Lifecycle = app.state.lifecycle
         run_worker = settings.backend == "memory"
         async with (
-            open_engine(settings, run_worker=run_worker, build_engine=run_worker) as engine,
+            open_engine(
+                settings,
+                run_worker=run_worker,
+                build_engine=run_worker,
+                webhook_resolver=app.state.webhook_resolver,
+            ) as engine,
             httpx.AsyncClient(trust_env=False) as http,
         ):
             app.state.engine = engine
@@ -99,7 +104,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.stream_tokens = StreamTokens.derive(
         settings.server.stream_token_secret, keyring.digests(), settings.server.stream_token_ttl
     )
+    # DNS for webhook urls: checked at submit (`resolver`) and at delivery; tests swap in stubs.
     app.state.resolver = system_resolver
+    app.state.webhook_resolver = system_resolver
     errors.install(app)
     protected = set()
     if settings.server.protect_docs:
@@ -109,6 +116,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     if protected:
         app.add_middleware(ProtectedPaths, keyring=keyring, paths=protected)
     # Added last = outermost: a refused oversized body is counted in the metrics too.
+    app.add_middleware(JsonBodies)
     app.add_middleware(BodyLimit, max_bytes=MAX_BODY_BYTES)
     app.add_middleware(RequestMetrics, metrics=metrics)
     app.include_router(research.router)
@@ -126,6 +134,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 license_info=app.license_info,
             )
             _apply_server_limits(schema, settings)
+            chat.document_options(schema)
+            _plain_optional_parameters(schema)
             if not keyring.enabled:
                 _drop_security(schema)
             app.openapi_schema = schema
@@ -164,3 +174,18 @@ def _drop_security(schema: dict[str, Any]) -> None:
         schemes.pop("HTTPBearer", None)
         if not schemes:
             del schema["components"]["securitySchemes"]
+
+
+def _plain_optional_parameters(schema: dict[str, Any]) -> None:
+    """An optional query or header parameter is absent, never `null`: FastAPI documents
+    `int | None` as "integer or null", and a client sending the text `null` gets a 422."""
+    for path in schema.get("paths", {}).values():
+        for operation in path.values():
+            for parameter in operation.get("parameters", []) if isinstance(operation, dict) else []:
+                branches = parameter.get("schema", {}).get("anyOf")
+                if not branches:
+                    continue
+                kept = [b for b in branches if b.get("type") != "null"]
+                if len(kept) == 1 and len(kept) < len(branches):
+                    rest = {k: v for k, v in parameter["schema"].items() if k != "anyOf"}
+                    parameter["schema"] = {**kept[0], **rest}

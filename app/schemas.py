@@ -8,10 +8,12 @@ directly: the views below copy from them, so an engine refactor cannot silently 
 from __future__ import annotations
 
 import json
+import re
 from datetime import UTC, datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit, urlunsplit
 
-from pydantic import AnyHttpUrl, BaseModel, ConfigDict, Field, field_validator
+from pydantic import AnyHttpUrl, BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from workers.models import AgentStatus, JobRecord, JobStatus, Usage, WebhookState, WebhookStatus
 
@@ -31,11 +33,25 @@ EXAMPLE_QUERY = "Which element has the highest melting point, and how was it mea
 EXAMPLE_JOB_ID = "job_019a3f2b7c1d9e4a6b8f0c2d"
 
 
+def json_integers(model: type[BaseModel], data: Any) -> Any:
+    """Integral floats (`12.0`) as ints for the int fields: JSON Schema counts them as
+    integers, and strict validation would not."""
+    if not isinstance(data, dict):
+        return data
+    ints = {name for name, f in model.model_fields.items() if f.annotation in (int, int | None)}
+    return {
+        k: int(v) if k in ints and isinstance(v, float) and v.is_integer() and abs(v) < 2**63 else v
+        for k, v in data.items()
+    }
+
+
 class ResearchCreate(BaseModel):
     """Body of `POST /v1/research`. Fields left out take the server's defaults."""
 
     model_config = ConfigDict(
         extra="forbid",
+        # JSON types exactly as the schema says: no "4" for 4, no 0 for false.
+        strict=True,
         json_schema_extra={
             "examples": [
                 {"query": EXAMPLE_QUERY},
@@ -54,6 +70,7 @@ class ResearchCreate(BaseModel):
 
     query: str = Field(
         min_length=1,
+        pattern=r"\S",
         description=(
             "The research question. Leading and trailing whitespace is dropped; the longest "
             "accepted query is the server setting `server.max_query_chars` (4000 by default)."
@@ -109,11 +126,13 @@ class ResearchCreate(BaseModel):
         description="Time budget in seconds, counted from when the job starts running.",
         examples=[900],
     )
-    angles: list[str] | None = Field(
-        default=None,
-        max_length=MAX_ANGLES,
-        description="Research angles handed round-robin to the agents, so they explore differently.",
-        examples=[["primary sources", "recent measurements"]],
+    angles: list[Annotated[str, Field(min_length=1, max_length=MAX_ANGLE_CHARS, pattern=r"\S")]] | None = (
+        Field(
+            default=None,
+            max_length=MAX_ANGLES,
+            description="Research angles handed round-robin to the agents, so they explore differently.",
+            examples=[["primary sources", "recent measurements"]],
+        )
     )
     webhook_url: AnyHttpUrl | None = Field(
         default=None,
@@ -142,6 +161,11 @@ class ResearchCreate(BaseModel):
             "`Accept: text/event-stream`."
         ),
     )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _json_integers(cls, data: Any) -> Any:
+        return json_integers(cls, data)
 
     @field_validator("query")
     @classmethod
@@ -418,4 +442,26 @@ def webhook_view(status: WebhookStatus | None) -> WebhookView | None:
 
 
 def params(record: JobRecord) -> ResearchParams:
-    return ResearchParams.model_validate(record.request.model_dump())
+    shown = ResearchParams.model_validate(record.request.model_dump())
+    if shown.webhook_url is not None:
+        shown.webhook_url = redact_url(shown.webhook_url)
+    return shown
+
+
+# Query parameters whose values are secrets however they are spelled (token, api_key, sig, …).
+_SECRET_PARAM = re.compile(r"(token|key|secret|sig|signature|auth|password|pass|pwd|code|credential)", re.I)
+
+
+def redact_url(url: str) -> str:
+    """The url without secrets, for showing: credentials and secret-looking query values become
+    `REDACTED`. The job view shows this to everyone, its owner included: the url was a secret
+    only the receiver and this server need."""
+    parts = urlsplit(url)
+    netloc = parts.netloc
+    if "@" in netloc:
+        netloc = "REDACTED@" + netloc.rsplit("@", 1)[1]
+    query = "&".join(
+        f"{name}=REDACTED" if _SECRET_PARAM.search(name) else (f"{name}={value}" if sep else name)
+        for name, sep, value in (pair.partition("=") for pair in parts.query.split("&") if pair)
+    )
+    return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))

@@ -12,6 +12,7 @@ reads the job's events, so a client that disconnects leaves the job running.
 
 from __future__ import annotations
 
+import copy
 import json
 import time
 from collections.abc import AsyncIterator
@@ -60,21 +61,44 @@ PRESETS: dict[str, Preset] = {
 CREATED = 1_700_000_000  # a fixed `created` for /v1/models: presets are not versioned
 
 
-class ChatMessage(BaseModel):
-    model_config = ConfigDict(extra="allow")
+ROLES = ("system", "developer", "user", "assistant", "tool")
 
-    role: str = Field(min_length=1, max_length=64)
+
+class ChatMessage(BaseModel):
+    model_config = ConfigDict(extra="allow", strict=True)
+
+    role: Literal["system", "developer", "user", "assistant", "tool"]
     content: str | list[dict[str, Any]] | None = None
+
+
+# A user message with some text: the question (JSON Schema says it with `contains`).
+_HAS_QUESTION = {
+    "contains": {
+        "type": "object",
+        "required": ["role", "content"],
+        "properties": {"role": {"const": "user"}, "content": {"type": "string", "pattern": "\\S"}},
+    }
+}
 
 
 class ChatCompletionCreate(BaseModel):
     """The OpenAI chat-completions body. Sampling fields (temperature, …) are accepted and
     ignored: the research agents use the server's sampling settings."""
 
-    model_config = ConfigDict(extra="allow")
+    model_config = ConfigDict(extra="allow", strict=True)
 
-    model: str = Field(min_length=1, max_length=200, description="A preset: see `GET /v1/models`.")
-    messages: list[ChatMessage] = Field(min_length=1, max_length=1000)
+    model: str = Field(
+        min_length=1,
+        max_length=200,
+        description="A preset: see `GET /v1/models`.",
+        json_schema_extra={"enum": list(PRESETS)},
+    )
+    messages: list[ChatMessage] = Field(
+        min_length=1,
+        max_length=1000,
+        description="The conversation; its last user message with text is the research question.",
+        json_schema_extra=_HAS_QUESTION,  # type: ignore[arg-type]
+    )
     stream: bool = False
     heavyresearch: dict[str, Any] | None = Field(
         default=None,
@@ -104,12 +128,15 @@ async def list_models(principal: PrincipalDep) -> ModelList:
 
 def _question(messages: list[ChatMessage]) -> str:
     for message in reversed(messages):
-        if message.role == "user":
-            if isinstance(message.content, str):
-                return message.content
-            if isinstance(message.content, list):
-                parts = [str(p.get("text", "")) for p in message.content if p.get("type") == "text"]
-                return "\n".join(parts)
+        if message.role != "user":
+            continue
+        text = ""
+        if isinstance(message.content, str):
+            text = message.content
+        elif isinstance(message.content, list):
+            text = "\n".join(str(p.get("text", "")) for p in message.content if p.get("type") == "text")
+        if text.strip():
+            return text.strip()
     return ""
 
 
@@ -130,11 +157,21 @@ def _research_body(body: ChatCompletionCreate) -> ResearchCreate:
         raise RequestValidationError(
             [{"type": "missing", "loc": ("body", "messages"), "msg": "no user message with text content"}]
         )
-    fields = {**preset.fields, **(body.heavyresearch or {}), "query": question, "stream": False}
+    options = body.heavyresearch or {}
+    clash = sorted({"query", "stream"} & options.keys())
+    if clash:
+        loc = ("body", "heavyresearch", clash[0])
+        raise RequestValidationError(
+            [{"type": "extra_forbidden", "loc": loc, "msg": "set by the chat request itself"}]
+        )
+    fields = {**preset.fields, **options, "query": question, "stream": False}
     try:
         return ResearchCreate.model_validate(fields)
     except ValidationError as exc:
-        errors = [{**e, "loc": ("body", "heavyresearch", *e["loc"])} for e in exc.errors()]
+        errors = [
+            {**e, "loc": ("body", "messages" if e["loc"][:1] == ("query",) else "heavyresearch", *e["loc"])}
+            for e in exc.errors()
+        ]
         raise RequestValidationError(errors) from None
 
 
@@ -240,7 +277,16 @@ async def _stream(backend: Backend, job_id: str, chunks: _Chunks) -> AsyncIterat
                 "`chat.completion.chunk`s: progress as `reasoning_content`, the answer as `content`, "
                 "then a chunk with `usage` and `data: [DONE]`. `X-Job-Id` names the job."
             ),
-            "content": {"application/json": {}, "text/event-stream": {"schema": {"type": "string"}}},
+            "content": {
+                "application/json": {"schema": {"type": "object"}},
+                "text/event-stream": {
+                    "schema": {
+                        "type": "object",
+                        "properties": {"data": {"type": "string"}},
+                        "required": ["data"],
+                    }
+                },
+            },
         },
         409: {"model": ErrorResponse, "description": "The job was cancelled before it answered."},
         429: {
@@ -296,3 +342,26 @@ async def chat_completions(
         "usage": _usage(record),
     }
     return JSONResponse(completion, headers=headers)
+
+
+def document_options(schema: dict[str, Any]) -> None:
+    """Show `heavyresearch` as what it is validated as: the research body without `query` and
+    `stream` (copied after the server's own limits were written into that body)."""
+    components = schema.get("components", {}).get("schemas", {})
+    body, chat = components.get("ResearchCreate"), components.get("ChatCompletionCreate")
+    if body is None or chat is None:
+        return
+    options = copy.deepcopy(body)
+    options["title"] = "HeavyResearchOptions"
+    options["description"] = "Fields of the `POST /v1/research` body; they win over the model's preset."
+    options.pop("examples", None)
+    for name in ("query", "stream"):
+        options["properties"].pop(name, None)
+    options["required"] = [r for r in options.get("required", []) if r not in ("query", "stream")]
+    if not options["required"]:
+        del options["required"]
+    components["HeavyResearchOptions"] = options
+    chat["properties"]["heavyresearch"] = {
+        "anyOf": [{"$ref": "#/components/schemas/HeavyResearchOptions"}, {"type": "null"}],
+        "description": options["description"],
+    }

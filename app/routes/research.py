@@ -60,11 +60,37 @@ SSE_DESCRIPTION = (
     "after the terminal event (`job.succeeded`, `job.failed` or `job.cancelled`); comment lines "
     "keep it alive while the job is quiet."
 )
-SSE_RESPONSE: dict[str, Any] = {
-    "description": SSE_DESCRIPTION,
-    "content": {"text/event-stream": {"schema": {"type": "string"}}},
+# One SSE message (Open API before 3.2: the event-stream `schema` describes each event).
+SSE_EVENT_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "properties": {
+        "event": {"type": "string", "description": "The event type, e.g. `round.started`."},
+        "id": {"type": "string", "pattern": "^[0-9]+$", "description": "The event's `seq`."},
+        "data": {
+            "type": "string",
+            "contentMediaType": "application/json",
+            "contentSchema": {
+                "type": "object",
+                "required": ["job_id", "seq", "ts", "type"],
+                "properties": {
+                    "job_id": {"type": "string"},
+                    "seq": {"type": "integer", "minimum": 1},
+                    "ts": {"type": "number"},
+                    "type": {"type": "string"},
+                    "agent": {"type": ["integer", "null"]},
+                    "round": {"type": ["integer", "null"]},
+                    "data": {"type": "object"},
+                },
+            },
+        },
+    },
+    "required": ["event", "id", "data"],
 }
+SSE_CONTENT: dict[str, Any] = {"text/event-stream": {"schema": SSE_EVENT_SCHEMA}}
+SSE_RESPONSE: dict[str, Any] = {"description": SSE_DESCRIPTION, "content": SSE_CONTENT}
 
+# A cursor is a job id (`workers.backend.base.new_job_id`): anything else is a client's mistake.
+CURSOR_PATTERN = r"^job_[0-9a-f]{22}$"
 # Largest event sequence number a client may name (JSON-safe integer).
 MAX_SEQ = 2**53
 
@@ -209,7 +235,7 @@ async def visible_job(backend: Backend, job_id: str, principal: Principal) -> Jo
                 "(header `Idempotent-Replayed: true`). With `stream` it is the event stream "
                 "instead: " + SSE_DESCRIPTION
             ),
-            "content": {"text/event-stream": {"schema": {"type": "string"}}},
+            "content": SSE_CONTENT,
         },
         202: {"description": "The job is queued. `Location` names it."},
         409: {"model": ErrorResponse, "description": "The `Idempotency-Key` was used with a different body."},
@@ -304,7 +330,13 @@ async def list_research(
     status: Annotated[JobStatus | None, Query(description="Only jobs with this status.")] = None,
     limit: Annotated[int, Query(ge=1, le=100, description="Jobs per page.")] = 20,
     cursor: Annotated[
-        str | None, Query(min_length=1, max_length=100, description="`next_cursor` of the previous page.")
+        str | None,
+        Query(
+            min_length=1,
+            max_length=100,
+            pattern=CURSOR_PATTERN,
+            description="`next_cursor` of the previous page.",
+        ),
     ] = None,
 ) -> JobList:
     records, next_cursor = await backend.list_jobs(status, cursor, limit, principal.owner_filter)

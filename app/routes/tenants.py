@@ -5,14 +5,14 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Path, Query
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from app.auth import KeyringDep, PrincipalDep, StreamTokensDep
 from app.deps import BackendDep
 from app.errors import ERROR_RESPONSES, Forbidden
 from app.quotas import count_jobs, effective_quotas, store_override, tokens_today
 from app.routes.research import JobId, visible_job
-from app.schemas import ErrorResponse
+from app.schemas import ErrorResponse, json_integers
 from workers.backend.base import Backend
 from workers.models import JobStatus
 from workers.settings import TenantQuotas
@@ -23,6 +23,17 @@ router = APIRouter(prefix="/v1", tags=["tenants"], responses=ERROR_RESPONSES)
 # Counting stops here: enough for a usage view, bounded for a tenant with a huge backlog.
 _COUNT_CAP = 10_000
 _NOT_FOUND: dict[int | str, dict[str, Any]] = {404: {"model": ErrorResponse, "description": "No such job."}}
+
+
+class QuotasBody(TenantQuotas):
+    """A tenant's quotas, as sent to `PUT /v1/tenants/{tenant}/quotas`; 0 = no limit."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _json_integers(cls, data: Any) -> Any:
+        return json_integers(cls, data)
 
 
 class StreamToken(BaseModel):
@@ -104,7 +115,7 @@ async def usage(
     responses={403: {"model": ErrorResponse, "description": "Not an admin key."}},
 )
 async def set_quotas(
-    tenant: TenantName, quotas: TenantQuotas, backend: BackendDep, principal: PrincipalDep
+    tenant: TenantName, quotas: QuotasBody, backend: BackendDep, principal: PrincipalDep
 ) -> UsageView:
     if principal.role != "admin":
         raise Forbidden("only an admin key may change quotas")
