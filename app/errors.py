@@ -16,6 +16,7 @@ The engine's error tree maps onto HTTP here and nowhere else:
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Sequence
 from typing import Any
 
@@ -23,7 +24,6 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
-from starlette.routing import Match
 
 from app.schemas import ErrorDetail, ErrorResponse, FieldError
 from workers.errors import BackendUnavailable, JobConflict, JobNotFound, QueueFull, QuotaExceeded
@@ -176,14 +176,16 @@ async def _http(request: Request, exc: Exception) -> JSONResponse:
 
 
 def _allowed_methods(request: Request) -> list[str]:
-    """Every method of every route on this path: Starlette names only the first route's."""
-    methods: set[str] = set()
-    scope = {**request.scope, "method": "\0"}  # matches no route's method: path matches are partial
-    for route in request.app.router.routes:
-        match, _ = route.matches(scope)
-        if match != Match.NONE:
-            methods |= set(getattr(route, "methods", None) or ())
-    return sorted(methods)
+    """Every documented method on this path (Starlette names only the first route's)."""
+    table: list[tuple[re.Pattern[str], set[str]]] | None = getattr(request.app.state, "allow_table", None)
+    if table is None:
+        table = []
+        for template, operations in request.app.openapi().get("paths", {}).items():
+            pattern = re.sub(r"\\\{[^/]+?\\\}", "[^/]+", re.escape(template))
+            table.append((re.compile(f"^{pattern}$"), {m.upper() for m in operations if m != "parameters"}))
+        request.app.state.allow_table = table
+    path = request.url.path
+    return sorted(set().union(*(methods for pattern, methods in table if pattern.match(path))))
 
 
 async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
