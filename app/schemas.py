@@ -139,8 +139,9 @@ class ResearchCreate(BaseModel):
         description=(
             "An http(s) URL called once the job ends (succeeded, failed or cancelled): one POST of "
             "JSON with `type` (the terminal event), `job_id`, `status`, `answer`, `sources`, `error`, "
-            "`simulated`, `finished_at` and `links`. Signed with HMAC-SHA256 in "
-            "`X-Heavyresearch-Signature: sha256=<hex>` when the server has a webhook secret. Failed "
+            "`simulated`, `finished_at` and `links`. Signed the Standard Webhooks way (`webhook-id`, "
+            "`webhook-timestamp`, `webhook-signature`) when the server has `webhooks.secrets`. Checked "
+            "at submit: a private, loopback or unresolvable address is a 422. Shown redacted. Failed "
             "attempts are retried, and a worker crash may repeat a call: every call for one job "
             "carries the same `X-Heavyresearch-Delivery` id. Only public internet addresses are "
             "called, unless the server allows the host (`webhooks.allow_hosts`); redirects are not "
