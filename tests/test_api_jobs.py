@@ -216,6 +216,24 @@ async def test_cancel_during_a_run_stops_every_agent(slow_api: LiveServer) -> No
         assert again.status_code == 200 and again.json()["status"] == "cancelled"
 
 
+async def test_a_cancelled_job_reports_its_agents_cancelled_and_counts_their_tokens(
+    slow_api: LiveServer,
+) -> None:
+    async with slow_api.client() as client:
+        job = await submit(client, agents=2)
+        await wait_for_event(client, job["id"], "usage")  # a round's tokens are spent
+        assert (await client.post(f"/v1/research/{job['id']}/cancel")).status_code in (200, 202)
+        assert (await run_to_end(client, job["id"]))[-1]["type"] == "job.cancelled"
+
+        view = (await client.get(f"/v1/research/{job['id']}")).json()
+    statuses = [agent["status"] for agent in view["agents"]]
+    assert statuses and "running" not in statuses and "pending" not in statuses
+    assert "cancelled" in statuses
+    spent = sum(agent["usage"]["total_tokens"] for agent in view["agents"])
+    assert spent > 0
+    assert view["usage"]["total_tokens"] == spent
+
+
 async def test_queue_full_is_429_and_queued_jobs_cancel_at_once(one_slot_api: LiveServer) -> None:
     async with one_slot_api.client() as client:
         running = await submit(client, agents=2)

@@ -128,3 +128,31 @@ def test_ask_server_with_an_api_key_and_clean_errors(mini_corpus: Path) -> None:
     assert down.returncode == 2
     assert "cannot reach the service" in down.stderr and "Traceback" not in down.stderr
     assert len(down.stderr.strip().splitlines()) == 1
+
+
+SERVING = r"serving on (\S+) \(web page /, API docs /docs\) with backend=(\w+), model=(.+)\n"
+
+
+def test_serve_says_where_it_serves_also_on_the_in_process_simulated_model(
+    mini_corpus: Path, tmp_path: Path
+) -> None:
+    from tests.procs import ApiProcess, clean_environ
+
+    env = clean_environ() | {"HR_BACKEND": "memory", "HR_CORPUS__PATH": str(mini_corpus)}
+    api = ApiProcess("serve", env, tmp_path / "serve.log")
+    api.start()
+    try:
+        where = api.wait_log(SERVING)
+        api.wait_healthy()
+        log = api.log_text()
+    finally:
+        api.stop()
+    assert where.group(1) == api.base_url
+    assert where.group(2) == "memory"
+    assert where.group(3).startswith("SIMULATED")
+    assert "corpus=30 documents" in log
+    # The in-process simulated model's own server says nothing of its start (it would name
+    # another port) and does not mute the API's uvicorn lines.
+    assert f"Uvicorn running on {api.base_url}" in log
+    assert log.count("Uvicorn running on") == 1
+    assert log.count("Application startup complete") == 1

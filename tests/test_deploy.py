@@ -96,11 +96,40 @@ def compose_model(env: Mapping[str, str] | None = None) -> dict[str, Any]:
     return resolved
 
 
-def service_env(service: dict[str, Any]) -> dict[str, str]:
+def service_env(service: dict[str, Any], dotenv: Mapping[str, str] | None = None) -> dict[str, str]:
+    """A container's environment as Compose builds it: its `env_file`s in order (an optional
+    one that is missing is skipped), then `environment`, which wins. A key without a value is
+    taken from `dotenv` (the user's `.env`) and left out when that has none."""
+    values: dict[str, str] = {}
+    for entry in service.get("env_file", []):
+        entry = {"path": entry} if isinstance(entry, str) else entry
+        if entry["path"] == ".env":
+            values.update(dotenv or {})
+            continue
+        path = ROOT / entry["path"]
+        if not path.is_file():
+            assert entry.get("required", True) is False, f"required env file {path} is missing"
+            continue
+        values.update(env_file(path))
     raw = service.get("environment", {})
     if isinstance(raw, list):
-        raw = dict(item.split("=", 1) for item in raw)
-    return {key: "" if value is None else str(value) for key, value in raw.items()}
+        raw = dict(item.split("=", 1) if "=" in item else (item, None) for item in raw)
+    for key, value in raw.items():
+        if value is not None:
+            values[key] = str(value)
+        elif dotenv and key in dotenv:
+            values[key] = dotenv[key]
+        else:
+            values.pop(key, None)
+    return values
+
+
+def profile_model(env_name: str | None, dotenv: Mapping[str, str] | None = None) -> dict[str, Any]:
+    """The compose model for `HEAVYRESEARCH_ENV_FILE=deploy/<env_name>` (None: the default)."""
+    variables = dict(dotenv or {})
+    if env_name is not None:
+        variables["HEAVYRESEARCH_ENV_FILE"] = f"deploy/{env_name}"
+    return compose_model(variables)
 
 
 def setting_env_names(model: type[BaseModel] = Settings, prefix: str = "HR_") -> set[str]:
@@ -231,7 +260,9 @@ def test_compose_api_and_worker_share_redis_and_the_worker_scales() -> None:
         assert service["depends_on"]["redis"]["condition"] == "service_healthy"
         assert "build" in service or "image" in service
     api = services["api"]
-    assert any(str(port).endswith(":8000") for port in api["ports"])
+    assert api["ports"] == ["127.0.0.1:8000:8000"], "without being told, the API faces loopback only"
+    told = compose_model({"HEAVYRESEARCH_BIND": "0.0.0.0", "HEAVYRESEARCH_PORT": "9000"})
+    assert told["services"]["api"]["ports"] == ["0.0.0.0:9000:8000"]
 
     worker = services["worker"]
     assert parses_as_cli(worker["command"]) == "worker"
@@ -261,8 +292,7 @@ def test_every_heavyresearch_command_in_compose_is_real() -> None:
 
 
 def test_the_vllm_profile_serves_tongyi_on_a_gpu_and_the_service_points_at_it() -> None:
-    vllm_env = env_file(DEPLOY / "vllm.env")
-    compose = compose_model(vllm_env)
+    compose = profile_model("vllm.env")
     vllm = compose["services"]["vllm"]
     assert vllm["profiles"] == ["vllm"]
     assert vllm["image"].startswith("vllm/vllm-openai:")
@@ -282,8 +312,7 @@ def test_the_vllm_profile_serves_tongyi_on_a_gpu_and_the_service_points_at_it() 
 
 
 def test_the_searxng_profile_enables_json_and_the_agents_search_it(monkeypatch: pytest.MonkeyPatch) -> None:
-    searxng_env = env_file(DEPLOY / "searxng.env")
-    compose = compose_model(searxng_env)
+    compose = profile_model("searxng.env")
     searxng = compose["services"]["searxng"]
     assert searxng["profiles"] == ["searxng"]
     assert searxng["image"].startswith("searxng/searxng")
@@ -307,10 +336,10 @@ def test_every_hr_variable_is_a_real_setting_and_validates(
     env_name: str | None, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     known = setting_env_names()
-    extra = env_file(DEPLOY / env_name) if env_name else {}
+    extra = env_file(DEPLOY / (env_name or "none.env"))
     unknown = {name for name in extra if name.startswith("HR_")} - known
     assert not unknown, f"{env_name} sets unknown settings: {unknown}"
-    compose = compose_model(extra)
+    compose = profile_model(env_name)
     for name, service in compose["services"].items():
         env = service_env(service)
         unknown = {var for var in env if var.startswith("HR_")} - known
@@ -413,6 +442,39 @@ def test_the_readme_deployment_section_names_real_settings_and_files() -> None:
     assert not unknown, f"the README names unknown settings: {unknown}"
     for path in re.findall(r"`((?:deploy|bench|tests)/[\w./-]+)`", section):
         assert (ROOT / path).exists(), f"the README names {path}, which does not exist"
-    env_files = set(re.findall(r"--env-file ([\w./-]+)", section)) - {"FILE"}
-    assert env_files == {"deploy/vllm.env", "deploy/searxng.env"}
-    assert all((ROOT / path).is_file() for path in env_files)
+    env_files = set(re.findall(r"HEAVYRESEARCH_ENV_FILE=([\w./-]+)", section))
+    assert {"deploy/vllm.env", "deploy/searxng.env"} <= env_files
+    assert all((ROOT / path).is_file() for path in env_files - {"deploy/local.env"})
+    assert "--env-file" not in section, "an --env-file replaces the user's .env"
+
+
+def test_a_profile_adds_to_the_users_env_instead_of_replacing_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    dotenv = {
+        "HR_LLM__API_KEY": "sk-mine",
+        "HR_SERVER__API_KEYS": '["k1"]',
+        "HR_AGENT__DEFAULT_AGENTS": "8",
+        "HR_SEARCH__PROVIDERS": '["local"]',
+    }
+    compose = profile_model("searxng.env", dotenv)
+    for name in ("api", "worker"):
+        env = service_env(compose["services"][name], dotenv)
+        with monkeypatch.context() as patch:
+            settings = settings_from(env, patch)
+        # The user's own settings stay, the profile's are added, the layout's are fixed.
+        assert settings.llm.api_key == "sk-mine"
+        assert settings.server.api_keys == ["k1"]
+        assert settings.agent.default_agents == 8
+        assert settings.search.providers == ["searxng", "local"]
+        assert settings.backend == "redis"
+
+
+def test_no_secret_in_compose_has_a_known_default() -> None:
+    raw = COMPOSE.read_text()
+    for name in re.findall(r"\$\{([A-Z_]*(?:SECRET|TOKEN|KEY)[A-Z_]*)", raw):
+        assert re.search(rf"\$\{{{name}\}}|\$\{{{name}:-\}}", raw), f"{name} has a default in compose"
+    searxng = compose_model()["services"]["searxng"]
+    assert "SEARXNG_SECRET" not in service_env(searxng), "unset, it must not reach the container at all"
+    assert service_env(searxng, {"SEARXNG_SECRET": "s3"})["SEARXNG_SECRET"] == "s3"
+    settings_file = yaml.safe_load((DEPLOY / "searxng" / "settings.yml").read_text())
+    # SearXNG's own placeholder, which it refuses to start with.
+    assert settings_file["server"]["secret_key"] == "ultrasecretkey"

@@ -58,6 +58,16 @@ PUBLIC = {"example.com": ["93.184.215.14", "2606:2800:21f:cb07:6820:80da:af6b:8b
         "2002:7f00:1::1",  # 6to4 of 127.0.0.1
         "2001:db8::1",
         "2001::1",  # Teredo
+        "::ffff:0:7f00:1",  # IPv4-translated 127.0.0.1
+        "::ffff:0:a9fe:a9fe",  # IPv4-translated metadata
+        "64:ff9b:1::a00:1",  # local-use NAT64 of 10.0.0.1
+        "2002:a9fe:a9fe::1",  # 6to4 of 169.254.169.254
+        "2001:0:808:808::f5ff:fffe",  # Teredo, client 10.0.0.1 (stored inverted)
+        "2001:0:a00:1::f7f7:f7f7",  # Teredo via a private relay, public client 8.8.8.8
+        "2001:db8::5efe:a00:1",  # ISATAP of 10.0.0.1 (and a documentation prefix)
+        "2606:4700::5efe:a9fe:a9fe",  # ISATAP of the metadata address under a public prefix
+        "2606:4700::200:5efe:7f00:1",  # ISATAP, universal/local bit set
+        "::8.8.8.8",  # IPv4-compatible: deprecated, refused even around a public address
     ],
 )
 def test_non_public_addresses_are_refused(address: str) -> None:
@@ -66,7 +76,19 @@ def test_non_public_addresses_are_refused(address: str) -> None:
 
 @pytest.mark.parametrize(
     "address",
-    ["93.184.215.14", "8.8.8.8", "1.1.1.1", "2606:4700:4700::1111", "::ffff:8.8.8.8", "64:ff9b::808:808"],
+    [
+        "93.184.215.14",
+        "8.8.8.8",
+        "1.1.1.1",
+        "2606:4700:4700::1111",
+        "::ffff:8.8.8.8",
+        "64:ff9b::808:808",
+        "::ffff:0:808:808",  # IPv4-translated 8.8.8.8
+        "64:ff9b:1::808:808",
+        "2002:808:808::1",  # 6to4 of 8.8.8.8
+        "2001:0:101:101::f7f7:f7f7",  # Teredo: relay 1.1.1.1, client 8.8.8.8
+        "2606:4700::5efe:808:808",  # ISATAP of 8.8.8.8
+    ],
 )
 def test_public_addresses_pass(address: str) -> None:
     assert refusal(ipaddress.ip_address(address)) is None
@@ -129,7 +151,7 @@ async def test_guard_refuses(url: str) -> None:
             "rebind.example": ["93.184.215.14", "10.1.2.3"],
         }
     )
-    with pytest.raises(BlockedURL, match="refused"):
+    with pytest.raises(BlockedURL, match=r"^Refused to fetch .+: it is an? .+, not a public one\.$"):
         await AddressGuard(resolver=resolver).check(url)
 
 
@@ -199,3 +221,59 @@ def test_bad_allow_list_entry_fails_at_start_up() -> None:
 async def test_unresolvable_host_is_refused() -> None:
     with pytest.raises(BlockedURL, match="resolve"):
         await AddressGuard(resolver=StubResolver({})).check("http://nowhere.example/")
+
+
+@pytest.mark.parametrize(
+    ("address", "embedded", "why"),
+    [
+        ("::ffff:10.0.0.1", "10.0.0.1", "private"),
+        ("::ffff:0:7f00:1", "127.0.0.1", "loopback"),
+        ("64:ff9b::a9fe:a9fe", "169.254.169.254", "link-local"),
+        ("2002:c0a8:101::1", "192.168.1.1", "private"),
+        ("2001:0:808:808::f5ff:fffe", "10.0.0.1", "private"),
+        ("2606:4700::5efe:a00:1", "10.0.0.1", "private"),
+    ],
+)
+def test_an_embedded_ipv4_address_is_named_in_the_refusal(address: str, embedded: str, why: str) -> None:
+    reason = refusal(ipaddress.ip_address(address))
+    assert reason is not None
+    assert f"form of {embedded}, which is a" in reason and why in reason
+
+
+@pytest.mark.anyio
+async def test_allow_list_entries_can_name_a_port() -> None:
+    resolver = StubResolver({"wiki.internal": ["10.1.2.3"], "localhost": ["127.0.0.1"]})
+    guard = AddressGuard(["wiki.internal:8080", "127.0.0.1:9999", "10.9.0.0/16:443", "[::1]:8000"], resolver)
+    assert str((await guard.check("http://wiki.internal:8080/")).address) == "10.1.2.3"
+    assert str((await guard.check("http://127.0.0.1:9999/x")).address) == "127.0.0.1"
+    assert str((await guard.check("https://10.9.8.7/")).address) == "10.9.8.7"
+    assert str((await guard.check("http://[::1]:8000/")).address) == "::1"
+    for other_port in [
+        "http://wiki.internal/",
+        "http://wiki.internal:8081/",
+        "http://127.0.0.1:9998/",
+        "http://localhost:80/",
+        "http://10.9.8.7/",
+        "http://[::1]:8001/",
+    ]:
+        with pytest.raises(BlockedURL, match=r"^Refused to fetch"):
+            await guard.check(other_port)
+
+
+@pytest.mark.parametrize("entry", ["wiki.internal:http", "10.0.0.1:0", "host:70000", "[::1]:x"])
+def test_bad_allow_list_ports_fail_at_start_up(entry: str) -> None:
+    with pytest.raises(ValueError, match="allow_hosts"):
+        AddressGuard([entry])
+
+
+@pytest.mark.anyio
+async def test_refusals_are_sentences() -> None:
+    guard = AddressGuard(resolver=StubResolver({"intranet.corp": ["192.168.10.5"]}))
+    with pytest.raises(BlockedURL) as refused:
+        await guard.check("http://intranet.corp/")
+    assert str(refused.value) == (
+        "Refused to fetch intranet.corp (192.168.10.5): it is a private address, not a public one."
+    )
+    with pytest.raises(BlockedURL) as scheme:
+        await guard.check("file:///etc/passwd")
+    assert str(scheme.value) == "Only http and https urls can be read, not 'file'."

@@ -110,7 +110,7 @@ async def test_redirects_are_followed_hop_by_hop(site: Website, fetcher: PageFet
 async def test_redirect_to_a_disallowed_address_is_refused(
     to: str, site: Website, fetcher: PageFetcher
 ) -> None:
-    with pytest.raises(BlockedURL):
+    with pytest.raises(BlockedURL, match=r"redirected to .+, which was refused\. "):
         await fetcher.fetch(site.url(f"/redirect?to={to}"))
 
 
@@ -341,7 +341,9 @@ async def test_corpus_urls_stay_local_and_the_rest_go_to_the_web(
     assert (
         blocks[1] == f"[S2] {notes}\nURL: {notes}\nGoal: founding\nEvidence: Founded in 1788.\nSummary: 1788."
     )
-    assert blocks[2].startswith("[not found] http://10.0.0.5/: refused to fetch 10.0.0.5: a private address")
+    assert blocks[2].startswith(
+        "[not found] http://10.0.0.5/: Refused to fetch 10.0.0.5: it is a private address, not a public one."
+    )
     assert out.provider == "local+web"
 
 

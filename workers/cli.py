@@ -7,6 +7,8 @@ import logging
 import sys
 from pathlib import Path
 
+from pydantic import ValidationError
+
 from workers.logs import setup_logging
 from workers.settings import get_settings
 
@@ -57,9 +59,25 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def describe_settings_error(exc: ValidationError) -> str:
+    """One line per bad setting, named as in `default.toml` and as its environment variable."""
+    lines = ["invalid settings:"]
+    for error in exc.errors():
+        path = [str(part) for part in error["loc"]]
+        name = ".".join(path)
+        message = "unknown setting" if error["type"] == "extra_forbidden" else error["msg"]
+        where = f"{name} (HR_{'__'.join(path).upper()})" if path else "settings"
+        lines.append(f"  {where}: {message}")
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    settings = get_settings()
+    try:
+        settings = get_settings()
+    except ValidationError as exc:
+        print(f"heavyresearch: {describe_settings_error(exc)}", file=sys.stderr)
+        return 2
     setup_logging(settings.log_level)
     match args.command:
         case "serve":

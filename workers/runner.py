@@ -122,7 +122,10 @@ class JobRunner:
             if fresh.status.terminal:
                 # The job ended just as the cancel arrived: its own end stands.
                 return Outcome.finished
-            fresh.agents = summarise(list((await backend.load_checkpoints(job_id)).values()))
+            finals = list((await backend.load_checkpoints(job_id)).values())
+            fresh.agents = [_cancelled(summary) for summary in summarise(finals)]
+            # What the agents spent up to their last saved round is spent, cancelled or not.
+            fresh.usage = sum((cp.usage for cp in finals), Usage())
             await self._end(fresh, JobStatus.cancelled, EventType.job_cancelled, {"reason": "cancelled"})
             jlog.info("job cancelled")
         return Outcome.finished
@@ -215,6 +218,13 @@ class JobRunner:
                 record.id, NewEvent(type=event, data=data, key=TERMINAL_KEY)
             )
             await count_job_tokens(self.parts.backend, record)
+
+
+def _cancelled(summary: AgentSummary) -> AgentSummary:
+    """An agent the cancel stopped mid-research ends `cancelled`; one that had ended keeps its end."""
+    if summary.status in (AgentStatus.pending, AgentStatus.running):
+        return summary.model_copy(update={"status": AgentStatus.cancelled})
+    return summary
 
 
 def _all_failed(finals: list[AgentCheckpoint]) -> str:

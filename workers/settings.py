@@ -11,7 +11,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -31,11 +31,25 @@ def config_dir() -> Path:
     return Path(__file__).resolve().parent / "_config"
 
 
+def _delays_ordered(section: str, base: float, most: float) -> None:
+    if base > most:
+        raise ValueError(
+            f"{section}.retry_base_delay ({base:g}) is more than {section}.retry_max_delay ({most:g})"
+        )
+
+
+class Section(BaseModel):
+    """A settings section: an unknown key (a typo such as `[llm.synthesis] modle`) is an error
+    naming it, not silently ignored."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
 # The model id the simulated server answers to (workers.sim); a job on it is labelled simulated.
 SIMULATED_MODEL_ID = "heavyresearch-sim"
 
 
-class EndpointSettings(BaseModel):
+class EndpointSettings(Section):
     """One OpenAI-compatible chat-completions endpoint."""
 
     base_url: str = ""
@@ -64,8 +78,23 @@ class LLMSettings(EndpointSettings):
     retry_base_delay: float = Field(default=0.5, ge=0)
     retry_max_delay: float = Field(default=20.0, ge=0)
 
+    @model_validator(mode="after")
+    def _consistent(self) -> LLMSettings:
+        _delays_ordered("llm", self.retry_base_delay, self.retry_max_delay)
+        for role in ("synthesis", "summariser"):
+            override: EndpointSettings = getattr(self, role)
+            # Without its own base_url a role runs on the research endpoint; only a model of
+            # its own is honoured there (the others belong to a host of the role's own).
+            stray = sorted(override.model_fields_set - {"base_url", "model"})
+            if not override.base_url and stray:
+                raise ValueError(
+                    f"llm.{role} sets {', '.join(stray)} but no base_url: a role without its own "
+                    f"base_url uses the research endpoint (set llm.{role}.base_url, or drop them)"
+                )
+        return self
 
-class SimSettings(BaseModel):
+
+class SimSettings(Section):
     """The simulated model used when no LLM is configured."""
 
     latency: float = Field(default=0.0, ge=0)
@@ -75,12 +104,12 @@ class SimSettings(BaseModel):
     seed: int = 0
 
 
-class CorpusSettings(BaseModel):
+class CorpusSettings(Section):
     path: str = "~/.cache/heavyresearch/corpus.sqlite"
     auto_build: bool = True
 
 
-class SearchProviderSettings(BaseModel):
+class SearchProviderSettings(Section):
     """One web search API. `base_url` is overridable so tests and proxies can stand in for it."""
 
     base_url: str = ""
@@ -91,14 +120,14 @@ class SearchProviderSettings(BaseModel):
 SEARCH_PROVIDERS = ("local", "searxng", "serper", "tavily", "brave")
 
 
-class SearchSettings(BaseModel):
+class SearchSettings(Section):
     providers: list[str] = ["local"]
     top_k: int = Field(default=5, ge=1, le=50)
     cache_ttl: int = Field(default=86400, ge=0)
     coalesce_wait: float = Field(default=15.0, gt=0)
     searxng: SearchProviderSettings = SearchProviderSettings()
     serper: SearchProviderSettings = SearchProviderSettings(base_url="https://google.serper.dev")
-    tavily: SearchProviderSettings = SearchProviderSettings(base_url="https://api.tavily.com")
+    tavily: SearchProviderSettings = SearchProviderSettings(base_url="https://api.tavily.com", timeout=15.0)
     brave: SearchProviderSettings = SearchProviderSettings(base_url="https://api.search.brave.com/res/v1")
 
     @field_validator("providers")
@@ -118,7 +147,7 @@ class SearchSettings(BaseModel):
         return self.providers == ["local"]
 
 
-class VisitSettings(BaseModel):
+class VisitSettings(Section):
     max_chars: int = Field(default=6000, ge=200)
     cache_ttl: int = Field(default=86400, ge=0)
     coalesce_wait: float = Field(default=60.0, gt=0)
@@ -135,7 +164,7 @@ class VisitSettings(BaseModel):
     summary_retries: int = Field(default=2, ge=0, le=10)
 
 
-class WebhookSettings(BaseModel):
+class WebhookSettings(Section):
     """How a job's `webhook_url` is called once the job ends."""
 
     secret: str = ""
@@ -158,8 +187,13 @@ class WebhookSettings(BaseModel):
                 raise ValueError("a webhook secret needs at least 16 bytes of key")
         return value
 
+    @model_validator(mode="after")
+    def _consistent(self) -> WebhookSettings:
+        _delays_ordered("webhooks", self.retry_base_delay, self.retry_max_delay)
+        return self
 
-class AgentSettings(BaseModel):
+
+class AgentSettings(Section):
     default_agents: int = Field(default=4, ge=1, le=16)
     max_agents: int = Field(default=16, ge=1, le=64)
     default_max_rounds: int = Field(default=32, ge=1, le=256)
@@ -169,8 +203,22 @@ class AgentSettings(BaseModel):
     angles: list[str] = []
     forced_answer_grace: float = Field(default=20.0, gt=0)
 
+    @model_validator(mode="after")
+    def _consistent(self) -> AgentSettings:
+        if self.default_agents > self.max_agents:
+            raise ValueError(
+                f"agent.default_agents ({self.default_agents}) is more than agent.max_agents "
+                f"({self.max_agents})"
+            )
+        if self.default_max_rounds > self.max_rounds_limit:
+            raise ValueError(
+                f"agent.default_max_rounds ({self.default_max_rounds}) is more than "
+                f"agent.max_rounds_limit ({self.max_rounds_limit})"
+            )
+        return self
 
-class TenantQuotas(BaseModel):
+
+class TenantQuotas(Section):
     """Per-tenant limits; 0 means no limit. Checked at submit, across all API processes."""
 
     max_running_jobs: int = Field(default=0, ge=0)
@@ -179,7 +227,7 @@ class TenantQuotas(BaseModel):
     max_tokens_per_day: int = Field(default=0, ge=0)
 
 
-class TenantKey(BaseModel):
+class TenantKey(Section):
     """One API key of a tenant: the key itself or (better) its SHA-256 in hex."""
 
     tenant: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9._-]+$")
@@ -193,8 +241,14 @@ class TenantKey(BaseModel):
     def _lower(cls, value: str) -> str:
         return value.lower()
 
+    @model_validator(mode="after")
+    def _one_key(self) -> TenantKey:
+        if bool(self.key) == bool(self.key_sha256):
+            raise ValueError(f"server.tenants: tenant {self.tenant!r} needs exactly one of key_sha256 or key")
+        return self
 
-class ServerSettings(BaseModel):
+
+class ServerSettings(Section):
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=0, le=65535)
     max_queued_jobs: int = Field(default=1000, ge=1)
@@ -209,10 +263,20 @@ class ServerSettings(BaseModel):
     protect_metrics: bool = False
 
 
-class WorkerSettings(BaseModel):
+class WorkerSettings(Section):
     max_jobs: int = Field(default=8, ge=1)
     heartbeat_seconds: float = Field(default=5.0, gt=0)
     lease_seconds: float = Field(default=30.0, gt=0)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> WorkerSettings:
+        # A lease that lapses between two heartbeats hands a healthy worker's job to another.
+        if self.heartbeat_seconds >= self.lease_seconds:
+            raise ValueError(
+                f"worker.heartbeat_seconds ({self.heartbeat_seconds:g}) must be shorter than "
+                f"worker.lease_seconds ({self.lease_seconds:g})"
+            )
+        return self
 
 
 class Settings(BaseSettings):

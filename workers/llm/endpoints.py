@@ -1,9 +1,10 @@
 """Which endpoints serve each role, in order, and which setting names each one.
 
 A role's list is its primary endpoint then `llm.fallbacks`. A role override with an empty
-`base_url` means "use the research endpoint". An override or fallback with an empty `model`
-borrows the role's model, so a fallback may repeat only what differs (usually the URL and key);
-the API key is never borrowed, as it belongs to another host.
+`base_url` means "use the research endpoint", with the role's own `model` when it names one.
+An override or fallback with an empty `model` borrows the role's model, so a fallback may
+repeat only what differs (usually the URL and key); the API key is never borrowed, as it
+belongs to another host.
 """
 
 from __future__ import annotations
@@ -61,11 +62,15 @@ def resolve_endpoints(llm: LLMSettings) -> dict[Role, tuple[Endpoint, ...]]:
         "summariser": (llm.summariser, "HR_LLM__SUMMARISER__"),
     }
     for role, (override, prefix) in overrides.items():
-        primaries[role] = (
-            Endpoint(settings=override, model=override.model or llm.model, env_prefix=prefix)
-            if override.base_url
-            else research
-        )
+        if override.base_url:
+            primaries[role] = Endpoint(
+                settings=override, model=override.model or llm.model, env_prefix=prefix
+            )
+        elif override.model:
+            # Another model on the research endpoint (settings refuse anything else set here).
+            primaries[role] = Endpoint(settings=llm, model=override.model, env_prefix="HR_LLM__")
+        else:
+            primaries[role] = research
     for index, fallback in enumerate(llm.fallbacks):
         if not fallback.base_url:
             raise LLMConfigError(

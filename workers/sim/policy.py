@@ -24,6 +24,7 @@ from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
+from workers.sim import relevance
 from workers.sim.summarise import summarise
 from workers.sim.synthesis import parse_agent_reports, synthesize
 from workers.sim.text import (
@@ -34,11 +35,9 @@ from workers.sim.text import (
     count_tokens,
     keywords,
     norm,
-    overlap,
     shorten,
     stem,
     stems,
-    top_sentences,
 )
 
 # Bounds of the research report: they are what keeps its size flat over hundreds of rounds.
@@ -47,6 +46,9 @@ MAX_VISITED = 6
 MAX_LEADS = 3
 MAX_SEARCHED = 4
 MAX_ANSWER_CHARS = 240
+# Rounds past the usual answering round that an agent keeps looking when nothing it has read is
+# about the question.
+NOTHING_FOUND_EXTRA_ROUNDS = 3
 
 REPORT_TITLE = "Simulated research notes (heavyresearch-sim)."
 
@@ -307,19 +309,20 @@ def _finding(sentence: str, source: str) -> str:
     return shorten(sentence, MAX_FINDING_CHARS - len(cite)) + cite
 
 
-def _merge_findings(old: list[str], new: list[str], terms: set[str]) -> list[str]:
+def _merge_findings(old: list[str], new: list[str], question: str) -> list[str]:
     """Keep at most MAX_FINDINGS, the most relevant, in the order they were found."""
     unique: dict[str, str] = {}
     for finding in old + new:
         unique.setdefault(norm(finding), finding)
     items = list(unique.values())
-    keep = sorted(range(len(items)), key=lambda i: (-overlap(items[i], terms), i))[:MAX_FINDINGS]
+    keep = relevance.rank(items, question)[:MAX_FINDINGS]
     return [items[i] for i in sorted(keep)]
 
 
-def _rank_hits(hits: list[Hit], terms: set[str]) -> list[Hit]:
+def _rank_hits(hits: list[Hit], question: str) -> list[Hit]:
     # Stable: the provider's order breaks ties.
-    return sorted(hits, key=lambda h: -overlap(f"{h.title} {h.snippet}", terms))
+    order = relevance.rank([f"{h.title}. {h.snippet}" for h in hits], question)
+    return [hits[i] for i in order]
 
 
 def query_variants(question: str, seed: int, extra_terms: Sequence[str] = ()) -> list[str]:
@@ -362,9 +365,11 @@ def _reply(seed: int, think: str, report: str, action: str) -> Reply:
 
 
 def best_finding(findings: Sequence[str], question: str) -> str | None:
-    terms = stems(question)
-    ranked = sorted(range(len(findings)), key=lambda i: (-overlap(findings[i], terms), i))
-    return findings[ranked[0]] if ranked else None
+    """The finding that answers the question best, among those about what it asks; None when
+    no finding is (the policy then says it found nothing rather than state something else)."""
+    matching = [f for f in findings if relevance.matches(f, question)]
+    ranked = relevance.rank(matching, question)
+    return matching[ranked[0]] if ranked else None
 
 
 def _answer_text(finding: str) -> str:
@@ -375,7 +380,6 @@ def _answer_text(finding: str) -> str:
 
 def research_turn(ws: Workspace, *, seed: int, min_rounds: int) -> Reply:
     """One IterResearch round: rebuild the report from the workspace, then act or answer."""
-    terms = stems(ws.question)
     memory = parse_memory(ws.report)
     rng = random.Random(f"research:{seed}:{ws.round}:{ws.question}")
     notes = [f"Round {ws.round}" + (f" of at most {ws.max_rounds}." if ws.max_rounds else ".")]
@@ -384,7 +388,7 @@ def research_turn(ws: Workspace, *, seed: int, min_rounds: int) -> Reply:
     pages, missing = parse_visit(ws.observation) if hits is None else ([], [])
     fresh: list[Hit] = []
     if hits is not None:
-        fresh = [h for h in _rank_hits(hits, terms) if h.url not in memory.visited]
+        fresh = [h for h in _rank_hits(hits, ws.question) if h.url not in memory.visited]
         notes.append(f"The search returned {len(hits)} hits, {len(fresh)} not visited yet.")
         known = {u for _, u in memory.leads}
         memory.leads = [(h.id, h.url) for h in fresh if h.url not in known] + memory.leads
@@ -392,9 +396,12 @@ def research_turn(ws: Workspace, *, seed: int, min_rounds: int) -> Reply:
         new = []
         per_page = 1 + rng.randrange(2)
         for page in pages:
-            new += [_finding(s, page.id) for s in top_sentences(page.text, terms, per_page)]
+            new += [
+                _finding(relevance.resolve_pronoun(s, page.title), page.id)
+                for s in relevance.best_sentences(page.text, ws.question, per_page)
+            ]
         notes.append(f"Read {len(pages)} page(s), {len(missing)} not found; {len(new)} relevant sentence(s).")
-        memory.findings = _merge_findings(memory.findings, new, terms)
+        memory.findings = _merge_findings(memory.findings, new, ws.question)
         done = {p.url for p in pages} | set(missing)
         memory.leads = [lead for lead in memory.leads if lead[1] not in done]
     elif hits is None and ws.observation.strip() and ws.round > 1:
@@ -402,11 +409,13 @@ def research_turn(ws: Workspace, *, seed: int, min_rounds: int) -> Reply:
     memory.leads = memory.leads[:MAX_LEADS]
 
     ready_at = min(min_rounds, ws.max_rounds or min_rounds)
-    if ws.instruction is not None or (memory.findings and ws.round >= ready_at):
-        best = best_finding(memory.findings, ws.question)
+    best = best_finding(memory.findings, ws.question)
+    # Nothing read is about the question: look a few rounds more, then say so.
+    given_up = best is None and ws.round >= ready_at + NOTHING_FOUND_EXTRA_ROUNDS
+    if ws.instruction is not None or (best is not None and ws.round >= ready_at) or given_up:
         if best is None:
-            answer = "No sourced answer: the research found no evidence for this question."
-            notes.append("Forced to answer with no sourced finding.")
+            answer = "No sourced answer: nothing the research read is about this question."
+            notes.append("No finding is about what the question asks; saying so.")
         else:
             answer = _answer_text(best)
             notes.append(f"{len(memory.findings)} finding(s); answering with the best supported one.")

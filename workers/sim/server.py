@@ -23,6 +23,21 @@ _GRACEFUL_SHUTDOWN_SECONDS = 2
 _START_TIMEOUT_SECONDS = 30.0
 
 
+_THREAD_PREFIX = "sim-llm:"
+
+
+class _QuietSimThreads(logging.Filter):
+    """Drops uvicorn's routine lines (started, running on, shutting down) that come from an
+    in-process simulated model's thread: they would read as the API's own, on the wrong port.
+    Its warnings and errors still pass."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.levelno >= logging.WARNING or not (record.threadName or "").startswith(_THREAD_PREFIX)
+
+
+_QUIET = _QuietSimThreads()
+
+
 class _Server(uvicorn.Server):
     """uvicorn, plus: it says when it is ready, and it ends the sim's pending sleeps on shutdown
     (uvicorn would otherwise wait for a one-hour hang to finish)."""
@@ -109,9 +124,13 @@ class SimServer:
             raise
         self._port = sock.getsockname()[1]
         ready = threading.Event()
+        # No log_level and no log_config: uvicorn would set them on its loggers process-wide,
+        # muting (or re-formatting) the lines of the API serving in this same process.
+        logging.getLogger("uvicorn.error").addFilter(_QUIET)
         config = uvicorn.Config(
             self._app,
-            log_level="warning",
+            log_level=None,
+            log_config=None,
             access_log=False,
             lifespan="on",
             timeout_graceful_shutdown=_GRACEFUL_SHUTDOWN_SECONDS,
@@ -125,7 +144,7 @@ class SimServer:
                 sock.close()
                 ready.set()  # unblock start() if serving failed before it was ready
 
-        self._thread = threading.Thread(target=run, name=f"sim-llm:{self._port}", daemon=True)
+        self._thread = threading.Thread(target=run, name=f"{_THREAD_PREFIX}{self._port}", daemon=True)
         self._thread.start()
         if not ready.wait(_START_TIMEOUT_SECONDS) or not server.started:
             self.stop()

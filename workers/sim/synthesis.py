@@ -1,5 +1,5 @@
-"""The simulated model's synthesis role (SIMULATION): the majority answer among the agents,
-with the findings of the agents that agree."""
+"""The simulated model's synthesis role (SIMULATION): the best-supported answer among the
+agents, with the findings of the agents that agree."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from workers.sim import relevance
 from workers.sim.text import CITATION, MAX_FINDING_CHARS, Reply, norm, shorten
 
 # Findings the synthesis report keeps.
@@ -21,6 +22,8 @@ class AgentReport:
 
 
 _NO_ANSWER = {"", "none", "no answer", "n a", "null"}
+# How the research policy says it found nothing (workers/sim/policy.py).
+_NON_ANSWER_PREFIXES = ("no sourced answer", "no answer")
 
 
 def parse_agent_reports(text: str) -> list[AgentReport]:
@@ -44,23 +47,39 @@ def _synthesis_reply(think: str, report: str, answer: str) -> Reply:
     return Reply("synthesis", content)
 
 
+def _is_answer(text: str) -> bool:
+    key = norm(text)
+    return key not in _NO_ANSWER and not key.startswith(_NON_ANSWER_PREFIXES)
+
+
 def synthesize(question: str, agents: Sequence[AgentReport]) -> Reply:
-    """Majority answer; ties go to the side whose reports cite the most sources."""
+    """The best-supported answer: one about what the question asks first, then the one whose
+    agents cite the most distinct sources for it, then the one most agents gave. An agent that
+    found nothing does not vote."""
     groups: dict[str, list[AgentReport]] = {}
     for agent in agents:
-        key = norm(agent.answer)
-        if key not in _NO_ANSWER:
-            groups.setdefault(key, []).append(agent)
+        if _is_answer(agent.answer):
+            groups.setdefault(norm(agent.answer), []).append(agent)
 
     def cited(group: list[AgentReport]) -> int:
         return len({c for a in group for c in CITATION.findall(a.report + a.answer)})
+
+    def support(group: list[AgentReport]) -> tuple[bool, int, int, float, int]:
+        answer = group[0].answer
+        return (
+            relevance.matches(answer, question),
+            cited(group),
+            len(group),
+            relevance.score(answer, question),
+            -group[0].agent,
+        )
 
     if not groups:
         report = f"Simulated synthesis (heavyresearch-sim): none of the {len(agents)} agents found an answer."
         think = "No agent produced an answer; nothing to weigh."
         answer = "No answer: none of the research agents found one."
         return _synthesis_reply(think, report, answer)
-    winner = min(groups.values(), key=lambda g: (-len(g), -cited(g), g[0].agent))
+    winner = max(groups.values(), key=support)
     answer = winner[0].answer
     findings: dict[str, str] = {}
     for agent in winner:
@@ -79,8 +98,8 @@ def synthesize(question: str, agents: Sequence[AgentReport]) -> Reply:
         for a in dissent[:4]
     ]
     think = (
-        f"{len(groups)} distinct answer(s) among {len(agents)} agents; the majority ({len(winner)}) "
-        f"cites {cited(winner)} source(s). Question: {shorten(question, 120)}"
+        f"{len(groups)} distinct answer(s) among {len(agents)} agents; the best supported, given by "
+        f"{len(winner)}, cites {cited(winner)} source(s). Question: {shorten(question, 120)}"
     )
     report = "\n".join(lines)
     return _synthesis_reply(think, report, answer)

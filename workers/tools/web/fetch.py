@@ -27,7 +27,7 @@ import httpx
 from workers.errors import ToolError
 from workers.tools.web.extract import GENERIC_TYPES, Extracted, extract, kind_of
 from workers.tools.web.http import error_detail, read_capped
-from workers.tools.web.ssrf import AddressGuard, Target
+from workers.tools.web.ssrf import AddressGuard, BlockedURL, Target
 
 log = logging.getLogger(__name__)
 
@@ -112,7 +112,7 @@ class PageFetcher:
                     if not location:
                         raise FetchError(f"HTTP {response.status_code} redirect without a Location")
                     # Every hop passes the guard again: a public page may redirect inward.
-                    target = await self._guard.check(urljoin(target.url, location))
+                    target = await self._redirect(target, urljoin(target.url, location))
                     continue
                 if response.status_code >= 400:
                     raise FetchError(f"HTTP {response.status_code}")
@@ -123,6 +123,12 @@ class PageFetcher:
                 raise FetchError("the page has no readable text")
             return Page(url, target.url, extracted.title or target.url, extracted.text, truncated, "web")
         raise FetchError(f"more than {self._max_redirects} redirects")
+
+    async def _redirect(self, source: Target, location: str) -> Target:
+        try:
+            return await self._guard.check(location)
+        except BlockedURL as exc:
+            raise BlockedURL(f"{source.url} redirected to {location}, which was refused. {exc}") from None
 
     async def _send(self, target: Target) -> httpx.Response:
         headers = {

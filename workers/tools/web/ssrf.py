@@ -10,8 +10,10 @@ never consulted. The fetcher calls `check` again for every redirect.
 
 Refused: loopback, private (RFC 1918, ULA), link-local (cloud metadata lives there:
 169.254.169.254, fd00:ec2::254), CGNAT, multicast, unspecified, reserved, documentation and
-benchmark ranges, and IPv6 forms that embed an IPv4 address (mapped, compatible, NAT64, 6to4)
-unless the embedded address is itself public.
+benchmark ranges. An IPv6 address that carries an IPv4 one (mapped, translated, NAT64 and its
+local-use prefix, 6to4, Teredo, ISATAP, IPv4-compatible) is judged by the IPv4 address it
+carries, since that is the host it reaches; the deprecated IPv4-compatible form is refused even
+around a public address. Refusals are sentences naming the address and why.
 """
 
 from __future__ import annotations
@@ -49,7 +51,7 @@ _BLOCKED_V4: tuple[tuple[str, tuple[IPNetwork, ...]], ...] = (
     ("private", _nets("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16")),
     ("carrier-grade NAT", _nets("100.64.0.0/10")),
     ("link-local (cloud metadata)", _nets("169.254.0.0/16")),
-    ("IETF protocol assignments", _nets("192.0.0.0/24")),
+    ("IETF protocol assignment", _nets("192.0.0.0/24")),
     ("documentation", _nets("192.0.2.0/24", "198.51.100.0/24", "203.0.113.0/24")),
     ("6to4 relay anycast", _nets("192.88.99.0/24")),
     ("benchmarking", _nets("198.18.0.0/15")),
@@ -59,35 +61,98 @@ _BLOCKED_V4: tuple[tuple[str, tuple[IPNetwork, ...]], ...] = (
 _BLOCKED_V6: tuple[tuple[str, tuple[IPNetwork, ...]], ...] = (
     ("unspecified", _nets("::/128")),
     ("loopback", _nets("::1/128")),
-    ("IPv4-compatible (deprecated)", _nets("::/96")),
-    ("NAT64 local-use", _nets("64:ff9b:1::/48")),
     ("discard-only", _nets("100::/64")),
-    ("IETF protocol assignments (incl. Teredo)", _nets("2001::/23")),
+    ("IETF protocol assignment", _nets("2001::/23")),
     ("documentation", _nets("2001:db8::/32", "3fff::/20")),
-    ("6to4", _nets("2002::/16")),
     ("unique local (private; incl. metadata fd00:ec2::254)", _nets("fc00::/7")),
     ("link-local", _nets("fe80::/10")),
     ("site-local (deprecated)", _nets("fec0::/10")),
     ("multicast", _nets("ff00::/8")),
 )
-_MAPPED = ipaddress.ip_network("::ffff:0:0/96")
-_NAT64 = ipaddress.ip_network("64:ff9b::/96")
+
+
+def _low32(address: int) -> int:
+    return address & 0xFFFFFFFF
+
+
+def _teredo_client(address: int) -> int:
+    # RFC 4380: the client's IPv4 address is stored bit-inverted in the last 32 bits.
+    return ~address & 0xFFFFFFFF
+
+
+def _sixtofour(address: int) -> int:
+    return (address >> 80) & 0xFFFFFFFF
+
+
+# IPv6 forms that carry an IPv4 address, with where it sits. Such an address reaches (or is
+# treated by stacks as) that IPv4 host, so it is judged by the host it embeds. `routable`:
+# whether the form itself can reach a public host at all; the IPv4-compatible form is
+# deprecated and routed nowhere, so it is refused even around a public address.
+@dataclass(frozen=True, slots=True)
+class _Embedding:
+    form: str
+    network: IPNetwork
+    extract: Callable[[int], int]
+    routable: bool = True
+
+
+_EMBEDDINGS: tuple[_Embedding, ...] = (
+    _Embedding("IPv4-mapped", ipaddress.ip_network("::ffff:0:0/96"), _low32),
+    _Embedding("IPv4-translated", ipaddress.ip_network("::ffff:0:0:0/96"), _low32),
+    _Embedding("NAT64", ipaddress.ip_network("64:ff9b::/96"), _low32),
+    _Embedding("local-use NAT64", ipaddress.ip_network("64:ff9b:1::/48"), _low32),
+    _Embedding("6to4", ipaddress.ip_network("2002::/16"), _sixtofour),
+    _Embedding("Teredo", ipaddress.ip_network("2001::/32"), _teredo_client),
+    _Embedding("IPv4-compatible", ipaddress.ip_network("::/96"), _low32, routable=False),
+)
+# ISATAP keeps the IPv4 address in the interface id (`…:0:5efe:a.b.c.d` or `…:200:5efe:…`)
+# under any prefix.
+_ISATAP_IDS = (0x00005EFE, 0x02005EFE)
+
+
+def _embedded(address: ipaddress.IPv6Address) -> tuple[str, ipaddress.IPv4Address, bool] | None:
+    """(form, embedded IPv4 address, routable) for an IPv6 address that carries one."""
+    value = int(address)
+    if address in _BLOCKED_V6[0][1][0] or address in _BLOCKED_V6[1][1][0]:
+        return None  # :: and ::1 are themselves, not IPv4-compatible addresses
+    for embedding in _EMBEDDINGS:
+        if address in embedding.network:
+            return embedding.form, ipaddress.IPv4Address(embedding.extract(value)), embedding.routable
+    if (value >> 32) & 0xFFFFFFFF in _ISATAP_IDS:
+        return "ISATAP", ipaddress.IPv4Address(_low32(value)), True
+    return None
+
+
+def _article(word: str) -> str:
+    return "an" if word[:1].lower() in "aeiou" else "a"
+
+
+def _teredo_server(address: int) -> ipaddress.IPv4Address:
+    return ipaddress.IPv4Address((address >> 64) & 0xFFFFFFFF)
 
 
 def refusal(address: IPAddress) -> str | None:
-    """Why `address` is not a public address, or None when it is."""
+    """Why `address` is not a public address, as a noun phrase ("a private address"), or None
+    when it is public."""
     if isinstance(address, ipaddress.IPv6Address):
-        # An address that carries an IPv4 one reaches that IPv4 host: judge it by that.
-        if address in _MAPPED or address in _NAT64:
-            embedded = ipaddress.IPv4Address(int(address) & 0xFFFFFFFF)
-            why = refusal(embedded)
-            return f"embeds {embedded}, which is {why}" if why else None
+        carried = _embedded(address)
+        if carried is not None:
+            form, embedded, routable = carried
+            # Teredo also names its relay server; both ends must be public.
+            inner = [embedded, _teredo_server(int(address))] if form == "Teredo" else [embedded]
+            for ipv4 in inner:
+                why = refusal(ipv4)
+                if why is not None:
+                    return f"{_article(form)} {form} form of {ipv4}, which is {why}"
+            if not routable:
+                return f"{_article(form)} {form} address (deprecated, routed nowhere)"
+            return None
         table = _BLOCKED_V6
     else:
         table = _BLOCKED_V4
     for why, networks in table:
         if any(address in net for net in networks):
-            return why
+            return f"{_article(why)} {why} address"
     return None
 
 
@@ -144,7 +209,7 @@ def _ascii_host(host: str) -> str:
     try:
         return idna.encode(host, uts46=True).decode("ascii")
     except idna.IDNAError as exc:
-        raise BlockedURL(f"invalid host name {host!r}: {exc}") from None
+        raise BlockedURL(f"Invalid host name {host!r}: {exc}.") from None
 
 
 @dataclass(frozen=True, slots=True)
@@ -176,7 +241,7 @@ async def system_resolver(host: str, port: int) -> list[IPAddress]:
     try:
         infos = await anyio.getaddrinfo(host, port, type=socket.SOCK_STREAM)
     except OSError as exc:
-        raise BlockedURL(f"cannot resolve {host}: {exc.strerror or exc}") from None
+        raise BlockedURL(f"Cannot resolve {host}: {exc.strerror or exc}.") from None
     out: dict[IPAddress, None] = {}
     for *_, sockaddr in infos:
         parsed = parse_ip(str(sockaddr[0]))
@@ -185,46 +250,75 @@ async def system_resolver(host: str, port: int) -> list[IPAddress]:
     return list(out)
 
 
+_BRACKETED = re.compile(r"^\[(?P<host>[^\]]+)\](?::(?P<port>[0-9]+))?$")
+
+
+def _split_entry(entry: str) -> tuple[str, int | None]:
+    """`host`, `host:port`, `1.2.3.4/8:port`, `[v6]:port` or a bare IPv6 address / range."""
+    bracketed = _BRACKETED.match(entry)
+    if bracketed:
+        host, port = bracketed["host"], bracketed["port"]
+    elif entry.count(":") == 1:
+        host, port = entry.split(":")
+    else:
+        host, port = entry, None  # no colon, or a bare IPv6 address: no port
+    if port is None:
+        return host, None
+    if not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError(f"allow_hosts entry {entry!r} has an invalid port {port!r}")
+    return host, int(port)
+
+
 class AddressGuard:
     """Checks urls against the public-address rule and the allow-list.
 
-    `allow` entries are host names (exact, case-insensitive) or IP addresses / CIDR ranges;
-    `ValueError` for an entry that is neither.
+    `allow` entries are host names (exact, case-insensitive) or IP addresses / CIDR ranges,
+    each optionally with a port (`wiki.internal:8080`, `10.0.0.0/8:443`, `[fd00::1]:80`) that
+    limits the entry to that port; `ValueError` for an entry that is none of these.
     """
 
     def __init__(self, allow: Iterable[str] = (), resolver: Resolver = system_resolver) -> None:
         self._resolver = resolver
-        self._allowed_hosts: set[str] = set()
-        self._allowed_nets: list[IPNetwork] = []
-        for entry in allow:
-            entry = entry.strip().lower().rstrip(".")
+        # A port of None: any port.
+        self._allowed_hosts: list[tuple[str, int | None]] = []
+        self._allowed_nets: list[tuple[IPNetwork, int | None]] = []
+        for raw in allow:
+            entry = raw.strip().lower().rstrip(".")
             if not entry:
                 continue
+            host, port = _split_entry(entry)
             try:
-                self._allowed_nets.append(ipaddress.ip_network(entry.strip("[]"), strict=False))
+                self._allowed_nets.append((ipaddress.ip_network(host, strict=False), port))
             except ValueError:
-                if not _HOSTNAME.match(_ascii_host(entry)):
+                if not _HOSTNAME.match(_ascii_host(host)):
                     raise ValueError(
-                        f"allow_hosts entry {entry!r} is neither a host name nor an IP/CIDR"
+                        f"allow_hosts entry {raw!r} is neither a host name nor an IP address or "
+                        "range (each optionally with :port)"
                     ) from None
-                self._allowed_hosts.add(_ascii_host(entry))
+                self._allowed_hosts.append((_ascii_host(host), port))
 
-    def _allowed(self, address: IPAddress) -> bool:
-        return any(address.version == net.version and address in net for net in self._allowed_nets)
+    def _host_allowed(self, host: str, port: int) -> bool:
+        return any(host == name and allowed in (None, port) for name, allowed in self._allowed_hosts)
+
+    def _allowed(self, address: IPAddress, port: int) -> bool:
+        return any(
+            address.version == net.version and address in net and allowed in (None, port)
+            for net, allowed in self._allowed_nets
+        )
 
     async def check(self, url: str) -> Target:
         """The url pinned to a permitted address; `BlockedURL` saying why when it is not."""
         parts = _split(url)
         scheme = parts.scheme.lower()
         if scheme not in ("http", "https"):
-            raise BlockedURL(f"only http and https urls can be read, not {scheme or 'a relative url'!r}")
+            raise BlockedURL(f"Only http and https urls can be read, not {scheme or 'a relative url'!r}.")
         raw = (parts.hostname or "").rstrip(".")
         if not raw:
-            raise BlockedURL("the url has no host")
+            raise BlockedURL("The url has no host.")
         try:
             port = parts.port or (443 if scheme == "https" else 80)
         except ValueError:
-            raise BlockedURL("the url has an invalid port") from None
+            raise BlockedURL("The url has an invalid port.") from None
         path = parts.path or "/"
         if parts.query:
             path += "?" + parts.query
@@ -237,21 +331,21 @@ class AddressGuard:
             host = _ascii_host(raw)
             last = host.rsplit(".", 1)[-1]
             if _NUMERIC_LABEL.match(last) or not _HOSTNAME.match(host):
-                raise BlockedURL(f"invalid host {raw!r}")
+                raise BlockedURL(f"Invalid host {raw!r}.")
             addresses = await self._resolver(host, port)
             if not addresses:
-                raise BlockedURL(f"{host} does not resolve to any address")
+                raise BlockedURL(f"{host} does not resolve to any address.")
 
         chosen = addresses[0]
-        if host not in self._allowed_hosts:
+        if not self._host_allowed(host, port):
             # Every answer must pass: the connection may not take the first one.
             for address in addresses:
-                if self._allowed(address):
+                if self._allowed(address, port):
                     continue
                 why = refusal(address)
                 if why is not None:
                     shown = host if literal is not None else f"{host} ({address})"
-                    raise BlockedURL(f"refused to fetch {shown}: a {why} address, not a public one")
+                    raise BlockedURL(f"Refused to fetch {shown}: it is {why}, not a public one.")
         shown_url = f"{scheme}://{_netloc(host, port, scheme)}{path}"
         return Target(url=shown_url, scheme=scheme, host=host, port=port, address=chosen, path=path)
 
@@ -260,7 +354,7 @@ def _split(url: str) -> SplitResult:
     try:
         return urlsplit(url.strip())
     except ValueError as exc:
-        raise BlockedURL(f"invalid url: {exc}") from None
+        raise BlockedURL(f"Invalid url: {exc}.") from None
 
 
 def _netloc(host: str, port: int, scheme: str) -> str:
