@@ -34,7 +34,9 @@ SKIPPED = {("GET", "/v1/research/{job_id}/events")}
 @pytest.fixture(scope="module")
 def api(mini_corpus: Path) -> Iterator[LiveServer]:
     # Room for every job the fuzzer starts, so a streaming POST never waits behind a queue.
-    settings_ = api_settings(mini_corpus, worker={"max_jobs": 64}, agent={"max_rounds_limit": 8})
+    settings_ = api_settings(
+        mini_corpus, worker={"max_jobs": 64}, agent={"max_rounds_limit": 8, "default_max_rounds": 8}
+    )
     server = LiveServer(settings_)
     # No DNS query leaves the machine: at submit every generated name resolves to a public
     # address (so a schema-valid webhook_url is accepted), at delivery to none (so nothing is
