@@ -5,7 +5,7 @@
 # "Deployment" section of README.md.
 #
 #   docker build -t heavyresearch .
-#   docker run --rm -p 8000:8000 heavyresearch        # memory backend, simulated model
+#   docker run --rm -p 8000:8000 heavyresearch        # sqlite backend (in the container), simulated model
 #
 # Builder and runtime must use the same Python image: the virtual environment points at the
 # interpreter by path.

@@ -29,6 +29,7 @@ from app.routes import chat, ops, research, tenants
 from app.routes.ops import WEB_PAGE, version
 from app.schemas import MAX_AGENTS, MAX_ROUNDS
 from app.stream_tokens import StreamTokens
+from workers.backend import backend_location
 from workers.engine import open_engine
 from workers.settings import Settings, get_settings
 from workers.tools.web.ssrf import system_resolver
@@ -55,7 +56,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         lifecycle: Lifecycle = app.state.lifecycle
-        run_worker = settings.backend == "memory"
+        # With sqlite, `serve` runs jobs too (one box just works); `heavyresearch worker`
+        # processes may join it on the same file.
+        run_worker = settings.backend in ("memory", "sqlite")
         async with (
             open_engine(
                 settings,
@@ -77,8 +80,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             else:
                 log.info("API keys are on: %d tenant(s)", len(keyring.tenants))
             log.info(
-                "API ready: backend=%s, in-process worker=%s, corpus=%s documents, SIMULATED model=%s",
+                "API ready: backend=%s (%s), in-process worker=%s, corpus=%s documents, SIMULATED model=%s",
                 engine.backend.name,
+                backend_location(engine.backend) or "nothing kept across restarts",
                 run_worker,
                 engine.corpus_docs,
                 engine.simulated,

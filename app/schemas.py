@@ -15,7 +15,16 @@ from urllib.parse import urlsplit, urlunsplit
 
 from pydantic import AnyHttpUrl, BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from workers.models import AgentStatus, JobRecord, JobStatus, Usage, WebhookState, WebhookStatus
+from workers.models import (
+    AgentStatus,
+    BudgetReport,
+    JobRecord,
+    JobStatus,
+    RemovedCitation,
+    Usage,
+    WebhookState,
+    WebhookStatus,
+)
 
 # Tools a request may name; the engine builds exactly these.
 TOOL_NAMES = ("search", "visit")
@@ -114,7 +123,10 @@ class ResearchCreate(BaseModel):
         le=1_000_000_000,
         description=(
             "Token budget for the whole job (prompt + completion, every agent and the synthesis). "
-            "When it is spent the agents answer from their reports and the result says so."
+            "When it is spent the agents answer from their reports and the result says so. Forced "
+            "answers and the synthesis are reserved for inside it (`result.budget` shows how much), "
+            "so the job never spends more; a budget too small for one round per agent after those "
+            "reservations is refused with 422, naming the least that would do."
         ),
         examples=[2_000_000],
     )
@@ -123,7 +135,12 @@ class ResearchCreate(BaseModel):
         ge=1,
         le=MAX_TIME_BUDGET,
         allow_inf_nan=False,
-        description="Time budget in seconds, counted from when the job starts running.",
+        description=(
+            "Time budget in seconds, counted from when the job starts running. Its last share is "
+            "planned for forced answers and the synthesis, so the job ends within `max_seconds` plus "
+            "the server's `budget.finish_allowance_seconds` (2 s by default); `result.budget` shows "
+            "the plan. A budget leaving under `budget.min_research_seconds` for research is a 422."
+        ),
         examples=[900],
     )
     angles: list[Annotated[str, Field(min_length=1, max_length=MAX_ANGLE_CHARS, pattern=r"\S")]] | None = (
@@ -227,6 +244,15 @@ class UsageView(BaseModel):
     completion_tokens: int
     total_tokens: int
     calls: int = Field(description="Model calls made.")
+    format_recoveries: int = Field(
+        default=0,
+        description=(
+            "Model outputs the parser had to repair before it could use them (a missing `<answer>` "
+            "tag, text invented after a tool call, `queries` for `query`, …); each round's are "
+            "listed in its `usage` event."
+        ),
+    )
+    format_errors: int = Field(default=0, description="Model outputs that could not be used at all.")
 
     @classmethod
     def of(cls, usage: Usage) -> UsageView:
@@ -235,6 +261,8 @@ class UsageView(BaseModel):
             completion_tokens=usage.completion_tokens,
             total_tokens=usage.total_tokens,
             calls=usage.calls,
+            format_recoveries=usage.format_recoveries,
+            format_errors=usage.format_errors,
         )
 
 
@@ -274,6 +302,20 @@ class ResultView(BaseModel):
     agent_reports: dict[int, str] = Field(description="Each used agent's final report.")
     cut_short: list[str] = Field(description="Budgets or limits that forced agents to answer early.")
     simulated: bool = Field(description="True when the SIMULATED model produced this result, not an LLM.")
+    budget: BudgetReport | None = Field(
+        default=None,
+        description=(
+            "How `max_tokens` and `max_seconds` were shared out when the job started: the tokens "
+            "reserved for forced answers and the synthesis, and each phase's seconds."
+        ),
+    )
+    removed_citations: list[RemovedCitation] = Field(
+        default_factory=list,
+        description=(
+            "Each citation of a source the job never retrieved, and where it was removed from "
+            "(`answer`, `report`, `agent_reports.N`, `agents.N.answer`)."
+        ),
+    )
 
 
 class Timings(BaseModel):
@@ -358,6 +400,11 @@ class HealthView(BaseModel):
     status: Literal["ok"] = "ok"
     version: str
     backend: str
+    backend_location: str | None = Field(
+        default=None,
+        description="Where jobs are kept: the sqlite file, or the Redis URL without credentials; "
+        "null on the memory backend (nothing survives a restart).",
+    )
     simulated: bool
     message: str | None = Field(
         default=None, description="A warning to show users, e.g. the simulation notice."

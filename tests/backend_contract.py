@@ -2,23 +2,28 @@
 
 `BackendMaker` builds backends of one kind. For redis, every backend made in one test shares
 a key prefix of its own, so two instances behave like two processes on one Redis, and tests
-on the shared session server never see each other's keys.
+on the shared session server never see each other's keys. For sqlite, every backend made in
+one test opens the same file in a temporary folder of its own (two processes on one box).
 """
 
 from __future__ import annotations
 
+import shutil
+import tempfile
 import time
 import uuid
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Literal
 
 import anyio
 
 from workers.backend import Backend, MemoryBackend
 from workers.backend.redis import RedisBackend
+from workers.backend.sqlite import SQLiteBackend
 from workers.models import JobRecord, JobStatus, ResearchRequest
 
-Kind = Literal["memory", "redis"]
+Kind = Literal["memory", "redis", "sqlite"]
 
 
 class BackendMaker:
@@ -29,6 +34,13 @@ class BackendMaker:
         self.redis_url = redis_url
         self.prefix = f"t{uuid.uuid4().hex[:12]}"
         self._made: list[Backend] = []
+        self._folder: Path | None = None
+
+    @property
+    def sqlite_path(self) -> Path:
+        if self._folder is None:
+            self._folder = Path(tempfile.mkdtemp(prefix="hr-sqlite-"))
+        return self._folder / "heavyresearch.sqlite"
 
     def __call__(
         self,
@@ -41,6 +53,15 @@ class BackendMaker:
         backend: Backend
         if self.kind == "memory":
             backend = MemoryBackend(max_queued_jobs=max_queued_jobs, lease_seconds=lease_seconds)
+        elif self.kind == "sqlite":
+            backend = SQLiteBackend(
+                self.sqlite_path,
+                max_queued_jobs=max_queued_jobs,
+                lease_seconds=lease_seconds,
+                job_ttl_seconds=job_ttl_seconds,
+                busy_timeout=socket_timeout,
+                poll_interval=0.02,
+            )
         else:
             assert self.redis_url is not None
             backend = RedisBackend(
@@ -58,6 +79,8 @@ class BackendMaker:
     async def aclose(self) -> None:
         for backend in self._made:
             await backend.close()
+        if self._folder is not None:
+            shutil.rmtree(self._folder, ignore_errors=True)
 
 
 def job(

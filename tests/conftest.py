@@ -7,6 +7,7 @@ from __future__ import annotations
 import ipaddress
 import os
 import socket
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -20,6 +21,10 @@ DATA = Path(__file__).parent / "data"
 # Settings come from the environment; a developer's own HR_* variables must not leak into tests.
 for _name in [n for n in os.environ if n.startswith("HR_")]:
     del os.environ[_name]
+
+# The sqlite backend's default file lives in the user's data folder: tests (and the processes
+# they start, which inherit this) never write there, only into a temporary folder.
+os.environ["XDG_DATA_HOME"] = tempfile.mkdtemp(prefix="hr-test-data-")
 
 
 def _loopback(address: Any) -> bool:

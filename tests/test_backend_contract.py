@@ -1,4 +1,5 @@
-"""The backend contract: every test runs against the memory backend and a real redis-server."""
+"""The backend contract: every test runs against the memory backend, the sqlite backend (a file in
+a temporary folder) and a real redis-server."""
 
 from __future__ import annotations
 
@@ -18,12 +19,12 @@ from workers.models import AgentCheckpoint, AgentStatus, JobStatus
 pytestmark = pytest.mark.anyio
 
 
-@pytest.fixture(params=["memory", pytest.param("redis", marks=pytest.mark.redis)])
+@pytest.fixture(params=["memory", "sqlite", pytest.param("redis", marks=pytest.mark.redis)])
 async def make(request: pytest.FixtureRequest, anyio_backend: str) -> AsyncIterator[BackendMaker]:
     if request.param == "redis":
         maker = BackendMaker("redis", request.getfixturevalue("redis_server").url)
     else:
-        maker = BackendMaker("memory")
+        maker = BackendMaker(request.param)
     try:
         yield maker
     finally:
@@ -548,3 +549,72 @@ async def test_counters_expire(backend: Backend) -> None:
         return await backend.counter_add("short", 0, 1) == 0
 
     await eventually(reset, within=10)
+
+
+# -- two instances on one store (two processes on one box or one Redis) ---------------------------------
+
+
+def shared(make: BackendMaker) -> tuple[Backend, Backend]:
+    if make.kind == "memory":
+        pytest.skip("the memory backend lives in one process: nothing to share")
+    return make(lease_seconds=0.3), make(lease_seconds=0.3)
+
+
+async def test_another_instance_s_append_wakes_a_waiting_stream(make: BackendMaker) -> None:
+    writer, reader = shared(make)
+    await writer.create_job(job("job_001"))
+    await writer.append_event("job_001", new())
+    got: list[Event] = []
+    waiting = anyio.Event()
+
+    async def waiter() -> None:
+        waiting.set()
+        got.extend(await reader.wait_events("job_001", after=1, timeout=60))
+
+    with anyio.fail_after(30):
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(waiter)
+            await waiting.wait()
+            await writer.append_event("job_001", new(EventType.tool_result, key="k"))
+    assert [(e.seq, e.type) for e in got] == [(2, EventType.tool_result)]
+    # The key is shared too: the other instance's replay is a duplicate.
+    assert await reader.append_event("job_001", new(EventType.tool_result, key="k")) is None
+
+
+async def test_another_instance_s_enqueue_wakes_a_waiting_claim(make: BackendMaker) -> None:
+    api, worker = shared(make)
+    claimed: list[str | None] = []
+    claiming = anyio.Event()
+
+    async def claimer() -> None:
+        claiming.set()
+        claimed.append(await worker.claim("w1", 60))
+
+    with anyio.fail_after(30):
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(claimer)
+            await claiming.wait()
+            await api.enqueue("a")
+    assert claimed == ["a"]
+
+
+async def test_a_dead_instance_s_job_is_reclaimed_by_another(make: BackendMaker) -> None:
+    first, second = shared(make)
+    await first.create_job(job("job_001", key="idem"))
+    await first.enqueue("job_001")
+    assert await first.claim("w1", 1) == "job_001"
+    await first.save_checkpoint("job_001", AgentCheckpoint(agent=0, round=3, report="kept"))
+    # `first` stops heartbeating (its process died): the lease lapses and `second` takes over.
+    claimed: list[str] = []
+
+    async def reclaimed() -> bool:
+        job_id = await second.claim("w2", 0.1)
+        if job_id is not None:
+            claimed.append(job_id)
+        return bool(claimed)
+
+    await eventually(reclaimed)
+    assert claimed == ["job_001"]
+    assert (await second.load_checkpoints("job_001"))[0].report == "kept"
+    again, created = await second.create_job(job("job_002", key="idem"))
+    assert (again.id, created) == ("job_001", False)

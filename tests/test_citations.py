@@ -8,6 +8,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from workers.models import RemovedCitation, Source
+from workers.tools.citation_guard import check_citations
 from workers.tools.citations import CITATION_RE, cited_ids, renumber_citations, strip_unknown_citations
 
 
@@ -86,3 +88,98 @@ def test_pipeline_strip_then_renumber() -> None:
     assert removed == 2
     order = {sid: n for n, sid in enumerate(cited_ids(clean), start=1)}
     assert renumber_citations(clean, order) == "Paris is the capital [1]. It has 2.1M people [1, 2]. Rumour."
+
+
+# --- Every form a model writes, checked against the job's sources (citation_guard) ----------------
+
+SOURCES = [
+    Source(id="S1", url="https://valdoria.example/wiki/Merrowgate", title="Merrowgate"),
+    Source(id="S2", url="https://valdoria.example/wiki/Valdoria", title="Valdoria"),
+    Source(id="S3", url="https://valdoria.example/wiki/Sel", title="River Sel"),
+]
+
+
+def check(text: str) -> tuple[str, list[RemovedCitation]]:
+    return check_citations(text, SOURCES, "answer")
+
+
+@pytest.mark.parametrize(
+    ("text", "expected", "removed"),
+    [
+        # canonical ids
+        ("Fact [S1]. Fake [S9].", "Fact [S1]. Fake.", ["S9"]),
+        ("Both [S1, S9].", "Both [S1].", ["S9"]),
+        # a bare number the model writes is read as the id it stands for
+        ("Fact [2]. Fake [7].", "Fact [S2]. Fake.", ["S7"]),
+        ("Mixed [1, 7, S3].", "Mixed [S1, S3].", ["S7"]),
+        ("Adjacent [1][7].", "Adjacent [S1].", ["S7"]),
+        # ranges, with hyphens or dashes, in either notation
+        ("Range [S1-S3].", "Range [S1, S2, S3].", []),
+        ("Range [S2–S5].", "Range [S2, S3].", ["S4", "S5"]),
+        ("Range [2-4].", "Range [S2, S3].", ["S4"]),
+        ("Huge [S1-S9999].", "Huge [S1].", ["S9999"]),
+        # Markdown links: a retrieved url stays linked, another is unlinked to its text
+        (
+            "See [Merrowgate](https://valdoria.example/wiki/Merrowgate).",
+            "See [Merrowgate](https://valdoria.example/wiki/Merrowgate).",
+            [],
+        ),
+        ("See [the atlas](https://fake.example/atlas).", "See the atlas.", ["https://fake.example/atlas"]),
+        ("See ![map](https://fake.example/map.png).", "See map.", ["https://fake.example/map.png"]),
+        ('See [a](<https://fake.example/a> "title").', "See a.", ["https://fake.example/a"]),
+        # an id written as a link to an invented url: the link goes, the id is checked on its own
+        ("Fact [S1](https://fake.example/1).", "Fact [S1].", ["https://fake.example/1"]),
+        ("Fact [S9](https://fake.example/9).", "Fact.", ["https://fake.example/9", "S9"]),
+        # bare urls: a retrieved one stays (spelling differences aside), another is removed
+        ("Read https://valdoria.example/wiki/Sel/ now.", "Read https://valdoria.example/wiki/Sel/ now.", []),
+        (
+            "Read HTTPS://www.Valdoria.example/wiki/Sel#top.",
+            "Read HTTPS://www.Valdoria.example/wiki/Sel#top.",
+            [],
+        ),
+        ("Read https://fake.example/x.", "Read.", ["https://fake.example/x"]),
+        ("Source: https://fake.example/x", "Source", ["https://fake.example/x"]),
+        ("Fact (https://fake.example/x) holds.", "Fact holds.", ["https://fake.example/x"]),
+        ("Fact <https://fake.example/x> holds.", "Fact holds.", ["https://fake.example/x"]),
+    ],
+)
+def test_every_citation_form_is_checked(text: str, expected: str, removed: list[str]) -> None:
+    out, gone = check(text)
+    assert out == expected
+    assert [item for r in gone for item in r.removed] == removed
+    assert all(r.where == "answer" for r in gone)
+
+
+def test_removed_citations_say_what_was_written() -> None:
+    _, gone = check("A [7]. B [S2-S4]. C [x](https://fake.example/c).")
+    assert [(r.citation, r.removed) for r in gone] == [
+        ("[x](https://fake.example/c)", ["https://fake.example/c"]),
+        ("[7]", ["S7"]),
+        ("[S2-S4]", ["S4"]),
+    ]
+
+
+@pytest.mark.parametrize("text", ["items[0] and x[2]", "a footnote[^1]", "no citations at all", "[Source 1]"])
+def test_what_is_not_a_citation_is_left_alone(text: str) -> None:
+    assert check(text) == (text, [])
+
+
+_PIECES = st.sampled_from([*"S1239[]-–, ;()x.\n", "https://f.example/a", "](", "[t]"])
+
+
+@given(st.lists(_PIECES, max_size=40).map("".join))
+def test_check_never_leaves_an_unknown_id(text: str) -> None:
+    out, _ = check_citations(text, SOURCES[:1], "report")
+    assert set(cited_ids(out)) <= {"S1"}
+    assert "f.example" not in out
+
+
+def test_url_glued_to_a_word_is_still_checked() -> None:
+    assert check("see Shttps://fake.example/a now") == (
+        "see S now",
+        [
+            RemovedCitation(
+                where="answer", citation="https://fake.example/a", removed=["https://fake.example/a"]
+            )
+        ],
+    )

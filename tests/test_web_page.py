@@ -90,3 +90,41 @@ def test_page_works_with_api_keys_on_streaming_through_a_token(mini_corpus: Path
             expect(page.locator("#error")).to_contain_text("API key", timeout=10_000)
         finally:
             browser.close()
+
+
+def test_page_links_only_sources_the_job_retrieved(server: LiveServer) -> None:
+    # The engine already strips fabricated citations; the page must not link one even if a
+    # result carried it. The job's view is altered on its way to the page to carry some.
+    import json
+
+    from playwright.sync_api import Route, expect, sync_playwright
+
+    def tamper(route: Route) -> None:
+        response = route.fetch()
+        job = response.json()
+        if job.get("result"):
+            job["result"]["answer"] = (
+                "Merrowgate [1], not [9]; both [1, 9]. [atlas](https://fake.example/atlas) https://fake.example/x"
+            )
+        route.fulfill(response=response, body=json.dumps(job))
+
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page()
+            page.route("**/v1/research/*", tamper)
+            page.goto(f"{server.base_url}/")
+            page.fill("#query", "What is the capital of Valdoria?")
+            page.fill("#agents", "2")
+            page.click("#submit")
+            expect(page.locator("#answer")).to_contain_text("not [9]", timeout=60_000)
+            sources = {
+                int(v) for v in page.locator("#sources li").evaluate_all("els => els.map(e => e.value)")
+            }
+            hrefs = page.locator("#answer a").evaluate_all("els => els.map(e => e.getAttribute('href'))")
+            assert hrefs == ["#source-1", "#source-1"], hrefs
+            assert 1 in sources and 9 not in sources
+            assert page.locator("a[href='#source-9']").count() == 0
+            assert page.locator("a[href*='fake.example']").count() == 0
+        finally:
+            browser.close()

@@ -19,11 +19,11 @@ def _parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", required=True)
 
-    serve = sub.add_parser("serve", help="run the HTTP API (with the memory backend, the engine too)")
+    serve = sub.add_parser("serve", help="run the HTTP API (on sqlite or memory, the engine too)")
     serve.add_argument("--host", default=None, help="bind address (default: settings, 127.0.0.1)")
     serve.add_argument("--port", type=int, default=None, help="port (default: settings, 8000)")
 
-    sub.add_parser("worker", help="run an engine process that claims jobs from Redis")
+    sub.add_parser("worker", help="run an engine process that claims jobs (sqlite or Redis)")
 
     ask = sub.add_parser("ask", help="run one Heavy job and show live progress")
     ask.add_argument("question")

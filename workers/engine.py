@@ -18,9 +18,13 @@ from workers.agent.prompts import PromptSet
 from workers.backend import Backend, make_backend
 from workers.backend.redis import RedisBackend
 from workers.backend.retrying import RetryingBackend
+from workers.backend.sqlite import SQLiteBackend
 from workers.corpus import Corpus, build_corpus
+from workers.errors import BackendUnavailable
 from workers.llm import OpenAIChatModel
+from workers.llm.limiter import Limiter
 from workers.llm.redis_limiter import RedisLimiter
+from workers.llm.sqlite_limiter import SQLiteLimiter
 from workers.runner import EngineParts, JobRunner
 from workers.settings import SIMULATED_MODEL_ID, LLMSettings, Settings
 from workers.sim.app import SimConfig
@@ -114,16 +118,20 @@ async def _build_runner(
         sim = stack.enter_context(SimServer(sim_config))
         llm = simulated_llm(f"{sim.base_url}/v1", settings)
         log.warning(SIMULATED_BANNER)
-    limiter = None
+    limiter: Limiter | None = None
     if isinstance(backend, RedisBackend):
         # One rate and concurrency budget per LLM endpoint across every worker process. Like
         # the RetryingBackend below, admission waits out a Redis restart instead of failing
         # the agent that is about to call the model.
         limiter = await stack.enter_async_context(RedisLimiter.from_backend(backend, patience=120.0))
+    elif isinstance(backend, SQLiteBackend):
+        # The same budget shared by the processes on one sqlite file.
+        limiter = await stack.enter_async_context(SQLiteLimiter.from_backend(backend, patience=120.0))
     model = OpenAIChatModel.from_settings(llm, limiter=limiter)
     await stack.enter_async_context(model)
-    # Workers ride out a Redis restart; the API (engine.backend) answers 503 instead.
-    engine_backend: Backend = RetryingBackend(backend) if isinstance(backend, RedisBackend) else backend
+    # Workers ride out a Redis restart or a locked/full sqlite file; the API (engine.backend)
+    # answers 503 instead.
+    engine_backend: Backend = RetryingBackend(backend) if backend.name != "memory" else backend
     path = await anyio.to_thread.run_sync(ensure_corpus, settings, on_corpus_progress)
     corpus = Corpus.open(path)
     stack.callback(corpus.close)
@@ -140,6 +148,7 @@ async def _build_runner(
         observation_max_chars=settings.agent.observation_max_chars,
         grace_seconds=settings.agent.forced_answer_grace,
         webhooks=webhooks,
+        budget=settings.budget,
     )
     return _Built(JobRunner(parts), engine_backend, llm.base_url, corpus.count())
 
@@ -159,6 +168,13 @@ async def open_engine(
     async with AsyncExitStack() as stack:
         backend = backend or make_backend(settings)
         stack.push_async_callback(backend.close)
+        if isinstance(backend, SQLiteBackend):
+            # A corrupt or read-only file stops the start here, with what to do. A database
+            # locked by another process does not: requests answer 503 until it is free.
+            try:
+                await backend.open()
+            except BackendUnavailable as exc:
+                log.warning("starting without the job store for now: %s", exc)
         built = (
             await _build_runner(settings, backend, stack, on_corpus_progress, webhook_resolver)
             if build_engine

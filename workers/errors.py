@@ -7,6 +7,7 @@ HeavyResearchError
 ├── RetryableError       429 / 5xx / timeout / dropped connection: retried with backoff
 ├── LLMConfigError       401, 404 model, 400: fails fast, names the setting to fix
 ├── BackendUnavailable   the job store cannot be reached (HTTP 503 with Retry-After)
+├── BackendBroken        the job store's file is unusable (corrupt, read-only): fails at start
 ├── QueueFull            the queue is at capacity (HTTP 429 with Retry-After)
 ├── QuotaExceeded        a tenant is past one of its quotas (HTTP 429 with Retry-After)
 ├── JobNotFound          unknown job id (HTTP 404)
@@ -41,6 +42,11 @@ class LLMConfigError(HeavyResearchError):
 
 class BackendUnavailable(HeavyResearchError):
     retry_after = 2
+
+
+class BackendBroken(HeavyResearchError):
+    """The job store cannot be used as configured (a corrupt or read-only file): raised at
+    start with what to do, never retried."""
 
 
 class QueueFull(HeavyResearchError):

@@ -29,6 +29,10 @@ class Usage(BaseModel):
     prompt_tokens: int = 0
     completion_tokens: int = 0
     calls: int = 0
+    # Outputs the parser had to repair to use (`ParsedOutput.recoveries`), and outputs it could
+    # not use at all (fed back to the model as format errors).
+    format_recoveries: int = 0
+    format_errors: int = 0
 
     @property
     def total_tokens(self) -> int:
@@ -39,6 +43,8 @@ class Usage(BaseModel):
             prompt_tokens=self.prompt_tokens + other.prompt_tokens,
             completion_tokens=self.completion_tokens + other.completion_tokens,
             calls=self.calls + other.calls,
+            format_recoveries=self.format_recoveries + other.format_recoveries,
+            format_errors=self.format_errors + other.format_errors,
         )
 
     __add__ = add
@@ -117,6 +123,28 @@ class AgentSummary(BaseModel):
     usage: Usage = Field(default_factory=Usage)
 
 
+class BudgetReport(BaseModel):
+    """How a job's budgets were shared out when it started (`workers.budget`)."""
+
+    max_tokens: int | None = None
+    reserved_forced_tokens: int = 0  # over all agents
+    reserved_synthesis_tokens: int = 0
+    research_tokens: int | None = None  # what research rounds could spend
+    max_seconds: float | None = None
+    research_seconds: float | None = None
+    forced_seconds: float | None = None
+    synthesis_seconds: float | None = None
+    finish_allowance_seconds: float | None = None
+
+
+class RemovedCitation(BaseModel):
+    """A citation of a source the job never retrieved, taken out of the result."""
+
+    where: str  # "answer", "report", "agent_reports.2", "agents.2.answer"
+    citation: str  # as written: "[S9]", "[7]", "[S3-S5]", "[text](url)", "https://…"
+    removed: list[str] = Field(default_factory=list)  # the unknown ids or urls in it
+
+
 class JobResult(BaseModel):
     answer: str
     report: str
@@ -128,6 +156,8 @@ class JobResult(BaseModel):
     agent_reports: dict[int, str] = Field(default_factory=dict)
     cut_short: list[str] = Field(default_factory=list)
     simulated: bool = False
+    budget: BudgetReport | None = None
+    removed_citations: list[RemovedCitation] = Field(default_factory=list)
 
 
 class WebhookState(StrEnum):

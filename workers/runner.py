@@ -8,14 +8,15 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import StrEnum
 
 import anyio
 
-from workers.agent.context import JobContext, TokenBudget
+from workers.agent.context import JobContext
 from workers.agent.prompts import PromptSet
 from workers.backend.base import Backend
+from workers.budget import TokenBudget, budget_report, plan_time
 from workers.errors import JobFailed, LLMConfigError
 from workers.events import EventType, NewEvent
 from workers.heavy import agent_specs, run_agents
@@ -23,6 +24,7 @@ from workers.jobs import TERMINAL_KEY
 from workers.llm.types import ChatModel
 from workers.logs import job_context
 from workers.models import AgentCheckpoint, AgentStatus, AgentSummary, JobRecord, JobStatus, Usage
+from workers.settings import BudgetSettings
 from workers.synthesis import synthesize
 from workers.tenancy import count_job_tokens
 from workers.tools.base import Tool
@@ -50,6 +52,7 @@ class EngineParts:
     observation_max_chars: int = 6000
     grace_seconds: float = 20.0
     webhooks: WebhookSender | None = None  # None: requests' webhook_url is never called
+    budget: BudgetSettings = field(default_factory=BudgetSettings)
 
 
 def summarise(checkpoints: list[AgentCheckpoint]) -> list[AgentSummary]:
@@ -94,9 +97,20 @@ class JobRunner:
             record.started_at = time.time()
         record.status = JobStatus.running
         await backend.save_job(record)
+        started: dict[str, object] = {"agents": record.request.agents}
+        request = record.request
+        plan = budget_report(
+            request.agents,
+            request.max_tokens,
+            plan_time(request.max_seconds, record.started_at, self.parts.budget)
+            if request.max_seconds is not None
+            else None,
+            self.parts.budget,
+        )
+        if plan is not None:
+            started["budget"] = plan.model_dump(exclude_none=True)  # the plan, visible from the start
         await backend.append_event(
-            job_id,
-            NewEvent(type=EventType.job_started, data={"agents": record.request.agents}, key="job.started"),
+            job_id, NewEvent(type=EventType.job_started, data=started, key="job.started")
         )
         jlog.info("job running (%d agents, max %d rounds)", record.request.agents, record.request.max_rounds)
 
@@ -145,11 +159,17 @@ class JobRunner:
 
     def _context(self, record: JobRecord, checkpoints: dict[int, AgentCheckpoint]) -> JobContext:
         request = record.request
-        deadline = None
+        time_plan = None
         if request.max_seconds is not None:
-            started = record.started_at or time.time()
-            deadline = time.monotonic() + (started + request.max_seconds - time.time())
+            time_plan = plan_time(request.max_seconds, record.started_at or time.time(), self.parts.budget)
         used = sum(cp.usage.total_tokens for cp in checkpoints.values())
+        done = {AgentStatus.finished, AgentStatus.failed}
+        unfinished = {
+            i for i in range(request.agents) if i not in checkpoints or checkpoints[i].status not in done
+        }
+        budget = TokenBudget.plan(
+            request.max_tokens, used, unfinished, synthesis=request.agents > 1, cfg=self.parts.budget
+        )
         return JobContext(
             job_id=record.id,
             question=request.query,
@@ -158,10 +178,11 @@ class JobRunner:
             tools=self._tools(request.tools),
             prompts=self.parts.prompts,
             max_rounds=request.max_rounds,
-            deadline=deadline,
-            budget=TokenBudget(limit=request.max_tokens, used=used),
+            deadline=time_plan.research_deadline if time_plan else None,
+            budget=budget,
             observation_max_chars=self.parts.observation_max_chars,
             grace_seconds=self.parts.grace_seconds,
+            time_plan=time_plan,
         )
 
     def _tools(self, wanted: list[str] | None) -> dict[str, Tool]:
@@ -183,12 +204,17 @@ class JobRunner:
             record.status = JobStatus.synthesizing
             await backend.save_job(record)
             result, synthesis_usage = await synthesize(ctx, finals)
+            # The synthesis cleaned the agents' answers of fabricated citations: show them so.
+            record.agents = summarise(finals)
         except (JobFailed, LLMConfigError) as exc:
             record.error = str(exc)
             await self._end(record, JobStatus.failed, EventType.job_failed, {"error": str(exc)})
             log.warning("job failed: %s", exc, extra={"job_id": record.id})
             return
         result.simulated = self.parts.simulated
+        result.budget = budget_report(
+            record.request.agents, record.request.max_tokens, ctx.time_plan, self.parts.budget
+        )
         record.result = result
         record.usage = record.usage.add(synthesis_usage)
         await self._end(

@@ -248,6 +248,38 @@ class TenantKey(Section):
         return self
 
 
+class BudgetSettings(Section):
+    """How a job's `max_seconds` and `max_tokens` are shared out (see `workers.budget`)."""
+
+    finish_share: float = Field(default=0.25, gt=0, lt=1)
+    finish_max_seconds: float = Field(default=60.0, gt=0)
+    forced_share: float = Field(default=0.4, gt=0, lt=1)
+    finish_allowance_seconds: float = Field(default=2.0, ge=0)
+    min_research_seconds: float = Field(default=1.0, ge=0)
+    forced_round_tokens: int = Field(default=6144, ge=64)
+    synthesis_tokens: int = Field(default=12288, ge=64)
+    min_round_tokens: int = Field(default=2048, ge=64)
+    round_completion_tokens: int = Field(default=4096, ge=16)
+    forced_completion_tokens: int = Field(default=2048, ge=16)
+    synthesis_completion_tokens: int = Field(default=4096, ge=16)
+    min_completion_tokens: int = Field(default=128, ge=1)
+    chars_per_token: float = Field(default=3.0, gt=0)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> BudgetSettings:
+        # A reservation that cannot hold its own completion cap would never pay for its call.
+        for cap, reserve in (
+            ("forced_completion_tokens", "forced_round_tokens"),
+            ("synthesis_completion_tokens", "synthesis_tokens"),
+        ):
+            if getattr(self, cap) >= getattr(self, reserve):
+                raise ValueError(
+                    f"budget.{cap} ({getattr(self, cap)}) must be less than budget.{reserve} "
+                    f"({getattr(self, reserve)}): the reservation pays for the prompt too"
+                )
+        return self
+
+
 class ServerSettings(Section):
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=0, le=65535)
@@ -279,6 +311,25 @@ class WorkerSettings(Section):
         return self
 
 
+def user_data_dir() -> Path:
+    """Where durable state lives by default: `$XDG_DATA_HOME/heavyresearch`, else
+    `~/.local/share/heavyresearch`."""
+    base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return Path(base).expanduser() / "heavyresearch"
+
+
+class SQLiteSettings(Section):
+    """The sqlite backend: one file shared by `serve` and `heavyresearch worker` processes."""
+
+    # Empty = `heavyresearch.sqlite` in the user's data folder (`user_data_dir()`).
+    path: str = ""
+    busy_timeout: float = Field(default=5.0, ge=0)
+    poll_interval: float = Field(default=0.05, gt=0, le=5)
+
+    def resolved_path(self) -> Path:
+        return Path(self.path).expanduser() if self.path else user_data_dir() / "heavyresearch.sqlite"
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="HR_",
@@ -286,7 +337,7 @@ class Settings(BaseSettings):
         extra="ignore",
     )
 
-    backend: Literal["memory", "redis"] = "memory"
+    backend: Literal["sqlite", "memory", "redis"] = "sqlite"
     redis_url: str = "redis://127.0.0.1:6379/0"
     redis_prefix: str = "hr"
     redis_max_connections: int = Field(default=1000, ge=8)
@@ -301,6 +352,8 @@ class Settings(BaseSettings):
     agent: AgentSettings = AgentSettings()
     server: ServerSettings = ServerSettings()
     worker: WorkerSettings = WorkerSettings()
+    sqlite: SQLiteSettings = SQLiteSettings()
+    budget: BudgetSettings = BudgetSettings()
 
     @property
     def simulated(self) -> bool:

@@ -17,8 +17,9 @@ from workers.agent.parser import parse_output
 from workers.errors import JobFailed, LLMConfigError, RetryableError
 from workers.events import EventType, NewEvent
 from workers.llm.types import ChatMessage
-from workers.models import AgentCheckpoint, AgentStatus, JobResult, ResultSource, Usage
-from workers.tools.citations import cited_ids, renumber_citations, strip_unknown_citations
+from workers.models import AgentCheckpoint, AgentStatus, JobResult, RemovedCitation, ResultSource, Usage
+from workers.tools.citation_guard import SourceGuard
+from workers.tools.citations import cited_ids, renumber_citations
 
 log = logging.getLogger(__name__)
 
@@ -95,6 +96,10 @@ async def synthesize(ctx: JobContext, checkpoints: list[AgentCheckpoint]) -> tup
     if not finished:
         errors = "; ".join(f"agent {cp.agent}: {cp.error or cp.status.value}" for cp in checkpoints)
         raise JobFailed(f"every research agent failed ({errors})")
+    # Fabricated citations go before anything reads the agents' work, the synthesis model too.
+    guard = SourceGuard((await ctx.backend.get_sources(ctx.job_id)).values())
+    raw = {cp.agent: (cp.answer or "", cp.report) for cp in finished}
+    removed = guard.clean_agents(finished)
     await ctx.emit(
         NewEvent(
             type=EventType.synthesis_started,
@@ -106,40 +111,62 @@ async def synthesize(ctx: JobContext, checkpoints: list[AgentCheckpoint]) -> tup
     answer = report = ""
     usage = Usage()
     if len(finished) == 1:
-        mode, answer, report = "single", finished[0].answer or "", finished[0].report
+        mode, (answer, report) = "single", raw[finished[0].agent]
     else:
         sink = _DeltaSink(ctx)
-        left = ctx.seconds_left()
-        timeout = max(left, ctx.grace_seconds) if left is not None else None
-        try:
-            with anyio.move_on_after(timeout if timeout is not None else float("inf")):
-                result = await ctx.model.chat(
-                    "synthesis", synthesis_messages(ctx, finished), on_delta=sink, on_reset=sink.reset
-                )
-                await sink.flush()
-                await ctx.emit(
-                    NewEvent(
-                        type=EventType.usage,
-                        data={
-                            "prompt_tokens": result.usage.prompt_tokens,
-                            "completion_tokens": result.usage.completion_tokens,
-                            "role": "synthesis",
-                        },
-                        key="synthesis.usage",
-                    )
-                )
-                ctx.budget.spend(result.usage)
-                usage = result.usage
-                parsed = parse_output(result.content, result.reasoning)
-                answer, report = (parsed.answer or "").strip(), (parsed.report or "").strip()
-        except (RetryableError, LLMConfigError) as exc:
+        messages = synthesis_messages(ctx, finished)
+        # Its own share of the time and tokens, planned when the job started (workers.budget).
+        timeout = ctx.synthesis_timeout()
+        hold = ctx.budget.hold("synthesis", messages)
+        if hold is None or (timeout is not None and timeout <= 0):
+            ctx.budget.settle(hold, None)
             log.warning(
-                "synthesis model failed, using the majority answer: %s", exc, extra={"job_id": ctx.job_id}
+                "no budget left for the synthesis model; using the majority answer",
+                extra={"job_id": ctx.job_id},
             )
+        else:
+            result = None
+            abandoned = False
+            try:
+                with anyio.move_on_after(timeout if timeout is not None else float("inf")) as scope:
+                    result = await ctx.model.chat(
+                        "synthesis", messages, max_tokens=hold.max_tokens, on_delta=sink, on_reset=sink.reset
+                    )
+                abandoned = scope.cancelled_caught
+            except (RetryableError, LLMConfigError) as exc:
+                log.warning(
+                    "synthesis model failed, using the majority answer: %s", exc, extra={"job_id": ctx.job_id}
+                )
+            finally:
+                if abandoned:
+                    ctx.budget.abandon(hold)
+                else:
+                    ctx.budget.settle(hold, result.usage if result is not None else None)
+            if result is not None:
+                await sink.flush()
+                parsed = parse_output(result.content, result.reasoning, ())
+                data: dict[str, object] = {
+                    "prompt_tokens": result.usage.prompt_tokens,
+                    "completion_tokens": result.usage.completion_tokens,
+                    "role": "synthesis",
+                }
+                if parsed.recoveries:
+                    data["format_recoveries"] = list(parsed.recoveries)
+                await ctx.emit(NewEvent(type=EventType.usage, data=data, key="synthesis.usage"))
+                usage = result.usage.model_copy(
+                    update={
+                        "format_recoveries": len(parsed.recoveries),
+                        "format_errors": 1 if parsed.error else 0,
+                    }
+                )
+                answer, report = (parsed.answer or "").strip(), (parsed.report or "").strip()
         if not answer:
             best = majority(finished)
-            mode, answer, report = "majority", best.answer or "", best.report
-    return await _with_sources(ctx, answer, report, mode, finished, failed), usage
+            mode, (answer, report) = "majority", raw[best.agent]
+    report, in_report = guard.check(report, "report")
+    answer, in_answer = guard.check(answer, "answer")
+    removed = in_answer + in_report + removed
+    return await _with_sources(ctx, answer, report, mode, finished, failed, removed), usage
 
 
 async def _with_sources(
@@ -149,10 +176,9 @@ async def _with_sources(
     mode: str,
     finished: list[AgentCheckpoint],
     failed: list[int],
+    removed: list[RemovedCitation],
 ) -> JobResult:
     registry = await ctx.backend.get_sources(ctx.job_id)
-    report, removed_r = strip_unknown_citations(report, set(registry))
-    answer, removed_a = strip_unknown_citations(answer, set(registry))
     order = {sid: n for n, sid in enumerate(dict.fromkeys(cited_ids(report) + cited_ids(answer)), start=1)}
     sources = [
         ResultSource(id=n, url=registry[sid].url, title=registry[sid].title, registry_id=sid)
@@ -165,7 +191,8 @@ async def _with_sources(
         answer=renumber_citations(answer, order),
         report=renumber_citations(report, order),
         sources=sources,
-        citations_removed=removed_r + removed_a,
+        citations_removed=sum(len(r.removed) for r in removed),
+        removed_citations=removed,
         synthesis=mode,
         agents_used=[cp.agent for cp in finished],
         agents_failed=failed,

@@ -14,6 +14,7 @@ from prometheus_client import CONTENT_TYPE_LATEST
 from app.auth import KeyringDep
 from app.deps import EngineDep, HttpDep, LifecycleDep, MetricsDep
 from app.schemas import HealthView, ReadinessCheck, ReadinessView
+from workers.backend import backend_location
 from workers.backend.base import Backend
 from workers.engine import SIMULATED_BANNER
 from workers.errors import BackendUnavailable
@@ -39,6 +40,7 @@ async def healthz(engine: EngineDep) -> HealthView:
     return HealthView(
         version=version(),
         backend=engine.backend.name,
+        backend_location=backend_location(engine.backend),
         simulated=engine.simulated,
         message=SIMULATED_BANNER if engine.simulated else None,
         corpus_documents=engine.corpus_docs,

@@ -37,6 +37,7 @@ from app.schemas import (
 )
 from app.sse import event_stream_response
 from workers.backend.base import Backend
+from workers.budget import budget_problems
 from workers.errors import JobConflict, JobNotFound, QueueFull, QuotaExceeded
 from workers.jobs import cancel_job, delete_job, submit_job
 from workers.models import AgentStatus, AgentSummary, JobRecord, JobResult, JobStatus, ResearchRequest
@@ -132,6 +133,9 @@ def _check_server_limits(body: ResearchCreate, settings: Settings) -> None:
                 "max_rounds", "less_than_equal", f"Input should be less than or equal to {max_rounds}"
             )
         )
+    agents = body.agents or settings.agent.default_agents
+    for field, message in budget_problems(agents, body.max_tokens, body.max_seconds, settings.budget):
+        errors.append(_limit_error(field, "budget_too_small", message))
     if errors:
         raise RequestValidationError(errors)
 
@@ -210,6 +214,8 @@ def _result_view(result: JobResult) -> ResultView:
         agent_reports=result.agent_reports,
         cut_short=result.cut_short,
         simulated=result.simulated,
+        budget=result.budget,
+        removed_citations=result.removed_citations,
     )
 
 

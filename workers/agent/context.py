@@ -8,29 +8,11 @@ from datetime import UTC, datetime
 
 from workers.agent.prompts import PromptSet
 from workers.backend.base import Backend
+from workers.budget import TimePlan as TimePlan
+from workers.budget import TokenBudget as TokenBudget
 from workers.events import Event, NewEvent
 from workers.llm.types import ChatModel
-from workers.models import Usage
 from workers.tools.base import Tool
-
-
-@dataclass
-class TokenBudget:
-    """A job-wide token budget shared by its agents (None = unlimited).
-
-    Forced final rounds and synthesis may spend past it: a job that hits its budget still
-    finishes with an answer.
-    """
-
-    limit: int | None
-    used: int = 0
-
-    def spend(self, usage: Usage) -> None:
-        self.used += usage.total_tokens
-
-    @property
-    def exhausted(self) -> bool:
-        return self.limit is not None and self.used >= self.limit
 
 
 @dataclass
@@ -48,6 +30,19 @@ class JobContext:
     # After a deadline, a forced answer still gets this long to come back from the model.
     grace_seconds: float = 20.0
     date: str = field(default_factory=lambda: datetime.now(UTC).date().isoformat())
+    # With `max_seconds`: when research, forced answers and the synthesis must be done.
+    time_plan: TimePlan | None = None
+
+    def forced_timeout(self) -> float:
+        """How long a forced answer may still wait for the model."""
+        return (
+            self.grace_seconds
+            if self.time_plan is None
+            else self.time_plan.forced_timeout(self.grace_seconds)
+        )
+
+    def synthesis_timeout(self) -> float | None:
+        return None if self.time_plan is None else self.time_plan.synthesis_timeout()
 
     async def emit(self, event: NewEvent) -> Event | None:
         return await self.backend.append_event(self.job_id, event)

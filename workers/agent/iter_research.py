@@ -15,6 +15,7 @@ import anyio
 
 from workers.agent.context import JobContext
 from workers.agent.parser import ParsedOutput, parse_output
+from workers.budget import Hold
 from workers.errors import RetryableError, ToolError
 from workers.events import EventType, NewEvent
 from workers.llm.types import ChatMessage, ChatResult
@@ -124,7 +125,11 @@ class IterResearchAgent:
     async def run(self, cp: AgentCheckpoint) -> AgentCheckpoint:
         """Run (or resume) until an answer, a limit, or a failure. Cancellation propagates."""
         with job_context(self.ctx.job_id, self.spec.index):
-            return await self._run(cp)
+            try:
+                return await self._run(cp)
+            finally:
+                # Done (or stopped) without its forced round: its token reservation is free.
+                self.ctx.budget.release_agent(self.spec.index)
 
     async def _run(self, cp: AgentCheckpoint) -> AgentCheckpoint:
         if cp.status in (AgentStatus.finished, AgentStatus.failed):
@@ -153,40 +158,69 @@ class IterResearchAgent:
             await self._emit(EventType.agent_failed, cp.round, {"error": cp.error})
             return cp
 
-    async def _call_model(self, messages: list[ChatMessage], timeout: float | None) -> ChatResult | None:
-        """None when `timeout` ran out first."""
-        with anyio.move_on_after(timeout if timeout is not None else float("inf")):
-            return await self.ctx.model.chat(
-                "research", messages, seed=self.spec.seed, temperature=self.spec.temperature
-            )
-        return None
+    async def _call_model(
+        self, messages: list[ChatMessage], timeout: float | None, hold: Hold | None = None
+    ) -> ChatResult | None:
+        """None when `timeout` ran out first. The token `hold` is settled whatever happens."""
+        result: ChatResult | None = None
+        abandoned = False
+        try:
+            with anyio.move_on_after(timeout if timeout is not None else float("inf")) as scope:
+                result = await self.ctx.model.chat(
+                    "research",
+                    messages,
+                    seed=self.spec.seed,
+                    temperature=self.spec.temperature,
+                    max_tokens=hold.max_tokens if hold is not None else None,
+                )
+            abandoned = scope.cancelled_caught
+        finally:
+            if abandoned:
+                self.ctx.budget.abandon(hold)
+            else:
+                self.ctx.budget.settle(hold, result.usage if result is not None else None)
+        return result
 
-    async def _account(self, cp: AgentCheckpoint, usage: Usage, round_: int, tag: str = "") -> None:
-        usage = usage.model_copy(update={"calls": max(usage.calls, 1)})
-        cp.usage = cp.usage.add(usage)
-        self.ctx.budget.spend(usage)
-        await self._emit(
-            EventType.usage,
-            round_,
-            {
-                "prompt_tokens": usage.prompt_tokens,
-                "completion_tokens": usage.completion_tokens,
-                "agent_total_tokens": cp.usage.total_tokens,
-                "job_total_tokens": self.ctx.budget.used,
-            },
-            tag,
+    async def _account(
+        self, cp: AgentCheckpoint, usage: Usage, round_: int, parsed: ParsedOutput, tag: str = ""
+    ) -> None:
+        """Count the call (the budget has already been charged when its hold settled)."""
+        usage = usage.model_copy(
+            update={
+                "calls": max(usage.calls, 1),
+                "format_recoveries": len(parsed.recoveries),
+                "format_errors": 1 if parsed.error else 0,
+            }
         )
+        cp.usage = cp.usage.add(usage)
+        data: dict[str, object] = {
+            "prompt_tokens": usage.prompt_tokens,
+            "completion_tokens": usage.completion_tokens,
+            "agent_total_tokens": cp.usage.total_tokens,
+            "job_total_tokens": self.ctx.budget.used,
+        }
+        if parsed.recoveries:
+            # Visible per round, so a user sees how messy their model's outputs are.
+            data["format_recoveries"] = list(parsed.recoveries)
+            data["agent_format_recoveries"] = cp.usage.format_recoveries
+        await self._emit(EventType.usage, round_, data, tag)
 
     async def _round(self, cp: AgentCheckpoint) -> bool:
         """One round; False when the agent has finished."""
         round_ = cp.round + 1
+        messages = self.workspace(cp)
+        hold = self.ctx.budget.hold("research", messages)
+        if hold is None:
+            # What the token budget leaves cannot pay for this round's prompt and a reply.
+            await self._forced_answer(cp, "The token budget is spent.")
+            return False
         await self._emit(EventType.round_started, round_, {"round": round_})
-        result = await self._call_model(self.workspace(cp), self.ctx.seconds_left())
+        result = await self._call_model(messages, self.ctx.seconds_left(), hold)
         if result is None:
             # The deadline struck mid-call: the round did not happen.
             return True
-        await self._account(cp, result.usage, round_)
-        parsed = parse_output(result.content, result.reasoning)
+        parsed = parse_output(result.content, result.reasoning, self.ctx.tools.keys())
+        await self._account(cp, result.usage, round_, parsed)
         step = decide(parsed)
         if parsed.report is not None:
             cp.report = parsed.report.strip()
@@ -267,15 +301,20 @@ class IterResearchAgent:
             EventType.round_started, round_, {"round": round_, "forced": True, "reason": reason}, ".forced"
         )
         answer: str | None = None
-        try:
-            # Past the deadline on purpose: a job that runs out of time still owes an answer.
-            result = await self._call_model(self.final_workspace(cp, reason), self.ctx.grace_seconds)
-        except RetryableError as exc:
-            self._log.warning("forced answer: model unavailable: %s", exc)
-            result = None
+        messages = self.final_workspace(cp, reason)
+        # Its own share of the time and tokens, planned when the job started (workers.budget).
+        hold = self.ctx.budget.hold("forced", messages, self.spec.index)
+        result = None
+        if hold is None:
+            self._log.info("forced answer: no tokens left for the model; answering from the report")
+        else:
+            try:
+                result = await self._call_model(messages, self.ctx.forced_timeout(), hold)
+            except RetryableError as exc:
+                self._log.warning("forced answer: model unavailable: %s", exc)
         if result is not None:
-            await self._account(cp, result.usage, round_, ".forced")
-            parsed = parse_output(result.content, result.reasoning)
+            parsed = parse_output(result.content, result.reasoning, ())
+            await self._account(cp, result.usage, round_, parsed, ".forced")
             if parsed.report:
                 cp.report = parsed.report.strip()
                 await self._emit(

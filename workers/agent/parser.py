@@ -3,6 +3,10 @@
 Real models are messy. Whatever can be recovered is, with a warning; whatever cannot becomes a
 precise `error` string that the agent feeds back to the model as its next observation. The parser
 never raises and does no I/O: it runs on every round of every agent.
+
+Every fix that turned an output the format does not allow into a usable one is listed in
+`recoveries` (the agent counts them as the job's `format_recoveries`); `warnings` holds those and
+the merely notable (no `<report>`, which ReAct-style outputs never have).
 """
 
 from __future__ import annotations
@@ -10,9 +14,11 @@ from __future__ import annotations
 import json
 import re
 import textwrap
+from collections.abc import Collection
 from dataclasses import dataclass
 from typing import Any
 
+from workers.agent.arguments import SIGNATURES, fix_arguments, infer_tool
 from workers.models import ToolCall
 
 _I = re.IGNORECASE
@@ -33,6 +39,7 @@ _PY_LITERALS = {"True": "true", "False": "false", "None": "null"}
 # strict=False: models put raw newlines and tabs inside JSON strings (code, goals).
 _DECODER = json.JSONDecoder(strict=False)
 _CALL_SHAPE = '<tool_call>{"name": "<tool>", "arguments": {...}}</tool_call>'
+_NO_REPORT = "no <report>: the previous report is kept"
 
 
 @dataclass(frozen=True)
@@ -46,13 +53,20 @@ class ParsedOutput:
     answer: str | None
     error: str | None
     warnings: tuple[str, ...]
+    # The fixes that made this output usable; empty when `error` is set.
+    recoveries: tuple[str, ...] = ()
 
 
-def parse_output(content: str, reasoning: str = "") -> ParsedOutput:
+def parse_output(content: str, reasoning: str = "", tools: Collection[str] | None = None) -> ParsedOutput:
+    """Parse one output. `tools` names the tools the caller offers (default: the released ones),
+    so a call that gives only arguments can be matched to the one tool they fit."""
     warnings: list[str] = []
     thinks, body = _split_think(content, warnings)
     think = _join_think([reasoning, *thinks])
     blocks = _blocks(_cut_invented(body, warnings), warnings)
+    if not blocks and (plain := _plain_answer(content)):
+        blocks = [("answer", plain)]
+        warnings.append("no <answer> tag: took the plain text after the last </think> as the answer")
     reports = [text.strip() for name, text in blocks if name == "report"]
     answers = [text.strip() for name, text in blocks if name == "answer"]
     calls = [text.strip() for name, text in blocks if name == "tool_call"]
@@ -64,7 +78,7 @@ def parse_output(content: str, reasoning: str = "") -> ParsedOutput:
     if reports and report is None:
         warnings.append("empty <report> ignored: the previous report is kept")
     elif not reports:
-        warnings.append("no <report>: the previous report is kept")
+        warnings.append(_NO_REPORT)
 
     answer = answers[-1] if answers else None
     if len(answers) > 1:
@@ -74,7 +88,9 @@ def parse_output(content: str, reasoning: str = "") -> ParsedOutput:
     call_error: str | None = None
     tool_call_text = calls[0] if calls else ""
     if len(calls) == 1:
-        tool_call, call_error = _parse_tool_call(tool_call_text, warnings)
+        tool_call, call_error = _parse_tool_call(
+            tool_call_text, warnings, SIGNATURES.keys() if tools is None else tools
+        )
 
     error: str | None = None
     if calls and answers:
@@ -90,7 +106,21 @@ def parse_output(content: str, reasoning: str = "") -> ParsedOutput:
         )
     elif not answer:
         error = "the <answer> is empty; write the final answer inside <answer>…</answer>"
-    return ParsedOutput(think, report, tool_call, tool_call_text, answer, error, tuple(warnings))
+    recoveries = () if error else tuple(w for w in warnings if w != _NO_REPORT)
+    return ParsedOutput(think, report, tool_call, tool_call_text, answer, error, tuple(warnings), recoveries)
+
+
+def _plain_answer(content: str) -> str:
+    """The text after the last `</think>` when it holds no tags at all: the released ReAct
+    model and Qwen-style thinking models often answer so, without `<answer>`. JSON there is a
+    tool call gone wrong, not an answer."""
+    closes = list(_THINK_CLOSE.finditer(content))
+    if not closes:
+        return ""
+    tail = _THINK_ANY.sub("", content[closes[-1].end() :]).strip()
+    if not tail or _TAG.search(tail) or _INVENTED.search(tail) or tail[0] in "{[":
+        return ""
+    return tail
 
 
 def _split_think(content: str, warnings: list[str]) -> tuple[list[str], str]:
@@ -132,21 +162,32 @@ def _join_think(pieces: list[str]) -> str:
 
 
 def _cut_invented(body: str, warnings: list[str]) -> str:
-    """Cut a tool response (or next turn) that the model wrote for itself, and all after it."""
+    """Cut what the model wrote past its own turn: a tool response or next turn it made up, and
+    anything after its first complete tool call (an invented observation, a second call, an
+    answer written as if the call had already run); the call itself is kept and run."""
     invented = _INVENTED.search(body)
-    cuts = [invented] if invented else []
-    opened = _CALL_OPEN.search(body)
-    if opened:
-        # "Observation:" is ordinary prose in a report; only after the call is it invented.
-        closed = _CALL_CLOSE.search(body, opened.end())
-        observation = _OBSERVATION.search(body, closed.end() if closed else opened.end())
-        if observation:
-            cuts.append(observation)
-    if not cuts:
+    end = invented.start() if invented else len(body)
+    opened = _CALL_OPEN.search(body, 0, end)
+    closed = _CALL_CLOSE.search(body, opened.end()) if opened else None
+    if closed and closed.end() < end:
+        end = closed.end()
+        if body[end:].strip():
+            warnings.append(
+                f"cut the text after the first complete </tool_call> ({_snippet(body[end:].strip(), 0, 50)})"
+                " and everything after it"
+            )
+            return body[:end]
         return body
-    first = min(cuts, key=lambda m: m.start())
-    warnings.append(f"cut invented {first.group().strip()!r} and everything after it")
-    return body[: first.start()]
+    if invented is None:
+        # "Observation:" is ordinary prose in a report; only after an open call is it invented.
+        observation = _OBSERVATION.search(body, opened.end()) if opened else None
+        if observation is None:
+            return body
+        invented_at, what = observation.start(), observation.group()
+    else:
+        invented_at, what = invented.start(), invented.group()
+    warnings.append(f"cut invented {what.strip()!r} and everything after it")
+    return body[:invented_at]
 
 
 def _blocks(body: str, warnings: list[str]) -> list[tuple[str, str]]:
@@ -175,7 +216,9 @@ def _blocks(body: str, warnings: list[str]) -> list[tuple[str, str]]:
     return blocks
 
 
-def _parse_tool_call(text: str, warnings: list[str]) -> tuple[ToolCall | None, str | None]:
+def _parse_tool_call(
+    text: str, warnings: list[str], tools: Collection[str]
+) -> tuple[ToolCall | None, str | None]:
     code: str | None = None
     code_match = _CODE.search(text)
     if code_match:
@@ -190,10 +233,11 @@ def _parse_tool_call(text: str, warnings: list[str]) -> tuple[ToolCall | None, s
         return None, f"the <tool_call> is not valid JSON: {problem}; expected {_CALL_SHAPE}"
     if not isinstance(value, dict):
         return None, f"the <tool_call> must hold a JSON object, got {type(value).__name__}"
-    name = value.get("name")
-    if not isinstance(name, str) or not name.strip():
-        return None, f'the tool call has no "name" ({_snippet(text[brace:])}); expected {_CALL_SHAPE}'
     arguments = value.get("arguments")
+    if arguments is None and (rest := {k: v for k, v in value.items() if k != "name"}):
+        # {"name": "search", "query": [...]}: the arguments written beside the name.
+        arguments = rest
+        warnings.append('read the keys beside "name" as the arguments')
     if arguments is None or (isinstance(arguments, str) and not arguments.strip()):
         arguments = {}
     elif isinstance(arguments, str):
@@ -205,9 +249,21 @@ def _parse_tool_call(text: str, warnings: list[str]) -> tuple[ToolCall | None, s
         warnings.append('decoded "arguments" given as a JSON string')
     if not isinstance(arguments, dict):
         return None, f'"arguments" must be a JSON object, got {type(arguments).__name__}'
+    name = value.get("name")
+    if not isinstance(name, str) or not name.strip():
+        inferred, fits = infer_tool(arguments, tools)
+        if inferred is None:
+            which = f"they fit {', '.join(fits)}" if fits else "no tool takes those arguments"
+            return None, (
+                f'the tool call has no "name" ({_snippet(text[brace:])}) and {which}; expected {_CALL_SHAPE}'
+            )
+        name = inferred
+        warnings.append(f'no "name": the arguments fit only {name}, so called it')
+    name = name.strip()
+    arguments = fix_arguments(name, arguments, warnings)
     if code is not None:
         arguments = {**arguments, "code": code}
-    return ToolCall(name=name.strip(), arguments=arguments), None
+    return ToolCall(name=name, arguments=arguments), None
 
 
 def _loads(text: str, warnings: list[str]) -> tuple[Any, str | None]:

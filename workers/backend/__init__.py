@@ -12,6 +12,10 @@ def make_backend(settings: Settings) -> Backend:
         from workers.backend.redis import RedisBackend
 
         return RedisBackend.from_settings(settings)
+    if settings.backend == "sqlite":
+        from workers.backend.sqlite import SQLiteBackend
+
+        return SQLiteBackend.from_settings(settings)
     return MemoryBackend(
         max_queued_jobs=settings.server.max_queued_jobs,
         lease_seconds=settings.worker.lease_seconds,
@@ -19,4 +23,10 @@ def make_backend(settings: Settings) -> Backend:
     )
 
 
-__all__ = ["Backend", "MemoryBackend", "make_backend", "new_job_id"]
+def backend_location(backend: Backend) -> str | None:
+    """Where the backend keeps its state (a file path, a redacted URL); None in memory."""
+    where = getattr(backend, "where", None)
+    return where if isinstance(where, str) else None
+
+
+__all__ = ["Backend", "MemoryBackend", "backend_location", "make_backend", "new_job_id"]

@@ -9,14 +9,15 @@ from collections.abc import AsyncIterator
 
 import anyio
 import httpx
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 from rich.console import Console
 
+from workers.budget import budget_problems
 from workers.commands.progress import ProgressView, Shown, print_result
 from workers.engine import open_engine
 from workers.events import Event
 from workers.jobs import submit_job
-from workers.models import JobRecord, JobResult, JobStatus, ResearchRequest
+from workers.models import JobRecord, JobResult, JobStatus, ResearchRequest, Usage
 from workers.settings import Settings
 
 
@@ -28,6 +29,11 @@ def ask(settings: Settings, args: argparse.Namespace) -> int:
         max_seconds=args.max_seconds,
         max_tokens=args.max_tokens,
     )
+    problems = budget_problems(request.agents, request.max_tokens, request.max_seconds, settings.budget)
+    if problems and not args.server:  # a server says so itself, with a 422
+        for field, why in problems:
+            print(f"heavyresearch ask: --{field.replace('_', '-')}: {why}", file=sys.stderr)
+        return 2
     record: Shown
     if args.server:
         record = anyio.run(_remote, settings, request, args, backend_options={"use_uvloop": True})
@@ -100,6 +106,7 @@ class RemoteJob(BaseModel):
     status: JobStatus
     error: str | None = None
     result: JobResult | None = None
+    usage: Usage = Field(default_factory=Usage)
 
 
 class _Refused(Exception):

@@ -13,7 +13,7 @@ from rich.table import Table
 from rich.text import Text
 
 from workers.events import Event, EventType
-from workers.models import JobResult, JobStatus
+from workers.models import JobResult, JobStatus, Usage
 
 
 @dataclass
@@ -109,6 +109,8 @@ class Shown(Protocol):
     def error(self) -> str | None: ...
     @property
     def result(self) -> JobResult | None: ...
+    @property
+    def usage(self) -> Usage: ...
 
 
 def print_result(console: Console, record: Shown) -> None:
@@ -129,7 +131,13 @@ def print_result(console: Console, record: Shown) -> None:
     if result.cut_short:
         notes.append("cut short: " + "; ".join(result.cut_short))
     if result.citations_removed:
-        notes.append(f"{result.citations_removed} citation(s) to never-retrieved sources removed")
+        where = ", ".join(dict.fromkeys(r.where for r in result.removed_citations))
+        notes.append(
+            f"{result.citations_removed} citation(s) to never-retrieved sources removed"
+            + (f" (from {where})" if where else "")
+        )
+    if record.usage.format_recoveries:
+        notes.append(f"{record.usage.format_recoveries} model output(s) needed a format repair")
     if result.synthesis != "model":
         notes.append(f"synthesis: {result.synthesis}")
     if result.simulated:

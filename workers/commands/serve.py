@@ -32,9 +32,15 @@ class _Server(uvicorn.Server):
                     "serving on http://%s:%d (web page /, API docs /docs) with backend=%s, model=%s",
                     shown,
                     port,
-                    self._settings.backend,
+                    describe_backend(self._settings),
                     describe_model(self._settings),
                 )
+
+
+def describe_backend(settings: Settings) -> str:
+    if settings.backend == "sqlite":
+        return f"sqlite ({settings.sqlite.resolved_path()})"
+    return settings.backend
 
 
 def describe_model(settings: Settings) -> str:

@@ -1,4 +1,5 @@
-"""`heavyresearch worker`: an engine process for the redis backend. SIGTERM/SIGINT drain it."""
+"""`heavyresearch worker`: an engine process for the redis or sqlite backend (several processes
+share one file on one box). SIGTERM/SIGINT drain it."""
 
 from __future__ import annotations
 
@@ -38,8 +39,10 @@ async def _main(settings: Settings) -> None:
 
 
 def run_worker(settings: Settings) -> int:
-    if settings.backend != "redis":
-        log.error("`heavyresearch worker` needs HR_BACKEND=redis (the memory backend runs inside `serve`)")
+    if settings.backend not in ("redis", "sqlite"):
+        log.error(
+            "`heavyresearch worker` needs HR_BACKEND=sqlite or redis (the memory backend runs inside `serve`)"
+        )
         return 2
     anyio.run(_main, settings, backend_options={"use_uvloop": True})
     return 0
