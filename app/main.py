@@ -138,7 +138,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 license_info=app.license_info,
             )
             _apply_server_limits(schema, settings)
-            chat.document_options(schema)
+            chat.document_options(schema, settings)
             _plain_optional_parameters(schema)
             if not keyring.enabled:
                 _drop_security(schema)

@@ -34,8 +34,22 @@ SKIPPED = {("GET", "/v1/research/{job_id}/events")}
 @pytest.fixture(scope="module")
 def api(mini_corpus: Path) -> Iterator[LiveServer]:
     # Room for every job the fuzzer starts, so a streaming POST never waits behind a queue.
+    # The budget check (a job's max_tokens against its agent count, max_seconds against the
+    # time kept for finishing) is a cross-field rule the schema does not show; these settings
+    # keep every budget the schema allows usable, so the run tests the rest of the contract.
+    budget = {
+        "min_research_seconds": 0,
+        "forced_round_tokens": 64,
+        "forced_completion_tokens": 32,
+        "synthesis_tokens": 64,
+        "synthesis_completion_tokens": 32,
+        "min_round_tokens": 64,
+    }
     settings_ = api_settings(
-        mini_corpus, worker={"max_jobs": 64}, agent={"max_rounds_limit": 8, "default_max_rounds": 8}
+        mini_corpus,
+        worker={"max_jobs": 64},
+        agent={"max_rounds_limit": 8, "default_max_rounds": 8, "max_agents": 4},
+        budget=budget,
     )
     server = LiveServer(settings_)
     # No DNS query leaves the machine: at submit every generated name resolves to a public

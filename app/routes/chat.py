@@ -29,11 +29,12 @@ from app.auth import KeyringDep, PrincipalDep
 from app.deps import EngineDep, LifecycleDep, MetricsDep, ResolverDep, SettingsDep
 from app.errors import ERROR_RESPONSES, error_response
 from app.routes.research import create_research
-from app.schemas import ErrorResponse, ResearchCreate
+from app.schemas import MAX_AGENTS, ErrorResponse, ResearchCreate
 from app.sse import follow
 from workers.backend.base import Backend
 from workers.events import Event, EventType
 from workers.models import JobRecord, JobStatus
+from workers.settings import Settings
 
 router = APIRouter(prefix="/v1", tags=["openai-compatible"], responses=ERROR_RESPONSES)
 
@@ -58,6 +59,14 @@ PRESETS: dict[str, Preset] = {
         Preset("heavy-16", "Heavy Mode, 16 agents.", {"agents": 16}),
     )
 }
+
+
+def available_presets(settings: Settings) -> dict[str, Preset]:
+    """The presets this server can run: none asking for more agents than it allows."""
+    most = min(MAX_AGENTS, settings.agent.max_agents)
+    return {k: p for k, p in PRESETS.items() if int(p.fields.get("agents", 0)) <= most}
+
+
 CREATED = 1_700_000_000  # a fixed `created` for /v1/models: presets are not versioned
 
 
@@ -122,8 +131,9 @@ class ModelList(BaseModel):
 
 
 @router.get("/models", response_model=ModelList, summary="The facade's models (Heavy Mode presets)")
-async def list_models(principal: PrincipalDep) -> ModelList:
-    return ModelList(data=[ModelCard(id=p.id, description=p.description) for p in PRESETS.values()])
+async def list_models(principal: PrincipalDep, settings: SettingsDep) -> ModelList:
+    presets = available_presets(settings).values()
+    return ModelList(data=[ModelCard(id=p.id, description=p.description) for p in presets])
 
 
 def _question(messages: list[ChatMessage]) -> str:
@@ -140,15 +150,16 @@ def _question(messages: list[ChatMessage]) -> str:
     return ""
 
 
-def _research_body(body: ChatCompletionCreate) -> ResearchCreate:
-    preset = PRESETS.get(body.model)
+def _research_body(body: ChatCompletionCreate, settings: Settings) -> ResearchCreate:
+    presets = available_presets(settings)
+    preset = presets.get(body.model)
     if preset is None:
         raise RequestValidationError(
             [
                 {
                     "type": "model_not_found",
                     "loc": ("body", "model"),
-                    "msg": f"unknown model; one of {list(PRESETS)}",
+                    "msg": f"unknown model; one of {list(presets)}",
                 }
             ]
         )
@@ -309,7 +320,7 @@ async def chat_completions(
         str | None, Header(alias="Idempotency-Key", min_length=1, max_length=255)
     ] = None,
 ) -> Response:
-    research = _research_body(body)
+    research = _research_body(body, settings)
     submitted = await create_research(
         research, engine, settings, metrics, lifecycle, principal, keyring, resolver, idempotency_key, None
     )
@@ -344,7 +355,7 @@ async def chat_completions(
     return JSONResponse(completion, headers=headers)
 
 
-def document_options(schema: dict[str, Any]) -> None:
+def document_options(schema: dict[str, Any], settings: Settings) -> None:
     """Show `heavyresearch` as what it is validated as: the research body without `query` and
     `stream` (copied after the server's own limits were written into that body)."""
     components = schema.get("components", {}).get("schemas", {})
@@ -361,6 +372,7 @@ def document_options(schema: dict[str, Any]) -> None:
     if not options["required"]:
         del options["required"]
     components["HeavyResearchOptions"] = options
+    chat["properties"]["model"]["enum"] = list(available_presets(settings))
     chat["properties"]["heavyresearch"] = {
         "anyOf": [{"$ref": "#/components/schemas/HeavyResearchOptions"}, {"type": "null"}],
         "description": options["description"],
