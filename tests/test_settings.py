@@ -19,7 +19,7 @@ from workers.settings import LLMSettings, Settings, config_dir
 
 ROOT = Path(__file__).resolve().parents[1]
 # Role sections document only what differs from [llm]; their other keys are [llm]'s.
-ROLE_SECTIONS = {("llm", "synthesis"), ("llm", "summariser")}
+ROLE_SECTIONS = {("llm", "synthesis"), ("llm", "summariser"), ("llm", "judge")}
 
 
 def code_defaults(model: type[BaseModel]) -> dict[str, Any]:

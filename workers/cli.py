@@ -1,4 +1,4 @@
-"""The `heavyresearch` command line: serve, worker, ask, corpus build, sim-llm."""
+"""The `heavyresearch` command line: serve, worker, ask, corpus build, eval, sim-llm."""
 
 from __future__ import annotations
 
@@ -45,6 +45,10 @@ def _parser() -> argparse.ArgumentParser:
         "--wiki", action="store_true", help="index the offline Wikipedia data (default with no sources)"
     )
     build.add_argument("--out", type=Path, default=None, help="output file (default: HR_CORPUS__PATH)")
+
+    from workers.commands.eval_args import add_parser as add_eval_parser
+
+    add_eval_parser(sub)
 
     sim = sub.add_parser("sim-llm", help="run the SIMULATED OpenAI-compatible model server")
     sim.add_argument("--host", default="127.0.0.1")
@@ -96,6 +100,10 @@ def main(argv: list[str] | None = None) -> int:
             from workers.commands.corpus import build
 
             return build(settings, args.sources, wiki=args.wiki or not args.sources, out=args.out)
+        case "eval":
+            from workers.commands.eval import run_eval_command
+
+            return run_eval_command(settings, args)
         case "sim-llm":
             from workers.sim.app import SimConfig
             from workers.sim.server import serve as serve_sim

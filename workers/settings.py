@@ -70,6 +70,8 @@ class LLMSettings(EndpointSettings):
 
     synthesis: EndpointSettings = EndpointSettings()
     summariser: EndpointSettings = EndpointSettings()
+    # The evaluation judge (`heavyresearch eval`); empty base_url = the research endpoint.
+    judge: EndpointSettings = EndpointSettings()
     fallbacks: list[EndpointSettings] = []
     temperature: float = Field(default=0.7, ge=0, le=2)
     top_p: float = Field(default=0.95, gt=0, le=1)
@@ -81,7 +83,7 @@ class LLMSettings(EndpointSettings):
     @model_validator(mode="after")
     def _consistent(self) -> LLMSettings:
         _delays_ordered("llm", self.retry_base_delay, self.retry_max_delay)
-        for role in ("synthesis", "summariser"):
+        for role in ("synthesis", "summariser", "judge"):
             override: EndpointSettings = getattr(self, role)
             # Without its own base_url a role runs on the research endpoint; only a model of
             # its own is honoured there (the others belong to a host of the role's own).
@@ -330,6 +332,17 @@ class SQLiteSettings(Section):
         return Path(self.path).expanduser() if self.path else user_data_dir() / "heavyresearch.sqlite"
 
 
+class EvalSettings(Section):
+    """`heavyresearch eval`: defaults of its options, and how the judge is called."""
+
+    rollouts: int = Field(default=3, ge=1, le=64)
+    concurrency: int = Field(default=4, ge=1, le=256)
+    scorer: Literal["llm", "exact", "normalized"] = "llm"
+    judge_prompt: str = "browsecomp"
+    judge_attempts: int = Field(default=3, ge=1, le=20)
+    judge_max_tokens: int = Field(default=1024, ge=16)
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="HR_",
@@ -354,6 +367,7 @@ class Settings(BaseSettings):
     worker: WorkerSettings = WorkerSettings()
     sqlite: SQLiteSettings = SQLiteSettings()
     budget: BudgetSettings = BudgetSettings()
+    eval: EvalSettings = EvalSettings()
 
     @property
     def simulated(self) -> bool:

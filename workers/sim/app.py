@@ -41,7 +41,7 @@ MODEL_DESCRIPTION = (
     "SIMULATED model (heavyresearch sim-llm): a deterministic research policy for tests, demos "
     "and benchmarks. Not a real language model."
 )
-ROLES: tuple[SimRole, ...] = ("research", "synthesis", "summariser", "other")
+ROLES: tuple[SimRole, ...] = ("research", "synthesis", "summariser", "judge", "other")
 # Characters per streamed delta: small enough that tags split across chunks, as with real models.
 CHUNK_CHARS = 24
 

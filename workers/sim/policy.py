@@ -25,6 +25,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 from workers.sim import relevance
+from workers.sim.judge import JUDGE_SECTIONS, judge
 from workers.sim.summarise import summarise
 from workers.sim.synthesis import parse_agent_reports, synthesize
 from workers.sim.text import (
@@ -54,7 +55,7 @@ REPORT_TITLE = "Simulated research notes (heavyresearch-sim)."
 
 _SECTION = re.compile(
     r"^##[ \t]+(Question|Current report|Last action|Last observation|Round|Instruction|Agent reports"
-    r"|Goal|Page)[ \t]*$",
+    r"|Goal|Page|Response|How to judge|Correct answer)[ \t]*$",
     re.MULTILINE,
 )
 
@@ -73,6 +74,9 @@ def respond(messages: Sequence[Mapping[str, str]], *, seed: int, min_rounds: int
     elif role == "summariser":
         sections = _sections(user, _SUMMARISER)
         return summarise(sections.get("Goal", ""), sections.get("Page", ""))
+    elif role == "judge":
+        sections = _sections(user, JUDGE_SECTIONS)
+        return judge(sections["Question"], sections.get("Response", ""), sections.get("Correct answer", ""))
     return Reply(
         role="other",
         content=(
@@ -100,6 +104,8 @@ def detect_role(messages: Sequence[Mapping[str, str]]) -> SimRole:
         return "synthesis"
     if lead == ["Question", "Current report"]:
         return "research"
+    if lead == ["Question", "Response"] and "Correct answer" in heads:
+        return "judge"
     if "Goal" in lead and "Page" in heads[heads.index("Goal") :]:
         return "summariser"
     return "other"

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import Literal
 
-SimRole = Literal["research", "synthesis", "summariser", "other"]
+SimRole = Literal["research", "synthesis", "summariser", "judge", "other"]
 
 # A finding is one line of at most this many characters, in reports and syntheses alike.
 MAX_FINDING_CHARS = 200
