@@ -11,16 +11,17 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 
 import anyio
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
-from app.broadcast import Subscription, hub_for
+from app.broadcast import TERMINAL_GRACE_SECONDS, WAIT_SECONDS, Subscription, hub_for
 from app.metrics import Metrics
 from workers.backend.base import Backend
 from workers.errors import BackendUnavailable
+from workers.events import Event
 
 log = logging.getLogger(__name__)
 
@@ -87,7 +88,7 @@ class EventStreamResponse(Response):
         """Streams until the end; False when the client left or the last message could not
         be written."""
         try:
-            if self.after > 0 and await self._seen_terminal():
+            if self.after > 0 and await _seen_terminal(self.backend, self.job_id, self.after):
                 return True  # a reconnect after the end: nothing is missing
         except BackendUnavailable as exc:
             log.warning("event log unavailable: %s", exc, extra={"job_id": self.job_id})
@@ -152,11 +153,6 @@ class EventStreamResponse(Response):
             self.metrics.events_sent.labels(type_).inc(count)
         counts.clear()
 
-    async def _seen_terminal(self) -> bool:
-        """Whether the client's last event was the terminal one."""
-        tail = await self.backend.read_events(self.job_id, self.after - 1, 1)
-        return bool(tail) and tail[0].type.terminal
-
 
 async def _closing(write: _Write, body: bytes) -> bool:
     with anyio.move_on_after(CLOSING_SECONDS):
@@ -185,3 +181,57 @@ def event_stream_response(
     return EventStreamResponse(
         backend, job_id, after, keepalive=keepalive, buffer=buffer, metrics=metrics, headers=headers
     )
+
+
+# -- one consumer's read of the log, as decoded events ---------------------------------------
+# For a caller that needs the events themselves rather than SSE bytes (the chat facade), and
+# is one reader per request anyway.
+
+
+async def follow(backend: Backend, job_id: str, after: int, stop: anyio.Event) -> AsyncIterator[Event]:
+    """Every event with seq > `after`, in order, live; ends after the terminal event, when the
+    job is deleted, or when `stop` is set (the server is shutting down)."""
+    if after > 0 and await _seen_terminal(backend, job_id, after):
+        return  # a reconnect after the end: nothing is missing
+    last = after
+    while not stop.is_set():
+        # Returns at once when events are waiting; the job record is read only when idle.
+        events = await _wait(backend, job_id, last, WAIT_SECONDS, stop)
+        if not events:
+            record = await backend.get_job(job_id)
+            if record is None:
+                return
+            if record.status.terminal:
+                events = await _wait(backend, job_id, last, TERMINAL_GRACE_SECONDS, stop)
+                if not events:
+                    return
+        for event in events:
+            yield event
+            last = event.seq
+            if event.type.terminal:
+                return
+
+
+async def _wait(backend: Backend, job_id: str, after: int, timeout: float, stop: anyio.Event) -> list[Event]:
+    """`backend.wait_events`, cut short when `stop` is set."""
+    found: list[Event] = []
+    async with anyio.create_task_group() as tg:
+
+        async def wait() -> None:
+            nonlocal found
+            found = await backend.wait_events(job_id, after, timeout)
+            tg.cancel_scope.cancel()
+
+        async def watch_stop() -> None:
+            await stop.wait()
+            tg.cancel_scope.cancel()
+
+        tg.start_soon(wait)
+        tg.start_soon(watch_stop)
+    return found
+
+
+async def _seen_terminal(backend: Backend, job_id: str, last: int) -> bool:
+    """Whether the client's last event was the terminal one (a reconnect after the end)."""
+    tail = await backend.read_events(job_id, last - 1, 1)
+    return bool(tail) and tail[0].type.terminal

@@ -45,6 +45,11 @@ class Fanout:
     samples: list[tuple[float, float, bytes]] = field(default_factory=list)  # (ts, delay, type)
     subscribed: int = 0  # clients that got their first event, so the server has them all
     steady_from: float = float("inf")  # when the last of them did
+    all_in: anyio.Event = field(default_factory=anyio.Event)  # every client subscribed or failed
+
+    def settle(self) -> None:
+        if self.subscribed + len(self.errors) >= self.clients:
+            self.all_in.set()
 
     @property
     def delays(self) -> list[float]:
@@ -109,6 +114,7 @@ async def watch(host: str, port: int, job_id: str, result: Fanout) -> None:
                     result.subscribed += 1
                     if result.subscribed == result.clients:
                         result.steady_from = arrived
+                    result.settle()
                 for match in EVENT.finditer(ready):
                     seqs.append(int(match[1]))
                     ts = float(match[2])
@@ -122,6 +128,7 @@ async def watch(host: str, port: int, job_id: str, result: Fanout) -> None:
     if not terminal:
         result.errors.append(f"stream ended before the job did, after {len(seqs)} events")
     result.streams.append(tuple(seqs))
+    result.settle()
 
 
 async def submit(client: httpx.AsyncClient, agents: int) -> str:
@@ -145,8 +152,7 @@ async def fan_out(
             for _ in range(clients):
                 tg.start_soon(watch, host, port, job_id, result)
             if release is not None:
-                while result.subscribed + len(result.errors) < clients:
-                    await anyio.sleep(0.05)
+                await result.all_in.wait()
                 await release()
         result.api_cpu = cpu_seconds(api.pid) - api_cpu
         result.client_cpu = time.process_time() - client_cpu
