@@ -111,3 +111,7 @@ class Backend(Protocol):
 
     async def delete_file(self, file_id: str) -> bool:
         """Remove the file and its bytes. False if unknown."""
+
+    # -- metrics ----------------------------------------------------------------------------------
+    async def job_counts(self) -> dict[JobStatus, int]:
+        """Jobs in the store by status, kept as the store changes: cheap enough for every scrape."""

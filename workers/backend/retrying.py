@@ -137,3 +137,6 @@ class RetryingBackend:
 
     async def delete_file(self, file_id: str) -> bool:
         return await self._retry(self.inner.delete_file, file_id)
+
+    async def job_counts(self) -> dict[JobStatus, int]:
+        return await self._retry(self.inner.job_counts)

@@ -512,6 +512,15 @@ class SQLiteBackend:
 
         return await self._db.write(delete)
 
+    # -- metrics --------------------------------------------------------------------------------
+    async def job_counts(self) -> dict[JobStatus, int]:
+        rows = await self._db.read(lambda conn: conn.execute("SELECT status, n FROM job_counts").fetchall())
+        counts = dict.fromkeys(JobStatus, 0)
+        counts.update(
+            {JobStatus(status): int(n) for status, n in rows if status in JobStatus._value2member_map_}
+        )
+        return counts
+
 
 def _delete_job(conn: sqlite3.Connection, job_id: str) -> bool:
     cur = conn.execute("DELETE FROM jobs WHERE id = ?", (job_id,))
