@@ -324,6 +324,7 @@ class WorkerSettings(Section):
     max_jobs: int = Field(default=8, ge=1)
     heartbeat_seconds: float = Field(default=5.0, gt=0)
     lease_seconds: float = Field(default=30.0, gt=0)
+    max_attempts: int = Field(default=3, ge=1)
 
     @model_validator(mode="after")
     def _consistent(self) -> WorkerSettings:
