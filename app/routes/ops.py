@@ -17,6 +17,7 @@ from workers.backend import backend_location
 from workers.backend.base import Backend
 from workers.engine import SIMULATED_BANNER, Engine
 from workers.errors import BackendUnavailable
+from workers.metrics import engine_metrics
 
 log = logging.getLogger(__name__)
 
@@ -107,7 +108,11 @@ async def _llm_check(http: httpx.AsyncClient, base_url: str, api_key: str, simul
 async def prometheus_metrics(engine: EngineDep, metrics: MetricsDep) -> Response:
     running = len(engine.worker.running_jobs) if engine.worker is not None else 0
     await metrics.refresh(engine.backend, running)
-    return Response(metrics.render(), media_type=CONTENT_TYPE_LATEST)
+    body = metrics.render()
+    if engine.runner is not None:
+        # This process runs jobs too (memory, sqlite): its engine metrics, as a worker serves them.
+        body += engine_metrics().render()
+    return Response(body, media_type=CONTENT_TYPE_LATEST)
 
 
 @router.get("/", include_in_schema=False)
