@@ -9,6 +9,8 @@ from pathlib import Path
 import pytest
 
 from tests.engine_harness import harness
+from tests.fake_sandboxfusion import FakeSandboxFusion
+from tests.test_python_remote import CTX, remote_tool
 from workers.events import EventType
 from workers.metrics import engine_metrics
 from workers.sim.app import SimConfig
@@ -81,3 +83,18 @@ async def test_a_job_s_metrics_match_its_event_log(mini_corpus: Path) -> None:
     assert (prompt, completion) == (job.usage.prompt_tokens, job.usage.completion_tokens)
     assert delta(before, after, "hr_job_attempts_total") == 1
     assert delta(before, after, "hr_jobs_ended_total", status="succeeded") == 1
+
+
+async def test_sandbox_runs_are_counted_by_sandbox_and_outcome() -> None:
+    with FakeSandboxFusion(mode="sandbox_error") as broken, FakeSandboxFusion() as good:
+        tool = remote_tool(broken.base_url, good.base_url)
+        before = samples()
+        try:
+            await tool({"code": "print(1)"}, CTX)
+        finally:
+            await tool.aclose()
+        after = samples()
+    broken_name, good_name = (f"remote {fake.base_url}" for fake in (broken, good))
+    assert delta(before, after, "hr_sandbox_runs_total", sandbox=broken_name, outcome="unavailable") == 1
+    assert delta(before, after, "hr_sandbox_runs_total", sandbox=good_name, outcome="ok") == 1
+    assert delta(before, after, "hr_sandbox_run_seconds_count", sandbox=good_name) == 1

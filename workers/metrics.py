@@ -5,6 +5,7 @@ Each metric is fed from one choke point, so nothing is counted twice:
     LLM attempts, latency, tokens, retries, limiter waits   `workers/llm/client.py` `chat`
     rounds, forced answers, tool calls, format recoveries,
     agents ended                                            `AgentContext.emit` (appended events)
+    sandbox runs                                            `PythonInterpreterTool.__call__`
     job attempts, poisoned jobs, jobs ended, webhooks       `workers/runner.py`
 A resumed job re-emits events the backend already holds; only events actually appended count,
 so a reclaim does not count a round twice.
@@ -78,6 +79,19 @@ class EngineMetrics:
         self.format_recoveries = Counter(
             "hr_format_recoveries", "Repairs the parser made to model outputs to use them.", registry=r
         )
+        self.sandbox_runs = Counter(
+            "hr_sandbox_runs",
+            "PythonInterpreter runs by sandbox and outcome (ok, exit_error, a limit, unavailable).",
+            ["sandbox", "outcome"],
+            registry=r,
+        )
+        self.sandbox_seconds = Histogram(
+            "hr_sandbox_run_seconds",
+            "Time of one sandbox run, as the sandbox measured it.",
+            ["sandbox"],
+            buckets=_WAIT_BUCKETS,
+            registry=r,
+        )
         self.agents_ended = Counter("hr_agents_ended", "Agents that ended, by event.", ["event"], registry=r)
         self.job_attempts = Counter(
             "hr_job_attempts", "Runs of a job begun by this process (every claim is an attempt).", registry=r
@@ -106,6 +120,11 @@ class EngineMetrics:
         if usage is not None:
             self.llm_tokens.labels(endpoint, role, "prompt").inc(usage.prompt_tokens)
             self.llm_tokens.labels(endpoint, role, "completion").inc(usage.completion_tokens)
+
+    def sandbox_run(self, sandbox: str, exit_code: int | None, limit: str | None, seconds: float) -> None:
+        outcome = f"limit_{limit}" if limit else ("ok" if exit_code == 0 else "exit_error")
+        self.sandbox_runs.labels(sandbox, outcome).inc()
+        self.sandbox_seconds.labels(sandbox).observe(seconds)
 
     def event(self, event: Event) -> None:
         """Count what an appended agent event says happened."""
