@@ -1,4 +1,5 @@
-"""The Grafana dashboard in deploy/ charts metrics the service really exports."""
+"""The Grafana dashboard in deploy/ charts metrics the service really exports, and compose's
+workers serve them."""
 
 from __future__ import annotations
 
@@ -9,6 +10,8 @@ from pathlib import Path
 from prometheus_client import CollectorRegistry
 
 from app.metrics import Metrics
+from tests.test_deploy import compose_model
+from workers.cli import _parser
 from workers.metrics import EngineMetrics
 
 DASHBOARD = Path(__file__).resolve().parents[1] / "deploy" / "grafana-dashboard.json"
@@ -42,3 +45,11 @@ def test_panels_have_distinct_ids_and_fit_the_grid() -> None:
         grid = panel["gridPos"]
         assert grid["x"] + grid["w"] <= 24
         assert panel["datasource"]["uid"] == "${datasource}"
+
+
+def test_compose_workers_serve_their_metrics_inside_the_network() -> None:
+    worker = compose_model()["services"]["worker"]
+    args = _parser().parse_args(worker["command"][1:])
+    assert (args.command, args.metrics_host, args.metrics_port) == ("worker", "0.0.0.0", 9100)
+    assert [str(port) for port in worker["expose"]] == ["9100"]
+    assert "ports" not in worker  # not published on the host: `--scale worker=N` still works
