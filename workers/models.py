@@ -214,6 +214,10 @@ class JobRecord(BaseModel):
     attempts: int = 0
     last_error: str | None = None
 
+    # The tenant that submitted the job (None on a server without API keys). Every other
+    # tenant is told the job does not exist.
+    owner: str | None = None
+
     @property
     def webhook_due(self) -> bool:
         """The job has ended and its webhook has not been called to an outcome yet: whoever

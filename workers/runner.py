@@ -29,6 +29,7 @@ from workers.metrics import engine_metrics
 from workers.models import AgentCheckpoint, AgentStatus, AgentSummary, JobRecord, JobStatus, Usage
 from workers.settings import BudgetSettings
 from workers.synthesis import synthesize
+from workers.tenancy import count_job_tokens
 from workers.tools.base import Tool
 from workers.tools.parse_file import files_of, question_with_uploads
 from workers.webhooks import WebhookSender
@@ -311,6 +312,7 @@ class JobRunner:
             await self.parts.backend.append_event(
                 record.id, NewEvent(type=event, data=data, key=TERMINAL_KEY)
             )
+            await count_job_tokens(self.parts.backend, record)
 
 
 def _describe(exc: BaseException) -> str:

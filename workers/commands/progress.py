@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from rich.console import Console, Group
 from rich.live import Live
@@ -12,7 +13,7 @@ from rich.table import Table
 from rich.text import Text
 
 from workers.events import Event, EventType
-from workers.models import JobRecord
+from workers.models import JobResult, JobStatus, Usage
 
 
 @dataclass
@@ -108,7 +109,20 @@ class ProgressView:
         return Group(*parts)
 
 
-def print_result(console: Console, record: JobRecord) -> None:
+class Shown(Protocol):
+    """What the result print needs: a local `JobRecord` or the service's public job view."""
+
+    @property
+    def status(self) -> JobStatus: ...
+    @property
+    def error(self) -> str | None: ...
+    @property
+    def result(self) -> JobResult | None: ...
+    @property
+    def usage(self) -> Usage: ...
+
+
+def print_result(console: Console, record: Shown) -> None:
     if record.result is None:
         console.print(
             Panel(record.error or record.status.value, title=f"job {record.status.value}", style="red")
