@@ -411,6 +411,14 @@ class JobView(BaseModel):
     usage: UsageView
     timings: Timings
     error: str | None = Field(default=None, description="Why the job failed, when it did.")
+    attempts: int = Field(
+        default=0,
+        description=(
+            "Runs begun: 1 for a job run once; more when it was handed to another worker (a crash, "
+            "a lapsed lease, a drain). At `worker.max_attempts` a job that keeps crashing its "
+            "workers ends `failed` (job.failed outcome `poisoned`)."
+        ),
+    )
     webhook: WebhookView | None = Field(
         default=None,
         description=(

@@ -9,6 +9,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import anyio
 import httpx
 import pytest
 
@@ -16,8 +17,7 @@ from tests.procs import Cluster
 from tests.redis_server import RedisServer, redis_servers  # noqa: F401  (fixture)
 from tests.sample_files import MARKER, SAMPLES
 from tests.server import LiveServer, api_settings, live_server, run_to_end
-from workers.files.store import store_upload
-from workers.settings import FilesSettings, SandboxSettings
+from workers.settings import SandboxSettings
 from workers.sim.app import SimConfig
 from workers.sim.server import SimServer
 from workers.tools.python.embedded import EmbeddedSandbox
@@ -138,25 +138,36 @@ async def test_without_files_parse_file_is_not_offered(api: LiveServer) -> None:
     assert "parse_file" not in called(events) and events[-1]["type"] == "job.succeeded"
 
 
-async def test_another_tenants_file_is_404_everywhere(api: LiveServer) -> None:
-    """Files carry an owner (None while the service has no tenants); one owned by someone else
-    answers exactly like an unknown id. The record is stored straight into the server's
-    in-process backend, as a tenant's upload would be."""
-    backend = api.app.state.engine.backend
+def test_another_tenants_file_is_404_everywhere(mini_corpus: Path) -> None:
+    """A file belongs to the tenant that uploaded it; to another it answers exactly like an
+    unknown id, on every route and when a job names it. An admin sees it."""
+    from tests.test_tenants import ALICE, BOB, ROOT, TENANTS, auth
+
     name, ctype, data = SAMPLES["txt"]
-    record = await store_upload(backend, FilesSettings(), name=name, content_type=ctype, data=data)
-    foreign = record.model_copy(update={"id": record.id + "f", "owner": "tenant-b"})
-    await backend.put_file(foreign, data)
-    async with api.client() as client:
-        assert (await client.get(f"/v1/files/{record.id}")).status_code == 200
-        for response in (
-            await client.get(f"/v1/files/{foreign.id}"),
-            await client.delete(f"/v1/files/{foreign.id}"),
-            await client.post("/v1/research", json={"query": "q", "files": [foreign.id]}),
-        ):
-            assert response.status_code == 404
-            assert response.json()["error"]["message"] == f"no file with id {foreign.id}"
-    assert await backend.get_file(foreign.id) is not None  # the refused DELETE removed nothing
+    with live_server(api_settings(mini_corpus, server={"tenants": TENANTS})) as server:
+
+        async def check() -> None:
+            async with server.client() as client:
+                uploaded = await client.post(
+                    "/v1/files", files={"file": (name, data, ctype)}, headers=auth(BOB)
+                )
+                assert uploaded.status_code == 201, uploaded.text
+                file_id = uploaded.json()["id"]
+                assert (await client.get(f"/v1/files/{file_id}", headers=auth(BOB))).status_code == 200
+                assert (await client.get(f"/v1/files/{file_id}", headers=auth(ROOT))).status_code == 200
+                for response in (
+                    await client.get(f"/v1/files/{file_id}", headers=auth(ALICE)),
+                    await client.delete(f"/v1/files/{file_id}", headers=auth(ALICE)),
+                    await client.post(
+                        "/v1/research", json={"query": "q", "files": [file_id]}, headers=auth(ALICE)
+                    ),
+                ):
+                    assert response.status_code == 404
+                    assert response.json()["error"]["message"] == f"no file with id {file_id}"
+                # The refused DELETE removed nothing.
+                assert (await client.get(f"/v1/files/{file_id}", headers=auth(BOB))).status_code == 200
+
+        anyio.run(check)
 
 
 # -- Redis: the upload through one process, parsed by a worker in another ---------------------------

@@ -23,7 +23,13 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--host", default=None, help="bind address (default: settings, 127.0.0.1)")
     serve.add_argument("--port", type=int, default=None, help="port (default: settings, 8000)")
 
-    sub.add_parser("worker", help="run an engine process that claims jobs (sqlite or Redis)")
+    worker = sub.add_parser("worker", help="run an engine process that claims jobs (sqlite or Redis)")
+    worker.add_argument(
+        "--metrics-port", type=int, default=None, help="serve Prometheus metrics on this port (default: off)"
+    )
+    worker.add_argument(
+        "--metrics-host", default=None, help="address for --metrics-port (default: settings, 127.0.0.1)"
+    )
 
     ask = sub.add_parser("ask", help="run one Heavy job and show live progress")
     ask.add_argument("question")
@@ -105,7 +111,7 @@ def main(argv: list[str] | None = None) -> int:
         case "worker":
             from workers.commands.worker import run_worker
 
-            return run_worker(settings)
+            return run_worker(settings, metrics_host=args.metrics_host, metrics_port=args.metrics_port)
         case "ask":
             from workers.commands.ask import ask
 

@@ -159,6 +159,7 @@ async def _build_runner(
         budget=settings.budget,
         react_context_tokens=settings.agent.react_context_tokens,
         token_counter=make_counter(settings.agent.react_tokenizer),
+        max_attempts=settings.worker.max_attempts,
     )
     return _Built(JobRunner(parts), engine_backend, llm.base_url, corpus.count(), tool_status)
 

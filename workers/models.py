@@ -209,6 +209,11 @@ class JobRecord(BaseModel):
     idempotency_key: str | None = None
     request_hash: str | None = None
     webhook: WebhookStatus | None = None
+    # Runs begun (every claim by a worker is one, reclaims after a crash included), and the
+    # error that stopped the last unfinished one; a job is failed at `worker.max_attempts`.
+    attempts: int = 0
+    last_error: str | None = None
+
     # The tenant that submitted the job (None on a server without API keys). Every other
     # tenant is told the job does not exist.
     owner: str | None = None

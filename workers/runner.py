@@ -19,12 +19,13 @@ from workers.agent.prompts import PromptSet
 from workers.agent.tokens import EstimateCounter, TokenCounter
 from workers.backend.base import Backend
 from workers.budget import TokenBudget, budget_report, plan_time
-from workers.errors import JobFailed, LLMConfigError
+from workers.errors import BackendUnavailable, JobFailed, LLMConfigError
 from workers.events import EventType, NewEvent
 from workers.heavy import agent_specs, run_agents
 from workers.jobs import TERMINAL_KEY
 from workers.llm.types import ChatModel
 from workers.logs import job_context
+from workers.metrics import engine_metrics
 from workers.models import AgentCheckpoint, AgentStatus, AgentSummary, JobRecord, JobStatus, Usage
 from workers.settings import BudgetSettings
 from workers.synthesis import synthesize
@@ -61,6 +62,8 @@ class EngineParts:
     # ReAct mode's transcript budget and token counter (`agent.react_context_tokens`, `…_tokenizer`).
     react_context_tokens: int = 110_000
     token_counter: TokenCounter = field(default_factory=EstimateCounter)
+    # Runs a job gets before it is failed as poisoned (`worker.max_attempts`).
+    max_attempts: int = 3
 
 
 def summarise(checkpoints: list[AgentCheckpoint]) -> list[AgentSummary]:
@@ -85,10 +88,39 @@ class JobRunner:
 
     async def run(self, job_id: str) -> Outcome:
         with job_context(job_id):
-            outcome = await self._run(job_id)
+            try:
+                outcome = await self._run(job_id)
+            except BackendUnavailable:
+                raise
+            except Exception as exc:
+                await self._note_crash(job_id, exc)
+                raise
             if outcome is Outcome.finished:
                 await self._notify(job_id)
             return outcome
+
+    async def _note_crash(self, job_id: str, exc: Exception) -> None:
+        """Keep what crashed this run: if the runs keep crashing, the job fails with it."""
+        with anyio.CancelScope(shield=True):
+            try:
+                record = await self.parts.backend.get_job(job_id)
+                if record is not None and not record.status.terminal:
+                    record.last_error = _describe(exc)
+                    await self.parts.backend.save_job(record)
+            except BackendUnavailable as noted:
+                log.warning("could not keep the crash's error: %s", noted, extra={"job_id": job_id})
+
+    async def _poisoned(self, record: JobRecord) -> None:
+        last = record.last_error or "its worker stopped before it finished (killed, crashed or lease lapsed)"
+        error = (
+            f"gave up after {record.attempts} attempt(s), the most the service allows "
+            f"(worker.max_attempts); the last one ended with: {last}"
+        )
+        record.error = error
+        data: dict[str, object] = {"error": error, "outcome": "poisoned", "attempts": record.attempts}
+        await self._end(record, JobStatus.failed, EventType.job_failed, data)
+        engine_metrics().jobs_poisoned.inc()
+        log.error("job failed as poisoned: %s", error, extra={"job_id": record.id})
 
     async def _run(self, job_id: str) -> Outcome:
         backend = self.parts.backend
@@ -101,6 +133,13 @@ class JobRunner:
         if await backend.is_cancelled(job_id):
             await self._end(record, JobStatus.cancelled, EventType.job_cancelled, {"reason": "cancelled"})
             return Outcome.finished
+        if record.attempts >= self.parts.max_attempts:
+            await self._poisoned(record)
+            return Outcome.finished
+        # Counted in the record before the run starts, so a run killed at any point is counted.
+        record.attempts += 1
+        record.last_error = None  # this run's own, from here on
+        engine_metrics().job_attempts.inc()
         if record.started_at is None:
             record.started_at = time.time()
         record.status = JobStatus.running
@@ -166,6 +205,8 @@ class JobRunner:
         if webhooks is None or record is None or not record.webhook_due:
             return
         record.webhook = await webhooks.deliver(record)
+        engine_metrics().webhooks.labels(record.webhook.state.value).inc()
+        engine_metrics().webhook_attempts.inc(record.webhook.attempts)
         # A drain landing now must not cost a delivered call its record (and a second call).
         with anyio.CancelScope(shield=True):
             await self.parts.backend.save_job(record)
@@ -264,6 +305,7 @@ class JobRunner:
     ) -> None:
         record.status = status
         record.finished_at = time.time()
+        engine_metrics().jobs_ended.labels(status.value).inc()
         # Saved before the event: a client that sees the terminal event can fetch the result.
         with anyio.CancelScope(shield=True):
             await self.parts.backend.save_job(record)
@@ -271,6 +313,13 @@ class JobRunner:
                 record.id, NewEvent(type=event, data=data, key=TERMINAL_KEY)
             )
             await count_job_tokens(self.parts.backend, record)
+
+
+def _describe(exc: BaseException) -> str:
+    # A crash inside the agents' task group arrives wrapped; the leaf is what went wrong.
+    while isinstance(exc, BaseExceptionGroup) and exc.exceptions:
+        exc = exc.exceptions[0]
+    return f"{type(exc).__name__}: {exc}"
 
 
 def _cancelled(summary: AgentSummary) -> AgentSummary:

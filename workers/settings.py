@@ -376,6 +376,10 @@ class WorkerSettings(Section):
     max_jobs: int = Field(default=8, ge=1)
     heartbeat_seconds: float = Field(default=5.0, gt=0)
     lease_seconds: float = Field(default=30.0, gt=0)
+    max_attempts: int = Field(default=3, ge=1)
+    # `heavyresearch worker` serves its Prometheus metrics here (0 = not served).
+    metrics_host: str = "127.0.0.1"
+    metrics_port: int = Field(default=0, ge=0, le=65535)
 
     @model_validator(mode="after")
     def _consistent(self) -> WorkerSettings:

@@ -18,6 +18,7 @@ from workers.backend import backend_location
 from workers.backend.base import Backend
 from workers.engine import SIMULATED_BANNER, Engine
 from workers.errors import BackendUnavailable
+from workers.metrics import engine_metrics
 
 log = logging.getLogger(__name__)
 
@@ -109,7 +110,11 @@ async def prometheus_metrics(engine: EngineDep, metrics: MetricsDep, keyring: Ke
     running = len(engine.worker.running_jobs) if engine.worker is not None else 0
     await metrics.refresh(engine.backend, running)
     await metrics.refresh_tenants(engine.backend, keyring.tenants)
-    return Response(metrics.render(), media_type=CONTENT_TYPE_LATEST)
+    body = metrics.render()
+    if engine.runner is not None:
+        # This process runs jobs too (memory, sqlite): its engine metrics, as a worker serves them.
+        body += engine_metrics().render()
+    return Response(body, media_type=CONTENT_TYPE_LATEST)
 
 
 @router.get("/", include_in_schema=False)

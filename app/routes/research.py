@@ -177,6 +177,7 @@ async def job_view(backend: Backend, record: JobRecord) -> JobView:
         usage=UsageView.of(record.usage),
         timings=timings(record, time.time()),
         error=record.error,
+        attempts=record.attempts,
         webhook=webhook_view(record.webhook),
         links=JobLinks.of(record.id),
     )

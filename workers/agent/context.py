@@ -14,6 +14,7 @@ from workers.budget import TimePlan as TimePlan
 from workers.budget import TokenBudget as TokenBudget
 from workers.events import Event, NewEvent
 from workers.llm.types import ChatModel
+from workers.metrics import engine_metrics
 from workers.tools.base import Tool
 
 
@@ -52,7 +53,10 @@ class JobContext:
         return None if self.time_plan is None else self.time_plan.synthesis_timeout()
 
     async def emit(self, event: NewEvent) -> Event | None:
-        return await self.backend.append_event(self.job_id, event)
+        appended = await self.backend.append_event(self.job_id, event)
+        if appended is not None:  # None: a resumed job replaying an event already counted
+            engine_metrics().event(appended)
+        return appended
 
     def seconds_left(self) -> float | None:
         if self.deadline is None:

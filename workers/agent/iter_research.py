@@ -156,21 +156,33 @@ class IterResearchAgent:
                 # Done (or stopped) without its forced round: its token reservation is free.
                 self.ctx.budget.release_agent(self.spec.index)
 
-    async def _run(self, cp: AgentCheckpoint) -> AgentCheckpoint:
-        if cp.status.ended:
-            return cp
+    async def _start(self, cp: AgentCheckpoint) -> None:
+        """Announce a fresh agent, or note a resumed one."""
         if cp.round == 0:
             await self._emit(
                 EventType.agent_started, None, {"seed": self.spec.seed, "angle": self.spec.angle}
             )
         else:
             self._log.info("agent resumes after round %d", cp.round)
+
+    async def _resume(self, cp: AgentCheckpoint) -> None:
+        """Finish what a crashed run left half done (nothing: a round is redone whole)."""
+
+    def _stop_reason(self, cp: AgentCheckpoint) -> str | None:
+        """Why the agent must answer now, if it must."""
+        return self._limit_reason(cp)
+
+    async def _run(self, cp: AgentCheckpoint) -> AgentCheckpoint:
+        if cp.status.ended:
+            return cp
+        await self._start(cp)
         cp.status = AgentStatus.running
         started = time.monotonic() - cp.elapsed
         try:
+            await self._resume(cp)
             while True:
                 cp.elapsed = time.monotonic() - started
-                reason = self._limit_reason(cp)
+                reason = self._stop_reason(cp)
                 if reason is not None:
                     return await self._forced_answer(cp, reason)
                 try:

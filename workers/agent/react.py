@@ -21,10 +21,8 @@ model is not asked again for a turn it already gave.
 from __future__ import annotations
 
 import re
-import time
 
 from workers.agent.iter_research import (
-    OUTAGE_REASON,
     Abandoned,
     Answer,
     CallTool,
@@ -40,7 +38,7 @@ from workers.agent.tokens import MESSAGE_OVERHEAD, count_messages
 from workers.errors import ContextOverflow, RetryableError
 from workers.events import EventType
 from workers.llm.types import ChatMessage, ChatResult
-from workers.models import AgentCheckpoint, AgentStatus, ToolCall
+from workers.models import AgentCheckpoint, ToolCall
 from workers.tools.render import trim_text
 
 # The released loop's stop sequences: a model that goes on past its call stops here.
@@ -144,9 +142,10 @@ class ReActAgent(IterResearchAgent):
             return CONTEXT_REASON.format(tokens=tokens, budget=self.ctx.context_tokens)
         return None
 
-    async def _run(self, cp: AgentCheckpoint) -> AgentCheckpoint:
-        if cp.status in (AgentStatus.finished, AgentStatus.failed):
-            return cp
+    def _stop_reason(self, cp: AgentCheckpoint) -> str | None:
+        return self._limit_reason(cp) or self._context_reason(cp)
+
+    async def _start(self, cp: AgentCheckpoint) -> None:
         if not cp.transcript:
             cp.transcript = self.initial_transcript()
             await self._emit(
@@ -156,34 +155,13 @@ class ReActAgent(IterResearchAgent):
             )
         else:
             self._log.info("ReAct agent resumes after round %d", cp.round)
-        cp.status = AgentStatus.running
-        started = time.monotonic() - cp.elapsed
-        try:
-            pending = pending_call(cp)
-            if pending is not None:
-                self._log.info("round %d: running the tool call the crashed run left unanswered", cp.round)
-                await self._observe(cp, pending, cp.round)
-                await self._checkpoint(cp)
-            while True:
-                cp.elapsed = time.monotonic() - started
-                reason = self._limit_reason(cp) or self._context_reason(cp)
-                if reason is not None:
-                    return await self._forced_answer(cp, reason)
-                try:
-                    if not await self._round(cp):
-                        return cp
-                except RetryableError as exc:
-                    # The endpoint stayed down for a whole call's retry budget.
-                    if not await self._pause(cp, exc):
-                        return await self._forced_answer(cp, OUTAGE_REASON, use_model=False)
-        except Exception as exc:
-            cp.status = AgentStatus.failed
-            failed_in = cp.round + 1
-            cp.error = f"round {failed_in}: {type(exc).__name__}: {exc}"
-            self._log.warning("agent failed: %s", cp.error)
+
+    async def _resume(self, cp: AgentCheckpoint) -> None:
+        pending = pending_call(cp)
+        if pending is not None:
+            self._log.info("round %d: running the tool call the crashed run left unanswered", cp.round)
+            await self._observe(cp, pending, cp.round)
             await self._checkpoint(cp)
-            await self._emit(EventType.agent_failed, failed_in, {"error": cp.error, "round": failed_in})
-            return cp
 
     async def _round(self, cp: AgentCheckpoint) -> bool:
         round_ = cp.round + 1

@@ -113,6 +113,10 @@ class Backend(Protocol):
     async def delete_file(self, file_id: str) -> bool:
         """Remove the file and its bytes. False if unknown."""
 
+    # -- metrics ----------------------------------------------------------------------------------
+    async def job_counts(self) -> dict[JobStatus, int]:
+        """Jobs in the store by status, kept as the store changes: cheap enough for every scrape."""
+
     # -- counters -------------------------------------------------------------------------------
     async def counter_add(self, key: str, amount: int, ttl: int) -> int:
         """Add `amount` (0 reads) to a shared integer counter and return its new value; a new

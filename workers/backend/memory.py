@@ -41,6 +41,8 @@ class MemoryBackend:
         self._cache: dict[str, tuple[str, float]] = {}
         self._locks: dict[str, float] = {}
         self._files: dict[str, tuple[FileRecord, bytes]] = {}
+        # Jobs by status, kept as the store changes so a metrics scrape reads, never counts.
+        self._status_counts: dict[JobStatus, int] = dict.fromkeys(JobStatus, 0)
         self._counters: dict[str, tuple[int, float]] = {}
 
     async def ping(self) -> None:
@@ -72,6 +74,7 @@ class MemoryBackend:
             if existing is not None:
                 return existing.model_copy(deep=True), False
         self._jobs[record.id] = record.model_copy(deep=True)
+        self._status_counts[record.status] += 1
         self._logs[record.id] = _JobLog()
         if key is not None:
             self._idem[key] = record.id
@@ -82,7 +85,10 @@ class MemoryBackend:
         return record.model_copy(deep=True) if record else None
 
     async def save_job(self, record: JobRecord) -> None:
-        if record.id in self._jobs:
+        old = self._jobs.get(record.id)
+        if old is not None:
+            self._status_counts[old.status] -= 1
+            self._status_counts[record.status] += 1
             self._jobs[record.id] = record.model_copy(deep=True)
 
     async def list_jobs(
@@ -114,6 +120,7 @@ class MemoryBackend:
         record = self._jobs.pop(job_id, None)
         if record is None:
             return False
+        self._status_counts[record.status] -= 1
         if record.idempotency_key is not None:
             self._idem.pop(record.idempotency_key, None)
         log = self._logs.pop(job_id, None)
@@ -278,6 +285,10 @@ class MemoryBackend:
 
     async def delete_file(self, file_id: str) -> bool:
         return self._files.pop(file_id, None) is not None
+
+    # -- metrics --------------------------------------------------------------------------------
+    async def job_counts(self) -> dict[JobStatus, int]:
+        return dict(self._status_counts)
 
     # -- counters ---------------------------------------------------------------------------------
     async def counter_add(self, key: str, amount: int, ttl: int) -> int:

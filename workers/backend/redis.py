@@ -513,6 +513,20 @@ class RedisBackend:
         removed = await self._call(self.client.delete, self.keys.file(file_id), self.keys.file_data(file_id))
         return bool(removed)
 
+    # -- metrics --------------------------------------------------------------------------------
+    async def job_counts(self) -> dict[JobStatus, int]:
+        """The status indexes' sizes (one round trip). An expired job stays counted until a
+        listing meets it and drops it from its index."""
+        statuses = list(JobStatus)
+
+        async def sizes() -> list[int]:
+            async with self.client.pipeline(transaction=False) as pipe:
+                for status in statuses:
+                    pipe.zcard(self.keys.jobs_by_status(status))
+                return [int(n) for n in await pipe.execute()]
+
+        return dict(zip(statuses, await self._call(sizes), strict=True))
+
     # -- counters -------------------------------------------------------------------------------
     async def counter_add(self, key: str, amount: int, ttl: int) -> int:
         keys = [self.keys.counter(key)]

@@ -138,6 +138,9 @@ class RetryingBackend:
     async def delete_file(self, file_id: str) -> bool:
         return await self._retry(self.inner.delete_file, file_id)
 
+    async def job_counts(self) -> dict[JobStatus, int]:
+        return await self._retry(self.inner.job_counts)
+
     async def counter_add(self, key: str, amount: int, ttl: int) -> int:
         if amount == 0:
             return await self._retry(self.inner.counter_add, key, amount, ttl)

@@ -516,6 +516,15 @@ class SQLiteBackend:
 
         return await self._db.write(delete)
 
+    # -- metrics --------------------------------------------------------------------------------
+    async def job_counts(self) -> dict[JobStatus, int]:
+        rows = await self._db.read(lambda conn: conn.execute("SELECT status, n FROM job_counts").fetchall())
+        counts = dict.fromkeys(JobStatus, 0)
+        counts.update(
+            {JobStatus(status): int(n) for status, n in rows if status in JobStatus._value2member_map_}
+        )
+        return counts
+
     # -- counters ---------------------------------------------------------------------------------
     async def counter_add(self, key: str, amount: int, ttl: int) -> int:
         # Counters share the cache table (their own key prefix): a row with a value and an expiry.

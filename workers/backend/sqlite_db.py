@@ -229,8 +229,21 @@ class Database:
 
     def _connection(self) -> sqlite3.Connection:
         if self._conn is None:
-            self._conn = self._connect()
+            self._conn = self._open_patiently()
         return self._conn
+
+    def _open_patiently(self) -> sqlite3.Connection:
+        """`_connect`, tried again while the file is locked, up to `busy_timeout`: two processes
+        opening a new file race for its switch to WAL, and SQLite answers the loser "locked" at
+        once, without waiting in its busy handler."""
+        deadline = time.monotonic() + self.busy_timeout
+        while True:
+            try:
+                return self._connect()
+            except BackendUnavailable:
+                if time.monotonic() >= deadline:
+                    raise
+                time.sleep(0.01 + random.random() * 0.04)
 
     def _connect(self) -> sqlite3.Connection:
         try:

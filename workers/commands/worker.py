@@ -1,18 +1,39 @@
 """`heavyresearch worker`: an engine process for the redis or sqlite backend (several processes
-share one file on one box). SIGTERM/SIGINT drain it."""
+share one file on one box). SIGTERM/SIGINT drain it. With `--metrics-port` it serves its own
+Prometheus metrics (`workers/metrics.py`): a scrape reads counters, nothing else."""
 
 from __future__ import annotations
 
 import logging
 import signal
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import anyio
+from prometheus_client import start_http_server
 
 from workers.engine import open_engine
+from workers.metrics import engine_metrics
 from workers.settings import Settings
 from workers.worker import Worker
 
 log = logging.getLogger(__name__)
+
+
+@contextmanager
+def metrics_server(host: str, port: int) -> Iterator[None]:
+    """Serve this process's engine metrics on host:port (a daemon thread; port 0 = not at all)."""
+    if not port:
+        yield
+        return
+    server, thread = start_http_server(port, host, registry=engine_metrics().registry)
+    log.info("worker metrics on http://%s:%d/metrics", host, server.server_port)
+    try:
+        yield
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=5)
 
 
 async def _main(settings: Settings) -> None:
@@ -38,11 +59,16 @@ async def _main(settings: Settings) -> None:
             tg.cancel_scope.cancel()
 
 
-def run_worker(settings: Settings) -> int:
+def run_worker(
+    settings: Settings, *, metrics_host: str | None = None, metrics_port: int | None = None
+) -> int:
     if settings.backend not in ("redis", "sqlite"):
         log.error(
             "`heavyresearch worker` needs HR_BACKEND=sqlite or redis (the memory backend runs inside `serve`)"
         )
         return 2
-    anyio.run(_main, settings, backend_options={"use_uvloop": True})
+    host = metrics_host or settings.worker.metrics_host
+    port = metrics_port if metrics_port is not None else settings.worker.metrics_port
+    with metrics_server(host, port):
+        anyio.run(_main, settings, backend_options={"use_uvloop": True})
     return 0

@@ -66,6 +66,7 @@ from workers.llm.wire import (
     load_object,
     parse_completion,
 )
+from workers.metrics import engine_metrics
 from workers.models import Usage
 from workers.settings import LLMSettings
 
@@ -149,6 +150,7 @@ class OpenAIChatModel:
         chain = self.endpoints(role)
         failures: list[str] = []
         attempts = 0
+        metrics = engine_metrics()
         last_retry_after: float | None = None
         tap = _DeltaTap(on_delta) if on_delta is not None else None
         # Attempts the server had when they failed: estimated, and added to the call's usage.
@@ -172,6 +174,8 @@ class OpenAIChatModel:
                     tap.sent = False
                     if on_reset is not None:
                         await on_reset()
+                queued = time.perf_counter()
+                sent = queued
                 try:
                     async with (
                         self._limiter.slot(
@@ -181,14 +185,19 @@ class OpenAIChatModel:
                         ),
                         pool.client() as client,
                     ):
+                        sent = time.perf_counter()
+                        metrics.limiter_wait.labels(endpoint.key).observe(sent - queued)
                         reply = await self._attempt(client, endpoint, body, tap)
                 except _Overflowed as exc:
+                    metrics.llm_attempt(endpoint.key, role, "overflow", time.perf_counter() - sent)
                     if refitted:
+                        metrics.llm_calls.labels(role, "failed").inc()
                         raise self._overflow(endpoint, messages, exc.overflow) from None
                     refitted = True
                     self._refit(endpoint, messages, body, exc.overflow)
                     continue
                 except RetryableError as exc:
+                    metrics.llm_attempt(endpoint.key, role, "retryable_error", time.perf_counter() - sent)
                     if exc.charged:
                         lost = lost.add(_lost_usage(messages, tap.chars if tap is not None else 0))
                     reasons.append(str(exc))
@@ -218,13 +227,21 @@ class OpenAIChatModel:
                         exc,
                         delay,
                     )
+                    metrics.llm_retries.labels(endpoint.key, role).inc()
                     await anyio.sleep(delay)
+                except LLMConfigError:
+                    metrics.llm_attempt(endpoint.key, role, "config_error", time.perf_counter() - sent)
+                    metrics.llm_calls.labels(role, "failed").inc()
+                    raise
                 else:
+                    metrics.llm_attempt(endpoint.key, role, "ok", time.perf_counter() - sent, reply.usage)
+                    metrics.llm_calls.labels(role, "ok").inc()
                     if reply.usage is not None:
                         self._windows.observe(endpoint, prompt_chars(messages), reply.usage.prompt_tokens)
                     return _result(reply, endpoint, messages, lost)
             logger.warning("LLM %s endpoint %s given up: %s", role, endpoint.describe(), "; ".join(reasons))
             failures.append(f"{endpoint.describe()}: {attempt} attempt(s): " + "; ".join(reasons[-3:]))
+        metrics.llm_calls.labels(role, "failed").inc()
         raise RetryableError(
             f"LLM {role} call failed after {attempts} attempt(s) on {len(chain)} endpoint(s): "
             + " | ".join(failures),

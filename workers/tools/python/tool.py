@@ -24,6 +24,7 @@ from typing import Any
 import httpx
 
 from workers.errors import RetryableError, ToolError
+from workers.metrics import engine_metrics
 from workers.settings import SandboxSettings
 from workers.tools.base import ToolContext, ToolOutput
 from workers.tools.python.types import RunResult, Sandbox
@@ -102,9 +103,11 @@ class PythonInterpreterTool:
             try:
                 result = await sandbox.run(code)
             except RetryableError as exc:
+                engine_metrics().sandbox_runs.labels(sandbox.name, "unavailable").inc()
                 log.warning("sandbox %s failed, trying the next: %s", sandbox.name, exc)
                 failures.append(str(exc))
                 continue
+            engine_metrics().sandbox_run(sandbox.name, result.exit_code, result.limit, result.duration)
             text = render_run(result, self.settings, self.settings.observation_max_chars)
             return ToolOutput(text=text, provider=result.sandbox or sandbox.name)
         raise RetryableError("no sandbox could run the code: " + "; ".join(failures))
