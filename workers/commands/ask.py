@@ -14,7 +14,7 @@ import httpx
 from rich.console import Console
 
 from workers.backend.base import Backend
-from workers.budget import budget_problems
+from workers.commands.ask_limits import ask_problems
 from workers.commands.progress import ProgressView, print_result
 from workers.engine import open_engine
 from workers.errors import FileRejected
@@ -26,6 +26,11 @@ from workers.settings import Settings
 
 
 def ask(settings: Settings, args: argparse.Namespace) -> int:
+    problems = ask_problems(settings, args, server_limits=not args.server)
+    if problems:
+        for line in problems:
+            print(f"heavyresearch ask: {line}", file=sys.stderr)
+        return 2
     request = ResearchRequest(
         query=args.question,
         agents=args.agents or settings.agent.default_agents,
@@ -34,11 +39,6 @@ def ask(settings: Settings, args: argparse.Namespace) -> int:
         max_tokens=args.max_tokens,
         mode=getattr(args, "mode", "heavy"),
     )
-    problems = budget_problems(request.agents, request.max_tokens, request.max_seconds, settings.budget)
-    if problems and not args.server:  # a server says so itself, with a 422
-        for field, why in problems:
-            print(f"heavyresearch ask: --{field.replace('_', '-')}: {why}", file=sys.stderr)
-        return 2
     args.uploads = read_files(args.file, settings)
     run = _remote if args.server else _local
     record = anyio.run(run, settings, request, args, backend_options={"use_uvloop": True})
