@@ -16,6 +16,7 @@ from rich.console import Console
 from workers.backend.base import Backend
 from workers.commands.ask_limits import ask_problems
 from workers.commands.progress import ProgressView, print_result
+from workers.commands.result_line import result_line
 from workers.engine import open_engine
 from workers.errors import FileRejected
 from workers.events import Event
@@ -68,7 +69,10 @@ class _Output:
             self.view.handle(event)
 
     def result(self, record: JobRecord) -> None:
-        if not self.as_json:
+        if self.as_json:
+            sys.stdout.write(result_line(record) + "\n")
+            sys.stdout.flush()
+        else:
             print_result(self.console, record)
 
 
