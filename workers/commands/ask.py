@@ -15,7 +15,8 @@ from rich.console import Console
 
 from workers.backend.base import Backend
 from workers.commands.ask_limits import ask_problems
-from workers.commands.progress import ProgressView, print_result
+from workers.commands.ask_logging import ask_log_level, route_logs
+from workers.commands.progress import ProgressView, print_result, status_line
 from workers.commands.result_line import result_line
 from workers.engine import open_engine
 from workers.errors import FileRejected
@@ -41,16 +42,24 @@ def ask(settings: Settings, args: argparse.Namespace) -> int:
         mode=getattr(args, "mode", "heavy"),
     )
     args.uploads = read_files(args.file, settings)
+    args.console = output_console(args)
+    route_logs(args.console, ask_log_level(args, settings.log_level))
     run = _remote if args.server else _local
     record = anyio.run(run, settings, request, args, backend_options={"use_uvloop": True})
     return 0 if record.status == "succeeded" else 1
 
 
+def output_console(args: argparse.Namespace) -> Console:
+    """The human output's console (stdout), or stderr's when stdout carries `--json` lines."""
+    return Console(stderr=bool(args.json))
+
+
 class _Output:
-    def __init__(self, as_json: bool, simulated: bool) -> None:
-        self.as_json = as_json
-        self.console = Console(stderr=as_json)
-        self.view = None if as_json else ProgressView(self.console, simulated)
+    def __init__(self, args: argparse.Namespace, console: Console, simulated: bool) -> None:
+        self.as_json = bool(args.json)
+        self.console = console
+        live = not self.as_json and not args.quiet
+        self.view = ProgressView(self.console, simulated) if live else None
 
     def __enter__(self) -> _Output:
         if self.view is not None:
@@ -73,7 +82,8 @@ class _Output:
             sys.stdout.write(result_line(record) + "\n")
             sys.stdout.flush()
         else:
-            print_result(self.console, record)
+            # The live view said "simulated" already; without one, the result says it.
+            print_result(self.console, record, simulated_note=self.view is None)
 
 
 Upload = tuple[str, str, bytes]  # (file name, content type, bytes)
@@ -123,24 +133,19 @@ async def _upload_remote(client: httpx.AsyncClient, base: str, uploads: list[Upl
 
 async def _local(settings: Settings, request: ResearchRequest, args: argparse.Namespace) -> JobRecord:
     settings = settings.model_copy(update={"backend": "memory"})
-    console = Console(stderr=True)
-    with console.status("preparing the local corpus…") as status:
+    console: Console = args.console
+    with status_line(console, "preparing the local corpus…", quiet=args.quiet) as status:
 
         def progress(done: int, total: int) -> None:
             status.update(f"building the local corpus: {done}/{total} documents")
 
         async with open_engine(settings, run_worker=True, on_corpus_progress=progress) as engine:
             status.stop()
-            if engine.simulated:
-                console.print(
-                    "[bold yellow]No LLM configured: running on the SIMULATED model "
-                    "(set HR_LLM__BASE_URL for a real one).[/]"
-                )
             if args.uploads:
                 ids = await _store_local(engine.backend, settings, args.uploads)
                 request = request.model_copy(update={"files": ids})
             record, _ = await submit_job(engine.backend, request, simulated=engine.simulated)
-            with _Output(args.json, engine.simulated) as out:
+            with _Output(args, console, engine.simulated) as out:
                 after = 0
                 done = False
                 while not done:
@@ -150,8 +155,9 @@ async def _local(settings: Settings, request: ResearchRequest, args: argparse.Na
                         done = done or event.type.terminal
             final = await engine.backend.get_job(record.id)
             assert final is not None
-            out.result(final)
-            return final
+    # Printed once the engine has shut down, so no line of its comes after the answer.
+    out.result(final)
+    return final
 
 
 async def _sse_events(client: httpx.AsyncClient, url: str) -> AsyncIterator[Event]:
@@ -174,7 +180,7 @@ async def _remote(settings: Settings, request: ResearchRequest, args: argparse.N
             raise SystemExit(1)
         job = response.json()
         simulated = bool(job.get("simulated", False))
-        with _Output(args.json, simulated) as out:
+        with _Output(args, args.console, simulated) as out:
             async for event in _sse_events(client, f"{base}/v1/research/{job['id']}/events"):
                 out.event(event)
                 if event.type.terminal:

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 from rich.console import Console, Group
 from rich.live import Live
 from rich.panel import Panel
+from rich.status import Status
 from rich.table import Table
 from rich.text import Text
 
@@ -108,7 +111,25 @@ class ProgressView:
         return Group(*parts)
 
 
-def print_result(console: Console, record: JobRecord) -> None:
+class _NoStatus:
+    def update(self, status: str) -> None:
+        pass
+
+    def stop(self) -> None:
+        pass
+
+
+@contextmanager
+def status_line(console: Console, text: str, *, quiet: bool) -> Iterator[Status | _NoStatus]:
+    """A spinner with `text` on `console`, or nothing at all with `--quiet`."""
+    if quiet:
+        yield _NoStatus()
+        return
+    with console.status(text) as status:
+        yield status
+
+
+def print_result(console: Console, record: JobRecord, *, simulated_note: bool = True) -> None:
     if record.result is None:
         console.print(
             Panel(record.error or record.status.value, title=f"job {record.status.value}", style="red")
@@ -135,7 +156,7 @@ def print_result(console: Console, record: JobRecord) -> None:
         notes.append(f"{record.usage.format_recoveries} model output(s) needed a format repair")
     if result.synthesis != "model":
         notes.append(f"synthesis: {result.synthesis}")
-    if result.simulated:
+    if result.simulated and simulated_note:
         notes.append("SIMULATED MODEL: this answer was produced by the simulated model, not an LLM")
     for note in notes:
         console.print(f"note: {note}", markup=False)
