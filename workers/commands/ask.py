@@ -49,6 +49,9 @@ def ask(settings: Settings, args: argparse.Namespace) -> int:
     return 0 if record.status == "succeeded" else 1
 
 
+SIMULATED_NOTICE = "No LLM configured: running on the SIMULATED model (set HR_LLM__BASE_URL for a real one)."
+
+
 def output_console(args: argparse.Namespace) -> Console:
     """The human output's console (stdout), or stderr's when stdout carries `--json` lines."""
     return Console(stderr=bool(args.json))
@@ -60,10 +63,13 @@ class _Output:
         self.console = console
         live = not self.as_json and not args.quiet
         self.view = ProgressView(self.console, simulated) if live else None
+        self.simulated = simulated
 
     def __enter__(self) -> _Output:
         if self.view is not None:
             self.view.__enter__()
+        elif self.as_json and self.simulated:  # stdout is data: say it once, on stderr
+            self.console.print(SIMULATED_NOTICE, style="bold yellow", markup=False)
         return self
 
     def __exit__(self, *exc: object) -> None:
