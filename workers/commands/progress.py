@@ -56,7 +56,11 @@ class ProgressView:
                 row.status = "running"
             case EventType.round_started if row:
                 row.round = event.round or row.round
-                row.action = "forced answer" if event.data.get("forced") else "thinking"
+                # The action stays the last tool call (with its arguments) until the next one.
+                if event.data.get("forced"):
+                    row.action = "forced answer"
+                elif not row.action:
+                    row.action = f"round {row.round}: reading the question"
             case EventType.tool_called if row:
                 args = json.dumps(event.data.get("arguments", {}), ensure_ascii=False)
                 row.action = f"{event.data.get('name')} {args}"[:70]
