@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from tests.test_cli import run_cli
@@ -41,3 +43,13 @@ def test_ask_on_a_server_checks_the_public_bounds_before_sending() -> None:
     proc = run_cli("ask", "q", "--agents", "0", "--server", "http://127.0.0.1:9", timeout=60)
     assert proc.returncode == 2
     assert "--agents: 0 is out of range; allowed: 1 to 16" in proc.stderr
+
+
+def test_ask_on_a_server_reports_its_stricter_limits_per_option(mini_corpus: Path) -> None:
+    from tests.server import api_settings, live_server
+
+    settings = api_settings(mini_corpus, agent={"max_agents": 2, "default_agents": 2})
+    with live_server(settings) as server:
+        proc = run_cli("ask", "q", "--agents", "3", "--server", server.base_url, timeout=60)
+    assert proc.returncode == 2
+    assert "heavyresearch ask: --agents: Input should be less than or equal to 2" in proc.stderr

@@ -14,7 +14,7 @@ import httpx
 from rich.console import Console
 
 from workers.backend.base import Backend
-from workers.commands.ask_limits import ask_problems
+from workers.commands.ask_limits import ask_problems, describe_refusal
 from workers.commands.ask_logging import ask_log_level, route_logs
 from workers.commands.progress import ProgressView, print_result, status_line
 from workers.commands.result_line import result_line
@@ -182,8 +182,9 @@ async def _remote(settings: Settings, request: ResearchRequest, args: argparse.N
             request = request.model_copy(update={"files": ids})
         response = await client.post(f"{base}/v1/research", json=request.model_dump(exclude_none=True))
         if response.status_code >= 400:
-            Console(stderr=True).print(f"the service refused the job: {response.status_code} {response.text}")
-            raise SystemExit(1)
+            for line in describe_refusal(response.status_code, response.text):
+                print(f"heavyresearch ask: {line}", file=sys.stderr)
+            raise SystemExit(2 if response.status_code == 422 else 1)
         job = response.json()
         simulated = bool(job.get("simulated", False))
         with _Output(args, args.console, simulated) as out:

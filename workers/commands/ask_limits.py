@@ -4,6 +4,7 @@ engine starts, and says what is allowed: `--agents: 40 is out of range; allowed:
 from __future__ import annotations
 
 import argparse
+import json
 from typing import Any
 
 from pydantic import ValidationError
@@ -48,3 +49,18 @@ def _line(settings: Settings, field: str, message: str, given: dict[str, Any], t
 
 def _num(value: float) -> str:
     return str(int(value)) if float(value).is_integer() else f"{value:g}"
+
+
+def describe_refusal(status: int, body: str) -> list[str]:
+    """A service's refusal of the job, one line per field when it names them (422)."""
+    try:
+        error = json.loads(body).get("error") or {}
+        fields = [(str(e["path"]), str(e["message"])) for e in error.get("errors") or []]
+    except (ValueError, AttributeError, KeyError, TypeError):
+        return [f"the service refused the job: {status} {body}"]
+    if not fields:
+        return [f"the service refused the job: {status} {error.get('message') or body}"]
+    return [
+        f"{option(path.removeprefix('body.')) if path.startswith('body.') else path}: {message}"
+        for path, message in fields
+    ]
