@@ -6,20 +6,18 @@ nothing is built at import time.
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 from typing import Annotated
 
 import httpx
 from fastapi import Depends, Request
-from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sse_starlette.sse import AppStatus
 
-from app.errors import Unauthorized
+from app.auth import BearerDep, authenticate, get_keyring
 from app.metrics import Metrics
 from workers.backend.base import Backend
 from workers.engine import Engine
 from workers.settings import Settings
+from workers.tools.web.ssrf import Resolver
 
 
 class Lifecycle:
@@ -65,6 +63,12 @@ def get_lifecycle(request: Request) -> Lifecycle:
     return lifecycle
 
 
+def get_resolver(request: Request) -> Resolver:
+    """DNS for submit-time url checks; tests swap in a stub (`app.state.resolver`)."""
+    resolver: Resolver = request.app.state.resolver
+    return resolver
+
+
 def get_http(request: Request) -> httpx.AsyncClient:
     client: httpx.AsyncClient = request.app.state.http
     return client
@@ -76,29 +80,19 @@ BackendDep = Annotated[Backend, Depends(get_backend)]
 MetricsDep = Annotated[Metrics, Depends(get_metrics)]
 LifecycleDep = Annotated[Lifecycle, Depends(get_lifecycle)]
 HttpDep = Annotated[httpx.AsyncClient, Depends(get_http)]
-
-_bearer = HTTPBearer(auto_error=False, description="An API key from the server setting `server.api_keys`.")
+ResolverDep = Annotated[Resolver, Depends(get_resolver)]
 
 
 async def caller(
-    settings: SettingsDep,
-    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+    request: Request,
+    credentials: BearerDep,
 ) -> str | None:
-    """The caller's identity: a short digest of its API key, or None when keys are off.
+    """The caller's tenant, or None when keys are off; 401 for a missing or wrong key.
 
-    It scopes idempotency keys, so two callers can never replay each other's jobs.
+    Superseded by `app.auth.PrincipalDep` (tenant and role, for ownership checks); kept for
+    routes that only need the tenant's name.
     """
-    keys = settings.server.api_keys
-    if not keys:
-        return None
-    if credentials is None:
-        raise Unauthorized("this server requires an API key: send `Authorization: Bearer <key>`")
-    given = credentials.credentials.encode()
-    # Compare against every key, constant-time, so timing tells nothing about which is close.
-    matched = [hmac.compare_digest(given, key.encode()) for key in keys]
-    if not any(matched):
-        raise Unauthorized("the API key is not valid")
-    return hashlib.sha256(given).hexdigest()[:16]
+    return authenticate(get_keyring(request), credentials).tenant
 
 
 CallerDep = Annotated[str | None, Depends(caller)]

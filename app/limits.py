@@ -42,23 +42,23 @@ def request_limit_errors(body: ResearchCreate, settings: Settings) -> list[dict[
     max_chars = settings.server.max_query_chars
     if len(body.query) > max_chars:
         errors.append(
-            _limit_error("query", "string_too_long", f"String should have at most {max_chars} characters")
+            limit_error("query", "string_too_long", f"String should have at most {max_chars} characters")
         )
     ranges = allowed_ranges(settings)
     for field in ("agents", "max_rounds"):
         value, most = getattr(body, field), ranges[field][1]
         if value is not None and most is not None and value > most:
             errors.append(
-                _limit_error(field, "less_than_equal", f"Input should be less than or equal to {most:g}")
+                limit_error(field, "less_than_equal", f"Input should be less than or equal to {most:g}")
             )
     max_files = settings.files.max_files_per_job
     if body.files is not None and len(set(body.files)) > max_files:
-        errors.append(_limit_error("files", "too_long", f"List should have at most {max_files} items"))
+        errors.append(limit_error("files", "too_long", f"List should have at most {max_files} items"))
     agents = body.agents or settings.agent.default_agents
     for field, message in budget_problems(agents, body.max_tokens, body.max_seconds, settings.budget):
-        errors.append(_limit_error(field, "budget_too_small", message))
+        errors.append(limit_error(field, "budget_too_small", message))
     return errors
 
 
-def _limit_error(field: str, type_: str, message: str) -> dict[str, Any]:
+def limit_error(field: str, type_: str, message: str) -> dict[str, Any]:
     return {"type": type_, "loc": ("body", field), "msg": message}

@@ -21,15 +21,18 @@ from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 
 from app import errors
+from app.auth import Keyring, ProtectedPaths
 from app.deps import Lifecycle
 from app.metrics import Metrics, RequestMetrics
-from app.middleware import BodyLimit
-from app.routes import files, ops, research
+from app.middleware import BodyLimit, JsonBodies
+from app.routes import chat, files, ops, research, tenants
 from app.routes.ops import WEB_PAGE, version
 from app.schemas import MAX_AGENTS, MAX_ROUNDS
+from app.stream_tokens import StreamTokens
 from workers.backend import backend_location
 from workers.engine import open_engine
 from workers.settings import Settings, get_settings
+from workers.tools.web.ssrf import system_resolver
 
 log = logging.getLogger(__name__)
 
@@ -59,13 +62,25 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         # processes may join it on the same file.
         run_worker = settings.backend in ("memory", "sqlite")
         async with (
-            open_engine(settings, run_worker=run_worker, build_engine=run_worker) as engine,
+            open_engine(
+                settings,
+                run_worker=run_worker,
+                build_engine=run_worker,
+                webhook_resolver=app.state.webhook_resolver,
+            ) as engine,
             httpx.AsyncClient(trust_env=False) as http,
         ):
             app.state.engine = engine
             app.state.http = http
             # open_engine has already logged the simulation banner; this line repeats the flag
             # next to where the API says it is ready, so nobody misses it.
+            if not keyring.enabled:
+                log.warning(
+                    "API keys are OFF: the service is open to anyone who can reach it "
+                    "(set server.tenants or server.api_keys to require keys)"
+                )
+            else:
+                log.info("API keys are on: %d tenant(s)", len(keyring.tenants))
             log.info(
                 "API ready: backend=%s (%s), in-process worker=%s, corpus=%s documents, SIMULATED model=%s",
                 engine.backend.name,
@@ -91,13 +106,31 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.metrics = metrics = Metrics()
     app.state.lifecycle = Lifecycle()
     app.state.web_page = WEB_PAGE.read_text(encoding="utf-8")
+    app.state.keyring = keyring = Keyring(settings.server)
+    app.state.stream_tokens = StreamTokens.derive(
+        settings.server.stream_token_secret, keyring.digests(), settings.server.stream_token_ttl
+    )
+    # DNS for webhook urls: checked at submit (`resolver`) and at delivery; tests swap in stubs.
+    app.state.resolver = system_resolver
+    app.state.webhook_resolver = system_resolver
     errors.install(app)
+    protected = set()
+    if settings.server.protect_docs:
+        protected |= {"/docs", "/docs/oauth2-redirect", "/redoc", "/openapi.json"}
+    if settings.server.protect_metrics:
+        protected.add("/metrics")
+    if protected:
+        app.add_middleware(ProtectedPaths, keyring=keyring, paths=protected)
     # Added last = outermost: a refused oversized body is counted in the metrics too.
     uploads = {"/v1/files": settings.files.max_bytes + MULTIPART_OVERHEAD}
+    # Uploads are multipart; every other body is JSON.
+    app.add_middleware(JsonBodies, exempt=tuple(uploads))
     app.add_middleware(BodyLimit, max_bytes=MAX_BODY_BYTES, paths=uploads)
     app.add_middleware(RequestMetrics, metrics=metrics)
     app.include_router(research.router)
     app.include_router(files.router)
+    app.include_router(tenants.router)
+    app.include_router(chat.router)
     app.include_router(ops.router)
 
     def openapi() -> dict[str, Any]:
@@ -110,6 +143,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 license_info=app.license_info,
             )
             _apply_server_limits(schema, settings)
+            chat.document_options(schema, settings)
+            _plain_optional_parameters(schema)
+            if not keyring.enabled:
+                _drop_security(schema)
             app.openapi_schema = schema
         return app.openapi_schema
 
@@ -123,6 +160,7 @@ def _apply_server_limits(schema: dict[str, Any], settings: Settings) -> None:
     _set_bound(body.get("query"), "maxLength", settings.server.max_query_chars)
     _set_bound(body.get("agents"), "maximum", min(MAX_AGENTS, settings.agent.max_agents))
     _set_bound(body.get("max_rounds"), "maximum", min(MAX_ROUNDS, settings.agent.max_rounds_limit))
+    _set_bound(body.get("files"), "maxItems", settings.files.max_files_per_job)
 
 
 def _set_bound(prop: dict[str, Any] | None, key: str, value: int) -> None:
@@ -131,5 +169,33 @@ def _set_bound(prop: dict[str, Any] | None, key: str, value: int) -> None:
     # Optional fields are `anyOf: [{type: integer, ...}, {type: null}]`; the bound goes on
     # the non-null branch.
     for branch in prop.get("anyOf", [prop]):
-        if branch.get("type") in ("string", "integer"):
+        if branch.get("type") in ("string", "integer", "array"):
             branch[key] = value
+
+
+def _drop_security(schema: dict[str, Any]) -> None:
+    """Without keys nothing needs a bearer token, so the document must not ask for one."""
+    for path in schema.get("paths", {}).values():
+        for operation in path.values():
+            if isinstance(operation, dict):
+                operation.pop("security", None)
+    schemes = schema.get("components", {}).get("securitySchemes")
+    if schemes is not None:
+        schemes.pop("HTTPBearer", None)
+        if not schemes:
+            del schema["components"]["securitySchemes"]
+
+
+def _plain_optional_parameters(schema: dict[str, Any]) -> None:
+    """An optional query or header parameter is absent, never `null`: FastAPI documents
+    `int | None` as "integer or null", and a client sending the text `null` gets a 422."""
+    for path in schema.get("paths", {}).values():
+        for operation in path.values():
+            for parameter in operation.get("parameters", []) if isinstance(operation, dict) else []:
+                branches = parameter.get("schema", {}).get("anyOf")
+                if not branches:
+                    continue
+                kept = [b for b in branches if b.get("type") != "null"]
+                if len(kept) == 1 and len(kept) < len(branches):
+                    rest = {k: v for k, v in parameter["schema"].items() if k != "anyOf"}
+                    parameter["schema"] = {**kept[0], **rest}

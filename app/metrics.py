@@ -14,6 +14,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from workers.backend.base import Backend
 from workers.models import JobStatus
+from workers.tenancy import COUNTER_TTL, tokens_key, utc_day
 
 # Scrapes count at most this many jobs per status, so a huge store cannot make /metrics slow.
 STATUS_COUNT_CAP = 10_000
@@ -50,6 +51,27 @@ class Metrics:
             ["method", "route"],
             registry=r,
         )
+
+        self.tenant_jobs = Counter(
+            "hr_tenant_jobs_submitted", "Jobs created, per tenant ('-': no API keys).", ["tenant"], registry=r
+        )
+        self.quota_refusals = Counter(
+            "hr_quota_refusals", "Submits refused by a tenant quota (429).", ["tenant", "quota"], registry=r
+        )
+        self.tenant_tokens = Gauge(
+            "hr_tenant_tokens_today",
+            "LLM tokens of finished jobs per tenant, this UTC day.",
+            ["tenant"],
+            registry=r,
+        )
+
+    async def refresh_tenants(self, backend: Backend, tenants: list[str]) -> None:
+        """The configured tenants' usage today, just before a scrape."""
+        day = utc_day()
+        for tenant in tenants:
+            self.tenant_tokens.labels(tenant).set(
+                await backend.counter_add(tokens_key(tenant, day), 0, COUNTER_TTL)
+            )
 
     async def refresh(self, backend: Backend, running_in_process: int) -> None:
         """Update the gauges that mirror backend state, just before a scrape."""

@@ -78,3 +78,42 @@ def _replay(messages: list[Message], receive: Receive) -> Receive:
         return await receive()
 
     return replayed
+
+
+class JsonBodies:
+    """Refuses a request body that is not JSON with 415 (FastAPI would read it as JSON anyway,
+    or answer 422 about a "dictionary"). Bodiless calls (cancel, stream-token) pass."""
+
+    def __init__(self, app: ASGIApp, exempt: tuple[str, ...] = ()) -> None:
+        self.app = app
+        # Paths whose bodies are something else (multipart uploads); their routes check them.
+        self.exempt = frozenset(exempt)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if (
+            scope["type"] == "http"
+            and scope["method"] in ("POST", "PUT", "PATCH")
+            and scope["path"] not in self.exempt
+            and _has_body(scope)
+        ):
+            media = _header(scope, b"content-type").split(";", 1)[0].strip().lower()
+            if not (media == "application/json" or media.endswith("+json")):
+                shown = media[:64] or "none"
+                response = error_response(
+                    415, "unsupported_media_type", f"send the body as application/json (got {shown})"
+                )
+                await response(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
+
+
+def _header(scope: Scope, name: bytes) -> str:
+    for key, value in scope.get("headers", ()):
+        if key == name:
+            return bytes(value).decode("latin-1")
+    return ""
+
+
+def _has_body(scope: Scope) -> bool:
+    length = _content_length(scope)
+    return (length is not None and length > 0) or bool(_header(scope, b"transfer-encoding"))

@@ -8,10 +8,12 @@ directly: the views below copy from them, so an engine refactor cannot silently 
 from __future__ import annotations
 
 import json
+import re
 from datetime import UTC, datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit, urlunsplit
 
-from pydantic import AnyHttpUrl, BaseModel, ConfigDict, Field, field_validator
+from pydantic import AnyHttpUrl, BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from workers.models import (
     AgentStatus,
@@ -42,11 +44,38 @@ EXAMPLE_QUERY = "Which element has the highest melting point, and how was it mea
 EXAMPLE_JOB_ID = "job_019a3f2b7c1d9e4a6b8f0c2d"
 
 
+def json_integers(model: type[BaseModel], data: Any) -> Any:
+    """Integral floats (`12.0`) as ints for the int fields: JSON Schema counts them as
+    integers, and strict validation would not."""
+    if not isinstance(data, dict):
+        return data
+    ints = {name for name, f in model.model_fields.items() if f.annotation in (int, int | None)}
+    return {
+        k: int(v) if k in ints and isinstance(v, float) and v.is_integer() and abs(v) < 2**63 else v
+        for k, v in data.items()
+    }
+
+
+# Unicode's White_Space characters: what the schema's `\S` pattern (JSON Schema regex) treats as
+# blank. Python's own str.strip() also drops control characters such as U+001C, which the
+# schema accepts as content, so stripping with it would refuse requests the schema allows.
+WHITESPACE = (
+    "\t\n\x0b\x0c\r \x85\xa0\u1680"
+    + "".join(map(chr, range(0x2000, 0x200B)))
+    + "\u2028\u2029\u202f\u205f\u3000"
+)
+# "Holds something that is not whitespace", spelt the same for every regex engine (pydantic's,
+# and the JSON Schema one a client's tooling uses), which do not agree on what `\S` means.
+NOT_BLANK = f"[^{WHITESPACE}]"
+
+
 class ResearchCreate(BaseModel):
     """Body of `POST /v1/research`. Fields left out take the server's defaults."""
 
     model_config = ConfigDict(
         extra="forbid",
+        # JSON types exactly as the schema says: no "4" for 4, no 0 for false.
+        strict=True,
         json_schema_extra={
             "examples": [
                 {"query": EXAMPLE_QUERY},
@@ -65,6 +94,7 @@ class ResearchCreate(BaseModel):
 
     query: str = Field(
         min_length=1,
+        pattern=NOT_BLANK,
         description=(
             "The research question. Leading and trailing whitespace is dropped; the longest "
             "accepted query is the server setting `server.max_query_chars` (4000 by default)."
@@ -132,7 +162,9 @@ class ResearchCreate(BaseModel):
         ),
         examples=[900],
     )
-    angles: list[str] | None = Field(
+    angles: (
+        list[Annotated[str, Field(min_length=1, max_length=MAX_ANGLE_CHARS, pattern=NOT_BLANK)]] | None
+    ) = Field(
         default=None,
         max_length=MAX_ANGLES,
         description="Research angles handed round-robin to the agents, so they explore differently.",
@@ -143,8 +175,9 @@ class ResearchCreate(BaseModel):
         description=(
             "An http(s) URL called once the job ends (succeeded, failed or cancelled): one POST of "
             "JSON with `type` (the terminal event), `job_id`, `status`, `answer`, `sources`, `error`, "
-            "`simulated`, `finished_at` and `links`. Signed with HMAC-SHA256 in "
-            "`X-Heavyresearch-Signature: sha256=<hex>` when the server has a webhook secret. Failed "
+            "`simulated`, `finished_at` and `links`. Signed the Standard Webhooks way (`webhook-id`, "
+            "`webhook-timestamp`, `webhook-signature`) when the server has `webhooks.secrets`. Checked "
+            "at submit: a private, loopback or unresolvable address is a 422. Shown redacted. Failed "
             "attempts are retried, and a worker crash may repeat a call: every call for one job "
             "carries the same `X-Heavyresearch-Delivery` id. Only public internet addresses are "
             "called, unless the server allows the host (`webhooks.allow_hosts`); redirects are not "
@@ -188,10 +221,15 @@ class ResearchCreate(BaseModel):
         ),
     )
 
+    @model_validator(mode="before")
+    @classmethod
+    def _json_integers(cls, data: Any) -> Any:
+        return json_integers(cls, data)
+
     @field_validator("query")
     @classmethod
     def _query_not_blank(cls, value: str) -> str:
-        value = value.strip()
+        value = value.strip(WHITESPACE)
         if not value:
             raise ValueError("the query is blank")
         return value
@@ -206,7 +244,7 @@ class ResearchCreate(BaseModel):
     def _angles_not_blank(cls, value: list[str] | None) -> list[str] | None:
         if value is None:
             return None
-        cleaned = [angle.strip() for angle in value]
+        cleaned = [angle.strip(WHITESPACE) for angle in value]
         for index, angle in enumerate(cleaned):
             if not angle:
                 raise ValueError(f"angle {index} is blank")
@@ -444,13 +482,16 @@ class ErrorDetail(BaseModel):
         description=(
             "Machine-readable kind: validation_error, bad_request, unauthorized, not_found, "
             "method_not_allowed, conflict, payload_too_large, queue_full, unavailable, "
-            "shutting_down, http_error, internal_error."
+            "shutting_down, http_error, internal_error, quota_exceeded, forbidden."
         ),
         examples=["not_found"],
     )
     message: str
     errors: list[FieldError] | None = Field(default=None, description="Each invalid field (422 only).")
     retry_after: int | None = Field(default=None, description="Seconds to wait before retrying (429, 503).")
+    quota: str | None = Field(
+        default=None, description="The tenant quota that refused the request (429 quota_exceeded only)."
+    )
 
 
 class ErrorResponse(BaseModel):
@@ -492,7 +533,29 @@ def webhook_view(status: WebhookStatus | None) -> WebhookView | None:
 
 
 def params(record: JobRecord) -> ResearchParams:
-    return ResearchParams.model_validate(record.request.model_dump())
+    shown = ResearchParams.model_validate(record.request.model_dump())
+    if shown.webhook_url is not None:
+        shown.webhook_url = redact_url(shown.webhook_url)
+    return shown
+
+
+# Query parameters whose values are secrets however they are spelled (token, api_key, sig, …).
+_SECRET_PARAM = re.compile(r"(token|key|secret|sig|signature|auth|password|pass|pwd|code|credential)", re.I)
+
+
+def redact_url(url: str) -> str:
+    """The url without secrets, for showing: credentials and secret-looking query values become
+    `REDACTED`. The job view shows this to everyone, its owner included: the url was a secret
+    only the receiver and this server need."""
+    parts = urlsplit(url)
+    netloc = parts.netloc
+    if "@" in netloc:
+        netloc = "REDACTED@" + netloc.rsplit("@", 1)[1]
+    query = "&".join(
+        f"{name}=REDACTED" if _SECRET_PARAM.search(name) else (f"{name}={value}" if sep else name)
+        for name, sep, value in (pair.partition("=") for pair in parts.query.split("&") if pair)
+    )
+    return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
 
 
 # -- uploaded files -----------------------------------------------------------------------------

@@ -51,8 +51,9 @@ BAD_BODIES: list[tuple[Any, str]] = [
     ({"query": Q, "max_seconds": 0}, "body.max_seconds"),
     ({"query": Q, "max_seconds": 86_401}, "body.max_seconds"),
     ({"query": Q, "angles": ["a"] * 17}, "body.angles"),
-    ({"query": Q, "angles": ["fine", "  "]}, "body.angles"),
-    ({"query": Q, "angles": ["x" * 501]}, "body.angles"),
+    # The schema shows these item limits, so the error names the item.
+    ({"query": Q, "angles": ["fine", "  "]}, "body.angles.1"),
+    ({"query": Q, "angles": ["x" * 501]}, "body.angles.0"),
     ({"query": Q, "webhook_url": "ftp://example.com/hook"}, "body.webhook_url"),
     ({"query": Q, "webhook_url": "not a url"}, "body.webhook_url"),
     ({"query": Q, "metadata": {"blob": "x" * 9000}}, "body.metadata"),

@@ -85,7 +85,7 @@ async def test_web_page(api: LiveServer) -> None:
             "SIMULATED MODEL",
             "Wikipedia",
             "CC BY-SA",
-            "text/event-stream",
+            "EventSource",  # events stream through EventSource on a stream token
         ):
             assert needle in html, needle
 

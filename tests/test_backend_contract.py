@@ -492,6 +492,65 @@ async def test_locks_expire(backend: Backend) -> None:
     await eventually(free)
 
 
+# -- tenants ------------------------------------------------------------------------------------------
+
+
+async def test_list_by_owner_pages_through_only_that_owners_jobs(make: BackendMaker) -> None:
+    # On redis, two instances: two processes on one server.
+    one = make()
+    two = make() if make.kind == "redis" else one
+    ids = [f"job_{i:03d}" for i in range(12)]
+    for i, job_id in enumerate(ids):
+        record = job(job_id)
+        record.owner = "alice" if i % 3 == 0 else "bob"
+        await one.create_job(record)
+    alices = [i for n, i in enumerate(ids) if n % 3 == 0][::-1]
+    seen, cursor = [], None
+    while True:
+        page, cursor = await two.list_jobs(None, cursor, 3, "alice")
+        assert all(r.owner == "alice" for r in page)
+        seen += [r.id for r in page]
+        if cursor is None:
+            break
+    assert seen == alices
+    assert len((await two.list_jobs(None, None, 100, "bob"))[0]) == 8
+    assert (await two.list_jobs(None, None, 100, "carol")) == ([], None)
+    # The owner survives a save, and the status filter combines with it.
+    record = await two.get_job(alices[0])
+    assert record is not None and record.owner == "alice"
+    record.status = JobStatus.running
+    await two.save_job(record)
+    running, _ = await one.list_jobs(JobStatus.running, None, 10, "alice")
+    assert [r.id for r in running] == [alices[0]]
+    assert (await one.list_jobs(JobStatus.running, None, 10, "bob")) == ([], None)
+
+
+async def test_counters_add_read_and_are_shared(make: BackendMaker) -> None:
+    one = make()
+    two = make() if make.kind == "redis" else one
+    assert await one.counter_add("tokens:a", 0, 60) == 0
+    assert await one.counter_add("tokens:a", 5, 60) == 5
+    assert await two.counter_add("tokens:a", 7, 60) == 12
+    assert await two.counter_add("tokens:b", 0, 60) == 0
+
+    async def concurrent() -> None:
+        async with anyio.create_task_group() as tg:
+            for backend in (one, two) * 10:
+                tg.start_soon(backend.counter_add, "tokens:c", 1, 60)
+
+    await concurrent()
+    assert await one.counter_add("tokens:c", 0, 60) == 20
+
+
+async def test_counters_expire(backend: Backend) -> None:
+    assert await backend.counter_add("short", 3, 1) == 3
+
+    async def reset() -> bool:
+        return await backend.counter_add("short", 0, 1) == 0
+
+    await eventually(reset, within=10)
+
+
 # -- two instances on one store (two processes on one box or one Redis) ---------------------------------
 
 

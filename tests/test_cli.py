@@ -143,6 +143,37 @@ def test_ask_mode_react_runs_the_react_loop(mini_corpus: Path) -> None:
     assert run_cli("ask", "q", "--mode", "chain").returncode == 2
 
 
+def test_ask_server_with_an_api_key_and_clean_errors(mini_corpus: Path) -> None:
+    from tests.redis_server import free_port
+    from tests.server import api_settings, live_server
+    from tests.test_tenants import ALICE, TENANTS
+
+    settings = api_settings(mini_corpus, server={"tenants": TENANTS})
+    question = ["ask", "What is the capital of Valdoria?", "--agents", "1", "--max-rounds", "4"]
+    with live_server(settings) as server:
+        proc = run_cli(*question, "--server", server.base_url, "--api-key", ALICE)
+        assert proc.returncode == 0, proc.stderr
+        assert "Answer" in proc.stdout
+        # The key may come from the environment too.
+        proc = run_cli(*question, "--json", "--server", server.base_url, env={"HR_API_KEY": ALICE})
+        assert proc.returncode == 0, proc.stderr
+        events, result = json_output(proc.stdout)
+        assert events[-1]["type"] == "job.succeeded" and result["status"] == "succeeded"
+        assert result["answer"] == events[-1]["data"]["answer"]  # from the public job view
+
+        refused = run_cli(*question, "--server", server.base_url, "--api-key", "wrong")
+        assert refused.returncode == 2
+        assert "refused the API key" in refused.stderr and "Traceback" not in refused.stderr
+        assert len(refused.stderr.strip().splitlines()) == 1
+        missing = run_cli(*question, "--server", server.base_url)
+        assert missing.returncode == 2 and "requires an API key" in missing.stderr
+
+    down = run_cli(*question, "--server", f"http://127.0.0.1:{free_port()}")
+    assert down.returncode == 2
+    assert "cannot reach the service" in down.stderr and "Traceback" not in down.stderr
+    assert len(down.stderr.strip().splitlines()) == 1
+
+
 SERVING = r"serving on (\S+) \(web page /, API docs /docs\) with backend=(\w+), model=(.+)\n"
 
 

@@ -52,4 +52,4 @@ def test_ask_on_a_server_reports_its_stricter_limits_per_option(mini_corpus: Pat
     with live_server(settings) as server:
         proc = run_cli("ask", "q", "--agents", "3", "--server", server.base_url, timeout=60)
     assert proc.returncode == 2
-    assert "heavyresearch ask: --agents: Input should be less than or equal to 2" in proc.stderr
+    assert "--agents: Input should be less than or equal to 2" in proc.stderr

@@ -57,6 +57,41 @@ def test_page_runs_a_job_live_and_shows_answer_sources_and_credits(server: LiveS
             browser.close()
 
 
+def test_page_works_with_api_keys_on_streaming_through_a_token(mini_corpus: Path) -> None:
+    from playwright.sync_api import Request, expect, sync_playwright
+
+    from tests.test_tenants import ALICE, TENANTS
+
+    settings = api_settings(mini_corpus, sim={"latency": 0.05}, server={"tenants": TENANTS})
+    with live_server(settings) as server, sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page()
+            streams: list[Request] = []
+            page.on("request", lambda r: streams.append(r) if "/events" in r.url else None)
+            page.goto(f"{server.base_url}/")
+            page.fill("#query", "What is the capital of Valdoria?")
+            page.fill("#agents", "2")
+            page.fill("#api-key", ALICE)
+            page.click("#submit")
+            expect(page.locator("#agents-body tr")).to_have_count(2, timeout=30_000)
+            expect(page.locator("#answer")).not_to_be_empty(timeout=60_000)
+            expect(page.locator("#sources li").first).to_be_visible()
+            assert page.locator("#error").inner_text() == ""
+            # The events came through EventSource on a token: no key in the URL or headers.
+            assert streams and all("token=" in r.url and ALICE not in r.url for r in streams)
+            assert all(r.resource_type == "eventsource" for r in streams)
+            assert all("authorization" not in r.headers for r in streams)
+
+            # Without a key the page says why instead of hanging.
+            page.fill("#api-key", "")
+            page.evaluate("sessionStorage.clear()")
+            page.click("#submit")
+            expect(page.locator("#error")).to_contain_text("API key", timeout=10_000)
+        finally:
+            browser.close()
+
+
 def test_page_links_only_sources_the_job_retrieved(server: LiveServer) -> None:
     # The engine already strips fabricated citations; the page must not link one even if a
     # result carried it. The job's view is altered on its way to the page to carry some.

@@ -56,6 +56,9 @@ def _parser() -> argparse.ArgumentParser:
         help="a file for the agents to read with parse_file (PDF, DOCX, XLSX, CSV, PPTX, HTML, MD, "
         "TXT, JSON); repeat for more",
     )
+    ask.add_argument(
+        "--api-key", default=None, help="the service's API key for --server (default: $HR_API_KEY)"
+    )
 
     corpus = sub.add_parser("corpus", help="manage the local search corpus")
     corpus_sub = corpus.add_subparsers(dest="corpus_command", required=True)

@@ -31,6 +31,7 @@ from workers.settings import SIMULATED_MODEL_ID, LLMSettings, Settings
 from workers.sim.app import SimConfig
 from workers.sim.server import SimServer
 from workers.tools.factory import aclose_tools, build_tools
+from workers.tools.web.ssrf import Resolver, system_resolver
 from workers.webhooks import WebhookSender
 from workers.worker import Worker
 
@@ -103,7 +104,11 @@ class _Built:
 
 
 async def _build_runner(
-    settings: Settings, backend: Backend, stack: AsyncExitStack, on_corpus_progress: ProgressCallback | None
+    settings: Settings,
+    backend: Backend,
+    stack: AsyncExitStack,
+    on_corpus_progress: ProgressCallback | None,
+    webhook_resolver: Resolver = system_resolver,
 ) -> _Built:
     """Model client, corpus, tools, webhook sender and runner: what a process that runs jobs needs."""
     llm = settings.llm
@@ -138,7 +143,7 @@ async def _build_runner(
     tool_status: dict[str, str] = {}
     tools = build_tools(settings, corpus=corpus, backend=engine_backend, model=model, status=tool_status)
     stack.push_async_callback(aclose_tools, tools)
-    webhooks = await stack.enter_async_context(WebhookSender(settings.webhooks))
+    webhooks = await stack.enter_async_context(WebhookSender(settings.webhooks, resolver=webhook_resolver))
     parts = EngineParts(
         backend=engine_backend,
         model=model,
@@ -166,6 +171,7 @@ async def open_engine(
     build_engine: bool = True,
     on_corpus_progress: ProgressCallback | None = None,
     backend: Backend | None = None,
+    webhook_resolver: Resolver = system_resolver,
 ) -> AsyncIterator[Engine]:
     """The engine for this process. `build_engine=False` gives a front end only (an API process
     on Redis): the backend, and no model client, corpus or simulated model of its own."""
@@ -179,7 +185,11 @@ async def open_engine(
                 await backend.open()
             except BackendUnavailable as exc:
                 log.warning("starting without the job store for now: %s", exc)
-        built = await _build_runner(settings, backend, stack, on_corpus_progress) if build_engine else None
+        built = (
+            await _build_runner(settings, backend, stack, on_corpus_progress, webhook_resolver)
+            if build_engine
+            else None
+        )
         worker = None
         if run_worker:
             if built is None:

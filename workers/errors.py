@@ -11,6 +11,7 @@ HeavyResearchError
 ├── BackendUnavailable   the job store cannot be reached (HTTP 503 with Retry-After)
 ├── BackendBroken        the job store's file is unusable (corrupt, read-only): fails at start
 ├── QueueFull            the queue is at capacity (HTTP 429 with Retry-After)
+├── QuotaExceeded        a tenant is past one of its quotas (HTTP 429 with Retry-After)
 ├── JobNotFound          unknown job id (HTTP 404)
 ├── FileNotFound         unknown (or another tenant's, or expired) file id (HTTP 404)
 ├── FileRejected         an upload that is too large or of a type we cannot read (413 / 415)
@@ -82,6 +83,15 @@ class BackendBroken(HeavyResearchError):
 
 class QueueFull(HeavyResearchError):
     retry_after = 5
+
+
+class QuotaExceeded(HeavyResearchError):
+    """A tenant's quota refuses the job; `quota` is the setting's name (`max_running_jobs`, …)."""
+
+    def __init__(self, quota: str, message: str, retry_after: int) -> None:
+        super().__init__(message)
+        self.quota = quota
+        self.retry_after = retry_after
 
 
 class JobNotFound(HeavyResearchError):

@@ -33,6 +33,7 @@ async def submit_job(
     *,
     simulated: bool,
     idempotency_key: str | None = None,
+    owner: str | None = None,
 ) -> tuple[JobRecord, bool]:
     """Store and enqueue a job. Returns (job, created); an idempotent replay returns created=False.
 
@@ -45,6 +46,7 @@ async def submit_job(
         simulated=simulated,
         idempotency_key=idempotency_key,
         request_hash=digest,
+        owner=owner,
     )
     stored, created = await backend.create_job(record)
     if not created:

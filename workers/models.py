@@ -209,6 +209,9 @@ class JobRecord(BaseModel):
     idempotency_key: str | None = None
     request_hash: str | None = None
     webhook: WebhookStatus | None = None
+    # The tenant that submitted the job (None on a server without API keys). Every other
+    # tenant is told the job does not exist.
+    owner: str | None = None
 
     @property
     def webhook_due(self) -> bool:

@@ -28,6 +28,7 @@ from workers.logs import job_context
 from workers.models import AgentCheckpoint, AgentStatus, AgentSummary, JobRecord, JobStatus, Usage
 from workers.settings import BudgetSettings
 from workers.synthesis import synthesize
+from workers.tenancy import count_job_tokens
 from workers.tools.base import Tool
 from workers.tools.parse_file import files_of, question_with_uploads
 from workers.webhooks import WebhookSender
@@ -269,6 +270,7 @@ class JobRunner:
             await self.parts.backend.append_event(
                 record.id, NewEvent(type=event, data=data, key=TERMINAL_KEY)
             )
+            await count_job_tokens(self.parts.backend, record)
 
 
 def _cancelled(summary: AgentSummary) -> AgentSummary:

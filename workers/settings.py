@@ -5,6 +5,7 @@ Every setting is documented in `config/default.toml`; this module only gives the
 
 from __future__ import annotations
 
+import base64
 import os
 from functools import lru_cache
 from pathlib import Path
@@ -179,11 +180,24 @@ class WebhookSettings(Section):
     """How a job's `webhook_url` is called once the job ends."""
 
     secret: str = ""
+    secrets: list[str] = []
     timeout: float = Field(default=10.0, gt=0)
     attempts: int = Field(default=4, ge=1, le=20)
     retry_base_delay: float = Field(default=1.0, ge=0)
     retry_max_delay: float = Field(default=30.0, ge=0)
     allow_hosts: list[str] = []
+
+    @field_validator("secrets")
+    @classmethod
+    def _base64_secrets(cls, value: list[str]) -> list[str]:
+        for secret in value:
+            try:
+                key = base64.b64decode(secret.removeprefix("whsec_"), validate=True)
+            except ValueError:
+                raise ValueError('webhook secrets are base64 (optionally after "whsec_")') from None
+            if len(key) < 16:
+                raise ValueError("a webhook secret needs at least 16 bytes of key")
+        return value
 
     @model_validator(mode="after")
     def _consistent(self) -> WebhookSettings:
@@ -279,6 +293,36 @@ class AgentSettings(Section):
         return self
 
 
+class TenantQuotas(Section):
+    """Per-tenant limits; 0 means no limit. Checked at submit, across all API processes."""
+
+    max_running_jobs: int = Field(default=0, ge=0)
+    max_queued_jobs: int = Field(default=0, ge=0)
+    max_agent_rounds: int = Field(default=0, ge=0)
+    max_tokens_per_day: int = Field(default=0, ge=0)
+
+
+class TenantKey(Section):
+    """One API key of a tenant: the key itself or (better) its SHA-256 in hex."""
+
+    tenant: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9._-]+$")
+    key: str = ""
+    key_sha256: str = Field(default="", pattern=r"^([0-9a-fA-F]{64})?$")
+    role: Literal["user", "admin"] = "user"
+    quotas: TenantQuotas | None = None
+
+    @field_validator("key_sha256")
+    @classmethod
+    def _lower(cls, value: str) -> str:
+        return value.lower()
+
+    @model_validator(mode="after")
+    def _one_key(self) -> TenantKey:
+        if bool(self.key) == bool(self.key_sha256):
+            raise ValueError(f"server.tenants: tenant {self.tenant!r} needs exactly one of key_sha256 or key")
+        return self
+
+
 class BudgetSettings(Section):
     """How a job's `max_seconds` and `max_tokens` are shared out (see `workers.budget`)."""
 
@@ -318,6 +362,12 @@ class ServerSettings(Section):
     max_query_chars: int = Field(default=4000, ge=1)
     sse_keepalive: float = Field(default=15.0, gt=0)
     api_keys: list[str] = []
+    tenants: list[TenantKey] = []
+    default_quotas: TenantQuotas = TenantQuotas()
+    stream_token_secret: str = ""
+    stream_token_ttl: int = Field(default=600, ge=10, le=86400)
+    protect_docs: bool = False
+    protect_metrics: bool = False
 
 
 class WorkerSettings(Section):

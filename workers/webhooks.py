@@ -15,11 +15,16 @@ url or any other answer gives up at once.
 
 Headers: `Content-Type: application/json`, `User-Agent: heavyresearch-webhooks`,
 `X-Heavyresearch-Event` (the terminal event type), `X-Heavyresearch-Delivery`, and with a
-secret `X-Heavyresearch-Signature: sha256=<hex HMAC-SHA256 of the raw body>`.
+secret `X-Heavyresearch-Signature: sha256=<hex HMAC-SHA256 of the raw body>` (legacy: it
+covers no timestamp, so a captured delivery replays). With `webhooks.secrets`, the Standard
+Webhooks headers: `webhook-id` (the delivery id), `webhook-timestamp` (unix seconds of the
+attempt) and `webhook-signature` (`v1,<base64 HMAC-SHA256 of id.timestamp.body>` per secret,
+space-separated: two secrets during a rotation).
 """
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import hmac
 import json
@@ -49,6 +54,10 @@ USER_AGENT = "heavyresearch-webhooks"
 SIGNATURE_HEADER = "X-Heavyresearch-Signature"
 EVENT_HEADER = "X-Heavyresearch-Event"
 DELIVERY_HEADER = "X-Heavyresearch-Delivery"
+# Standard Webhooks (https://www.standardwebhooks.com): replay-safe, library-verifiable.
+ID_HEADER = "webhook-id"
+TIMESTAMP_HEADER = "webhook-timestamp"
+STANDARD_SIGNATURE_HEADER = "webhook-signature"
 
 TERMINAL_EVENT = {
     JobStatus.succeeded: EventType.job_succeeded,
@@ -65,6 +74,33 @@ _DETAIL_BYTES = 4096
 def delivery_id(job_id: str) -> str:
     """The id every attempt of this job's notification carries, from any worker."""
     return str(uuid.uuid5(_DELIVERY_NAMESPACE, job_id))
+
+
+async def check_webhook_url(
+    settings: WebhookSettings, url: str, resolver: Resolver = system_resolver
+) -> None:
+    """Refuse, at submit time, a url no delivery could reach (a private, loopback, … address,
+    or a host that does not resolve): `BlockedURL` with the guard's own reason."""
+    await AddressGuard(settings.allow_hosts, resolver).check(url)
+
+
+def signing_key(secret: str) -> bytes:
+    """The HMAC key of a Standard Webhooks secret: base64 after an optional `whsec_`."""
+    return base64.b64decode(secret.removeprefix("whsec_"), validate=True)
+
+
+def standard_headers(keys: list[bytes], message_id: str, timestamp: int, body: bytes) -> dict[str, str]:
+    """The Standard Webhooks headers: one `v1,<signature>` per key, so a receiver holding
+    either the old or the new secret verifies the delivery during a rotation."""
+    signed = f"{message_id}.{timestamp}.".encode() + body
+    signatures = [
+        "v1," + base64.b64encode(hmac.new(key, signed, hashlib.sha256).digest()).decode() for key in keys
+    ]
+    return {
+        ID_HEADER: message_id,
+        TIMESTAMP_HEADER: str(timestamp),
+        STANDARD_SIGNATURE_HEADER: " ".join(signatures),
+    }
 
 
 def sign(secret: str, body: bytes) -> str:
@@ -112,6 +148,7 @@ class WebhookSender:
         """`ValueError` for an `allow_hosts` entry that is neither a host nor an IP / CIDR."""
         self._settings = settings
         self._guard = AddressGuard(settings.allow_hosts, resolver)
+        self._keys = [signing_key(secret) for secret in settings.secrets]
         # Page fetches' rules hold here too: no environment proxy (it would resolve the host
         # itself and undo the pinning), no connection pooled across pinned addresses.
         self._client = page_client()
@@ -149,6 +186,9 @@ class WebhookSender:
         number = 0
         while True:
             number += 1
+            if self._keys:
+                # Signed anew per attempt: the timestamp is part of what is signed.
+                headers.update(standard_headers(self._keys, delivery, int(time.time()), body))
             attempt = await self._attempt(url, body, headers)
             if attempt.error is None:
                 log.info(

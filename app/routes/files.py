@@ -1,17 +1,18 @@
 """Uploads under /v1/files: store a file for jobs to read with parse_file; inspect; delete.
 
 Files live in the backend (memory or Redis), so the worker that runs a job reads the file an
-API process stored. Who may see a file is decided in `visible_file` and nowhere else.
+API process stored. Who may see a file is decided in `visible_file`, by the rule jobs follow.
 """
 
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Annotated
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, File, Path, Response, UploadFile
+from fastapi import APIRouter, File, Path, Response, UploadFile
 
-from app.deps import BackendDep, CallerDep, SettingsDep, caller
+from app.auth import Principal, PrincipalDep, ensure_visible
+from app.deps import BackendDep, SettingsDep
 from app.errors import ERROR_RESPONSES
 from app.schemas import ErrorResponse, FileView
 from workers.backend.base import Backend
@@ -20,22 +21,19 @@ from workers.files.kinds import ACCEPTED
 from workers.files.store import store_upload
 from workers.models import FileRecord
 
-router = APIRouter(prefix="/v1", tags=["files"], dependencies=[Depends(caller)], responses=ERROR_RESPONSES)
+# Every route authenticates itself (`PrincipalDep`): a file belongs to the tenant that uploaded it.
+router = APIRouter(prefix="/v1", tags=["files"], responses=ERROR_RESPONSES)
 
 FileId = Annotated[str, Path(description="The file's id, as returned by `POST /v1/files`.")]
 
 
-def file_owner(caller_id: str | None) -> str | None:
-    """The owner recorded on a new upload. No tenants yet: None, a file everyone may use."""
-    return None
-
-
-async def visible_file(backend: Backend, file_id: str, caller_id: str | None) -> FileRecord:
-    """The one ownership check of files: another tenant's file answers 404 exactly like an
-    unknown one, so ids cannot be probed. Today `owner` is always None (no tenants)."""
+async def visible_file(backend: Backend, file_id: str, principal: Principal) -> FileRecord:
+    """The file, if `principal` may see it: another tenant's file answers 404 exactly like an
+    unknown one, so ids cannot be probed (the same rule as jobs, `app.auth.ensure_visible`)."""
     record = await backend.get_file(file_id)
-    if record is None or (record.owner is not None and record.owner != file_owner(caller_id)):
+    if record is None:
         raise FileNotFound(file_id)
+    ensure_visible(principal, record.owner, FileNotFound(file_id))
     return record
 
 
@@ -62,6 +60,7 @@ def file_view(record: FileRecord) -> FileView:
         "setting `files.max_bytes` (20 MiB by default); the file is deleted after `files.ttl_seconds`."
     ),
     responses={
+        400: {"model": ErrorResponse, "description": "The body is not a well-formed multipart form."},
         413: {"model": ErrorResponse, "description": "The file is over the size limit."},
         415: {
             "model": ErrorResponse,
@@ -70,10 +69,12 @@ def file_view(record: FileRecord) -> FileView:
     },
 )
 async def upload_file(
-    file: Annotated[UploadFile, File(description="The file.")],
+    file: Annotated[
+        UploadFile, File(description="The file (not empty).", json_schema_extra={"minLength": 1})
+    ],
     backend: BackendDep,
     settings: SettingsDep,
-    caller_id: CallerDep,
+    principal: PrincipalDep,
 ) -> FileView:
     limit = settings.files.max_bytes
     data = await file.read(limit + 1)
@@ -85,18 +86,25 @@ async def upload_file(
         name=file.filename or "upload",
         content_type=file.content_type or "",
         data=data,
-        owner=file_owner(caller_id),
+        owner=principal.tenant,
     )
     return file_view(record)
 
 
-@router.get("/files/{file_id}", response_model=FileView, summary="An uploaded file's metadata")
-async def get_file(file_id: FileId, backend: BackendDep, caller_id: CallerDep) -> FileView:
-    return file_view(await visible_file(backend, file_id, caller_id))
+_NO_FILE: dict[int | str, dict[str, Any]] = {
+    404: {"model": ErrorResponse, "description": "No such file (or not the caller's)."}
+}
 
 
-@router.delete("/files/{file_id}", status_code=204, summary="Delete an uploaded file")
-async def delete_file(file_id: FileId, backend: BackendDep, caller_id: CallerDep) -> Response:
-    await visible_file(backend, file_id, caller_id)
+@router.get(
+    "/files/{file_id}", response_model=FileView, summary="An uploaded file's metadata", responses=_NO_FILE
+)
+async def get_file(file_id: FileId, backend: BackendDep, principal: PrincipalDep) -> FileView:
+    return file_view(await visible_file(backend, file_id, principal))
+
+
+@router.delete("/files/{file_id}", status_code=204, summary="Delete an uploaded file", responses=_NO_FILE)
+async def delete_file(file_id: FileId, backend: BackendDep, principal: PrincipalDep) -> Response:
+    await visible_file(backend, file_id, principal)
     await backend.delete_file(file_id)
     return Response(status_code=204)

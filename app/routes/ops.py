@@ -11,6 +11,7 @@ from fastapi import APIRouter, Request, Response
 from fastapi.responses import HTMLResponse, JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST
 
+from app.auth import KeyringDep
 from app.deps import EngineDep, HttpDep, LifecycleDep, MetricsDep
 from app.schemas import HealthView, ReadinessCheck, ReadinessView
 from workers.backend import backend_location
@@ -104,9 +105,10 @@ async def _llm_check(http: httpx.AsyncClient, base_url: str, api_key: str, simul
 
 
 @router.get("/metrics", summary="Prometheus metrics", response_class=Response)
-async def prometheus_metrics(engine: EngineDep, metrics: MetricsDep) -> Response:
+async def prometheus_metrics(engine: EngineDep, metrics: MetricsDep, keyring: KeyringDep) -> Response:
     running = len(engine.worker.running_jobs) if engine.worker is not None else 0
     await metrics.refresh(engine.backend, running)
+    await metrics.refresh_tenants(engine.backend, keyring.tenants)
     return Response(metrics.render(), media_type=CONTENT_TYPE_LATEST)
 
 

@@ -10,13 +10,15 @@ import logging
 import time
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Header, Path, Query, Response
+from fastapi import APIRouter, Header, Path, Query, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
-from app.deps import BackendDep, CallerDep, EngineDep, LifecycleDep, MetricsDep, SettingsDep, caller
-from app.errors import ERROR_RESPONSES, ShuttingDown
-from app.limits import request_limit_errors
+from app.auth import KeyringDep, Principal, PrincipalDep, StreamGrantDep, ensure_visible
+from app.deps import BackendDep, EngineDep, LifecycleDep, MetricsDep, ResolverDep, SettingsDep
+from app.errors import ERROR_RESPONSES, UNKNOWN_FILE_RESPONSE, ShuttingDown
+from app.limits import limit_error, request_limit_errors
+from app.quotas import admission, effective_quotas
 from app.routes.files import visible_file
 from app.schemas import (
     AgentView,
@@ -35,15 +37,19 @@ from app.schemas import (
 )
 from app.sse import event_stream_response
 from workers.backend.base import Backend
-from workers.errors import JobConflict, JobNotFound, QueueFull
+from workers.errors import JobConflict, JobNotFound, QueueFull, QuotaExceeded
 from workers.jobs import cancel_job, delete_job, submit_job
 from workers.models import AgentStatus, AgentSummary, JobRecord, JobResult, JobStatus, ResearchRequest
 from workers.runner import summarise
 from workers.settings import Settings
+from workers.tenancy import COUNTER_TTL, jobs_key, utc_day
+from workers.tools.web.ssrf import BlockedURL
+from workers.webhooks import check_webhook_url
 
 log = logging.getLogger(__name__)
 
-router = APIRouter(prefix="/v1", tags=["research"], dependencies=[Depends(caller)], responses=ERROR_RESPONSES)
+# Every route authenticates itself (`PrincipalDep`); the event stream also takes a stream token.
+router = APIRouter(prefix="/v1", tags=["research"], responses=ERROR_RESPONSES)
 
 JobId = Annotated[str, Path(description="The job's id, as returned by `POST /v1/research`.")]
 
@@ -54,11 +60,37 @@ SSE_DESCRIPTION = (
     "after the terminal event (`job.succeeded`, `job.failed` or `job.cancelled`); comment lines "
     "keep it alive while the job is quiet."
 )
-SSE_RESPONSE: dict[str, Any] = {
-    "description": SSE_DESCRIPTION,
-    "content": {"text/event-stream": {"schema": {"type": "string"}}},
+# One SSE message (Open API before 3.2: the event-stream `schema` describes each event).
+SSE_EVENT_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "properties": {
+        "event": {"type": "string", "description": "The event type, e.g. `round.started`."},
+        "id": {"type": "string", "pattern": "^[0-9]+$", "description": "The event's `seq`."},
+        "data": {
+            "type": "string",
+            "contentMediaType": "application/json",
+            "contentSchema": {
+                "type": "object",
+                "required": ["job_id", "seq", "ts", "type"],
+                "properties": {
+                    "job_id": {"type": "string"},
+                    "seq": {"type": "integer", "minimum": 1},
+                    "ts": {"type": "number"},
+                    "type": {"type": "string"},
+                    "agent": {"type": ["integer", "null"]},
+                    "round": {"type": ["integer", "null"]},
+                    "data": {"type": "object"},
+                },
+            },
+        },
+    },
+    "required": ["event", "id", "data"],
 }
+SSE_CONTENT: dict[str, Any] = {"text/event-stream": {"schema": SSE_EVENT_SCHEMA}}
+SSE_RESPONSE: dict[str, Any] = {"description": SSE_DESCRIPTION, "content": SSE_CONTENT}
 
+# A cursor is a job id (`workers.backend.base.new_job_id`): anything else is a client's mistake.
+CURSOR_PATTERN = r"^job_[0-9a-f]{22}$"
 # Largest event sequence number a client may name (JSON-safe integer).
 MAX_SEQ = 2**53
 
@@ -164,10 +196,12 @@ def _result_view(result: JobResult) -> ResultView:
     )
 
 
-async def _get(backend: Backend, job_id: str) -> JobRecord:
+async def visible_job(backend: Backend, job_id: str, principal: Principal) -> JobRecord:
+    """The job, if `principal` may see it; another tenant's job is `JobNotFound` like a missing one."""
     record = await backend.get_job(job_id)
     if record is None:
         raise JobNotFound(job_id)
+    ensure_visible(principal, record.owner, JobNotFound(job_id))
     return record
 
 
@@ -184,11 +218,18 @@ async def _get(backend: Backend, job_id: str) -> JobRecord:
                 "(header `Idempotent-Replayed: true`). With `stream` it is the event stream "
                 "instead: " + SSE_DESCRIPTION
             ),
-            "content": {"text/event-stream": {"schema": {"type": "string"}}},
+            "content": SSE_CONTENT,
         },
         202: {"description": "The job is queued. `Location` names it."},
+        404: UNKNOWN_FILE_RESPONSE,
         409: {"model": ErrorResponse, "description": "The `Idempotency-Key` was used with a different body."},
-        429: {"model": ErrorResponse, "description": "The queue is full; `Retry-After` says when to retry."},
+        429: {
+            "model": ErrorResponse,
+            "description": (
+                "The queue is full, or one of the tenant's quotas is reached (`error.quota` names "
+                "it); `Retry-After` says when to retry."
+            ),
+        },
     },
 )
 async def create_research(
@@ -197,7 +238,9 @@ async def create_research(
     settings: SettingsDep,
     metrics: MetricsDep,
     lifecycle: LifecycleDep,
-    caller_id: CallerDep,
+    principal: PrincipalDep,
+    keyring: KeyringDep,
+    resolver: ResolverDep,
     idempotency_key: Annotated[
         str | None,
         Header(
@@ -217,22 +260,37 @@ async def create_research(
         raise ShuttingDown()
     _check_server_limits(body, settings)
     request = engine_request(body, settings)
+    if request.webhook_url is not None:
+        try:
+            await check_webhook_url(settings.webhooks, request.webhook_url, resolver)
+        except BlockedURL as exc:
+            raise RequestValidationError([limit_error("webhook_url", "url_refused", str(exc))]) from None
+    # A job may only name files its tenant may see (another tenant's is a 404, as unknown).
     for file_id in request.files:
-        await visible_file(engine.backend, file_id, caller_id)
-    key = (
-        idempotency_key if caller_id is None or idempotency_key is None else f"{caller_id}:{idempotency_key}"
-    )
+        await visible_file(engine.backend, file_id, principal)
+    tenant = principal.tenant
+    # Idempotency keys are the tenant's own: another tenant's "same" key is another job.
+    key = idempotency_key if tenant is None or idempotency_key is None else f"{tenant}:{idempotency_key}"
+    quotas = await effective_quotas(engine.backend, tenant, keyring.configured_quotas(tenant))
     try:
-        record, created = await submit_job(
-            engine.backend, request, simulated=engine.simulated, idempotency_key=key
-        )
+        async with admission(engine.backend, tenant, quotas, request):
+            record, created = await submit_job(
+                engine.backend, request, simulated=engine.simulated, idempotency_key=key, owner=tenant
+            )
     except QueueFull:
         metrics.jobs_submitted.labels("queue_full").inc()
+        raise
+    except QuotaExceeded as exc:
+        metrics.jobs_submitted.labels("quota").inc()
+        metrics.quota_refusals.labels(tenant or "-", exc.quota).inc()
         raise
     except JobConflict:
         metrics.jobs_submitted.labels("conflict").inc()
         raise
     metrics.jobs_submitted.labels("created" if created else "replayed").inc()
+    if created:
+        metrics.tenant_jobs.labels(tenant or "-").inc()
+        await engine.backend.counter_add(jobs_key(tenant, utc_day()), 1, COUNTER_TTL)
     if not created:
         log.info("idempotent replay of key %r", idempotency_key, extra={"job_id": record.id})
     headers = {"Location": JobLinks.of(record.id).self}
@@ -255,13 +313,20 @@ async def create_research(
 @router.get("/research", response_model=JobList, summary="List jobs, newest first")
 async def list_research(
     backend: BackendDep,
+    principal: PrincipalDep,
     status: Annotated[JobStatus | None, Query(description="Only jobs with this status.")] = None,
     limit: Annotated[int, Query(ge=1, le=100, description="Jobs per page.")] = 20,
     cursor: Annotated[
-        str | None, Query(min_length=1, max_length=100, description="`next_cursor` of the previous page.")
+        str | None,
+        Query(
+            min_length=1,
+            max_length=100,
+            pattern=CURSOR_PATTERN,
+            description="`next_cursor` of the previous page.",
+        ),
     ] = None,
 ) -> JobList:
-    records, next_cursor = await backend.list_jobs(status, cursor, limit)
+    records, next_cursor = await backend.list_jobs(status, cursor, limit, principal.owner_filter)
     items = [
         JobSummary(
             id=r.id,
@@ -282,8 +347,8 @@ async def list_research(
     summary="A job: status, per-agent progress, result, usage, timings",
     responses={404: {"model": ErrorResponse, "description": "No such job."}},
 )
-async def get_research(job_id: JobId, backend: BackendDep) -> JobView:
-    return await job_view(backend, await _get(backend, job_id))
+async def get_research(job_id: JobId, backend: BackendDep, principal: PrincipalDep) -> JobView:
+    return await job_view(backend, await visible_job(backend, job_id, principal))
 
 
 @router.post(
@@ -296,7 +361,8 @@ async def get_research(job_id: JobId, backend: BackendDep) -> JobView:
         404: {"model": ErrorResponse, "description": "No such job."},
     },
 )
-async def cancel_research(job_id: JobId, backend: BackendDep) -> JSONResponse:
+async def cancel_research(job_id: JobId, backend: BackendDep, principal: PrincipalDep) -> JSONResponse:
+    await visible_job(backend, job_id, principal)
     record = await cancel_job(backend, job_id)
     view = await job_view(backend, record)
     return JSONResponse(view.model_dump(mode="json"), status_code=200 if record.status.terminal else 202)
@@ -311,7 +377,8 @@ async def cancel_research(job_id: JobId, backend: BackendDep) -> JSONResponse:
         409: {"model": ErrorResponse, "description": "The job has not finished; cancel it first."},
     },
 )
-async def delete_research(job_id: JobId, backend: BackendDep) -> Response:
+async def delete_research(job_id: JobId, backend: BackendDep, principal: PrincipalDep) -> Response:
+    await visible_job(backend, job_id, principal)
     await delete_job(backend, job_id)
     return Response(status_code=204)
 
@@ -327,6 +394,7 @@ async def research_events(
     backend: BackendDep,
     settings: SettingsDep,
     metrics: MetricsDep,
+    grant: StreamGrantDep,
     after: Annotated[
         int | None, Query(ge=0, le=MAX_SEQ, description="Replay only events after this sequence number.")
     ] = None,
@@ -340,7 +408,9 @@ async def research_events(
         ),
     ] = None,
 ) -> Response:
-    await _get(backend, job_id)
+    if not grant.allows(job_id):
+        raise JobNotFound(job_id)  # a token signed for another job: as if this one did not exist
+    await visible_job(backend, job_id, grant.principal)
     start = last_event_id if last_event_id is not None else (after or 0)
     return event_stream_response(
         backend, job_id, start, keepalive=settings.server.sse_keepalive, metrics=metrics

@@ -42,9 +42,10 @@ class Backend(Protocol):
     async def save_job(self, record: JobRecord) -> None: ...
 
     async def list_jobs(
-        self, status: JobStatus | None, cursor: str | None, limit: int
+        self, status: JobStatus | None, cursor: str | None, limit: int, owner: str | None = None
     ) -> tuple[list[JobRecord], str | None]:
-        """Newest first; `cursor` is the last id of the previous page; returns the next cursor."""
+        """Newest first; `cursor` is the last id of the previous page; returns the next cursor.
+        With `owner`, only that tenant's jobs (`JobRecord.owner`)."""
 
     async def delete_job(self, job_id: str) -> bool:
         """Remove a job with its events, checkpoints and sources. False if unknown."""
@@ -111,3 +112,8 @@ class Backend(Protocol):
 
     async def delete_file(self, file_id: str) -> bool:
         """Remove the file and its bytes. False if unknown."""
+
+    # -- counters -------------------------------------------------------------------------------
+    async def counter_add(self, key: str, amount: int, ttl: int) -> int:
+        """Add `amount` (0 reads) to a shared integer counter and return its new value; a new
+        counter starts at 0 and expires `ttl` seconds after it was made (tenant usage per day)."""

@@ -17,6 +17,7 @@
     <p>:file:<id>:data            its bytes, base64 (the client decodes replies as text)
     <p>:cache:<key>               tool-result cache (strings with a TTL)
     <p>:lock:<key>                short-lived locks (SET NX PX)
+    <p>:counter:<key>             shared integer counters with a TTL (tenant usage per day)
     <p>:limiter:<endpoint>:slots  LLM concurrency holders: token -> expiry ms (a sorted set)
     <p>:limiter:<endpoint>:pace   LLM request pacing: GCRA theoretical arrival time
 
@@ -123,6 +124,9 @@ class RedisKeys:
 
     def lock(self, key: str) -> str:
         return f"{self.prefix}:lock:{key}"
+
+    def counter(self, key: str) -> str:
+        return f"{self.prefix}:counter:{key}"
 
     def limiter_slots(self, endpoint_key: str) -> str:
         return f"{self.prefix}:limiter:{endpoint_key}:slots"

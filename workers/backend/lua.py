@@ -264,3 +264,10 @@ for _, fields in ipairs(redis.call('XINFO', 'CONSUMERS', KEYS[1], ARGV[1])) do
 end
 return dropped
 """
+
+# KEYS: counter. ARGV: amount, TTL ms. The TTL is set once, when the counter is made.
+COUNTER_ADD = """
+local value = redis.call('INCRBY', KEYS[1], ARGV[1])
+if redis.call('PTTL', KEYS[1]) < 0 then redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
+return value
+"""

@@ -41,6 +41,7 @@ class MemoryBackend:
         self._cache: dict[str, tuple[str, float]] = {}
         self._locks: dict[str, float] = {}
         self._files: dict[str, tuple[FileRecord, bytes]] = {}
+        self._counters: dict[str, tuple[int, float]] = {}
 
     async def ping(self) -> None:
         return None
@@ -85,23 +86,25 @@ class MemoryBackend:
             self._jobs[record.id] = record.model_copy(deep=True)
 
     async def list_jobs(
-        self, status: JobStatus | None, cursor: str | None, limit: int
+        self, status: JobStatus | None, cursor: str | None, limit: int, owner: str | None = None
     ) -> tuple[list[JobRecord], str | None]:
         ids = sorted(self._jobs, reverse=True)
         if cursor is not None:
             ids = [i for i in ids if i < cursor]
+
+        def wanted(record: JobRecord) -> bool:
+            return (status is None or record.status == status) and (owner is None or record.owner == owner)
+
         page: list[JobRecord] = []
         for job_id in ids:
             record = self._jobs[job_id]
-            if status is None or record.status == status:
+            if wanted(record):
                 page.append(record.model_copy(deep=True))
                 if len(page) == limit:
                     break
         if not page:
             return [], None
-        more = len(page) == limit and any(
-            (status is None or self._jobs[i].status == status) for i in ids if i < page[-1].id
-        )
+        more = len(page) == limit and any(wanted(self._jobs[i]) for i in ids if i < page[-1].id)
         return page, (page[-1].id if more else None)
 
     async def delete_job(self, job_id: str) -> bool:
@@ -275,3 +278,15 @@ class MemoryBackend:
 
     async def delete_file(self, file_id: str) -> bool:
         return self._files.pop(file_id, None) is not None
+
+    # -- counters ---------------------------------------------------------------------------------
+    async def counter_add(self, key: str, amount: int, ttl: int) -> int:
+        now = time.monotonic()
+        value, expires = self._counters.get(key, (0, 0.0))
+        if expires and expires < now:
+            value, expires = 0, 0.0
+        if not expires:
+            expires = now + max(ttl, 1)
+        value += amount
+        self._counters[key] = (value, expires)
+        return value

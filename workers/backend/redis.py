@@ -49,6 +49,7 @@ T = TypeVar("T")
 P = ParamSpec("P")
 
 _EVENTS_PER_WAKE = 1000
+_OWNER_SCAN_STEP = 200
 # A consumer (worker id) with nothing pending and idle this long belongs to a dead worker.
 _STALE_CONSUMER_MS = 24 * 3600 * 1000
 
@@ -253,7 +254,7 @@ class RedisBackend:
         await self._call(self._script, lua.SAVE_JOB, keys, args)
 
     async def list_jobs(
-        self, status: JobStatus | None, cursor: str | None, limit: int
+        self, status: JobStatus | None, cursor: str | None, limit: int, owner: str | None = None
     ) -> tuple[list[JobRecord], str | None]:
         if limit < 1:
             return [], None
@@ -263,17 +264,20 @@ class RedisBackend:
         page: list[JobRecord] = []
         while len(page) <= limit:
             want = limit + 1 - len(page)
-            found = await self._call(self.client.zrevrangebylex, index, upper, "-", 0, want)
+            # A tenant's jobs are filtered from the shared index, so read in larger steps.
+            step = want if owner is None else max(want, _OWNER_SCAN_STEP)
+            found = await self._call(self.client.zrevrangebylex, index, upper, "-", 0, step)
             ids = cast(list[str], found)  # decode_responses=True
             if not ids:
                 break
             raws = await self._call(self.client.mget, [self.keys.job(i) for i in ids])
             expired = [job_id for job_id, raw in zip(ids, raws, strict=True) if raw is None]
-            page += [JobRecord.model_validate_json(raw) for raw in raws if raw is not None]
+            records = [JobRecord.model_validate_json(raw) for raw in raws if raw is not None]
+            page += [r for r in records if owner is None or r.owner == owner]
             if expired:
                 await self._call(self._drop_from_indexes, expired)
             upper = f"({ids[-1]}"
-            if len(ids) < want:
+            if len(ids) < step:
                 break
         more = len(page) > limit
         page = page[:limit]
@@ -508,6 +512,14 @@ class RedisBackend:
     async def delete_file(self, file_id: str) -> bool:
         removed = await self._call(self.client.delete, self.keys.file(file_id), self.keys.file_data(file_id))
         return bool(removed)
+
+    # -- counters -------------------------------------------------------------------------------
+    async def counter_add(self, key: str, amount: int, ttl: int) -> int:
+        keys = [self.keys.counter(key)]
+        args: list[str | int | float] = [amount, max(ttl, 1) * 1000]
+        # A read (amount 0) is safe to repeat; an increment could count twice.
+        call = self._call if amount == 0 else self._call_once
+        return int(await call(self._script, lua.COUNTER_ADD, keys, args))
 
 
 def _stream_entries(reply: Any) -> list[tuple[str, dict[str, str]]]:

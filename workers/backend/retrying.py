@@ -62,9 +62,9 @@ class RetryingBackend:
         await self._retry(self.inner.save_job, record)
 
     async def list_jobs(
-        self, status: JobStatus | None, cursor: str | None, limit: int
+        self, status: JobStatus | None, cursor: str | None, limit: int, owner: str | None = None
     ) -> tuple[list[JobRecord], str | None]:
-        return await self._retry(self.inner.list_jobs, status, cursor, limit)
+        return await self._retry(self.inner.list_jobs, status, cursor, limit, owner)
 
     async def delete_job(self, job_id: str) -> bool:
         return await self._retry(self.inner.delete_job, job_id)
@@ -137,3 +137,9 @@ class RetryingBackend:
 
     async def delete_file(self, file_id: str) -> bool:
         return await self._retry(self.inner.delete_file, file_id)
+
+    async def counter_add(self, key: str, amount: int, ttl: int) -> int:
+        if amount == 0:
+            return await self._retry(self.inner.counter_add, key, amount, ttl)
+        # An increment is not safe to repeat after a lost reply: it could count twice.
+        return await self.inner.counter_add(key, amount, ttl)

@@ -183,7 +183,7 @@ class SQLiteBackend:
         await self._db.write(save)
 
     async def list_jobs(
-        self, status: JobStatus | None, cursor: str | None, limit: int
+        self, status: JobStatus | None, cursor: str | None, limit: int, owner: str | None = None
     ) -> tuple[list[JobRecord], str | None]:
         if limit < 1:
             return [], None
@@ -197,6 +197,10 @@ class SQLiteBackend:
             if cursor is not None:
                 sql += " AND id < ?"
                 args.append(cursor)
+            if owner is not None:
+                # The tenant lives in the record only (no column, no migration).
+                sql += " AND json_extract(record, '$.owner') = ?"
+                args.append(owner)
             sql += " ORDER BY id DESC LIMIT ?"
             args.append(limit + 1)  # one past the page tells whether there is a next page
             return [str(row[0]) for row in conn.execute(sql, args)]
@@ -511,6 +515,31 @@ class SQLiteBackend:
             return conn.execute("DELETE FROM files WHERE id = ?", (file_id,)).rowcount > 0
 
         return await self._db.write(delete)
+
+    # -- counters ---------------------------------------------------------------------------------
+    async def counter_add(self, key: str, amount: int, ttl: int) -> int:
+        # Counters share the cache table (their own key prefix): a row with a value and an expiry.
+        name = f"counter:{key}"
+
+        def read(conn: sqlite3.Connection) -> int:
+            row = conn.execute(
+                f"SELECT value FROM cache WHERE key = ? AND {_LIVE}", (name, time.time())
+            ).fetchone()
+            return 0 if row is None else int(row[0])
+
+        def add(conn: sqlite3.Connection) -> int:
+            value = read(conn) + amount
+            conn.execute(
+                "INSERT INTO cache (key, value, expires_at) VALUES (?, ?, ?) "
+                "ON CONFLICT (key) DO UPDATE SET value = excluded.value, expires_at = "
+                "CASE WHEN cache.expires_at > ? THEN cache.expires_at ELSE excluded.expires_at END",
+                (name, str(value), time.time() + max(ttl, 1), time.time()),
+            )
+            return value
+
+        if amount == 0:
+            return await self._db.read(read)
+        return await self._db.write(add)
 
 
 def _delete_job(conn: sqlite3.Connection, job_id: str) -> bool:

@@ -3,27 +3,28 @@
 from __future__ import annotations
 
 import argparse
-import json
 import mimetypes
+import os
 import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import anyio
 import httpx
+from pydantic import BaseModel, Field
 from rich.console import Console
 
 from workers.backend.base import Backend
 from workers.commands.ask_limits import ask_problems, describe_refusal
 from workers.commands.ask_logging import ask_log_level, route_logs
-from workers.commands.progress import ProgressView, print_result, status_line
-from workers.commands.result_line import result_line
+from workers.commands.progress import ProgressView, Shown, print_result, status_line
+from workers.commands.result_line import Finished, result_line
 from workers.engine import open_engine
 from workers.errors import FileRejected
 from workers.events import Event
 from workers.files.store import check_upload, store_upload
 from workers.jobs import submit_job
-from workers.models import JobRecord, ResearchRequest
+from workers.models import JobRecord, JobResult, JobStatus, ResearchRequest, Usage
 from workers.settings import Settings
 
 
@@ -44,8 +45,11 @@ def ask(settings: Settings, args: argparse.Namespace) -> int:
     args.uploads = read_files(args.file, settings)
     args.console = output_console(args)
     route_logs(args.console, ask_log_level(args, settings.log_level))
-    run = _remote if args.server else _local
-    record = anyio.run(run, settings, request, args, backend_options={"use_uvloop": True})
+    record: Shown
+    if args.server:
+        record = anyio.run(_remote, settings, request, args, backend_options={"use_uvloop": True})
+    else:
+        record = anyio.run(_local, settings, request, args, backend_options={"use_uvloop": True})
     return 0 if record.status == "succeeded" else 1
 
 
@@ -83,7 +87,7 @@ class _Output:
         elif self.view is not None:
             self.view.handle(event)
 
-    def result(self, record: JobRecord) -> None:
+    def result(self, record: Finished) -> None:
         if self.as_json:
             sys.stdout.write(result_line(record) + "\n")
             sys.stdout.flush()
@@ -128,11 +132,7 @@ async def _upload_remote(client: httpx.AsyncClient, base: str, uploads: list[Upl
     for name, content_type, data in uploads:
         files = {"file": (name, data, content_type or "application/octet-stream")}
         response = await client.post(f"{base}/v1/files", files=files)
-        if response.status_code >= 400:
-            Console(stderr=True).print(
-                f"the service refused --file {name}: {response.status_code} {response.text}"
-            )
-            raise SystemExit(1)
+        _check(response, f"--file {name}")
         ids.append(str(response.json()["id"]))
     return ids
 
@@ -166,34 +166,81 @@ async def _local(settings: Settings, request: ResearchRequest, args: argparse.Na
     return final
 
 
+class RemoteJob(BaseModel):
+    """The parts of the service's public job view (`GET /v1/research/{id}`) that are shown."""
+
+    id: str
+    status: JobStatus
+    error: str | None = None
+    result: JobResult | None = None
+    usage: Usage = Field(default_factory=Usage)
+
+
+class _Refused(Exception):
+    """A one-line reason the service could not be used; printed instead of a traceback."""
+
+
+def _error_message(response: httpx.Response) -> str:
+    try:
+        return str(response.json()["error"]["message"])
+    except (ValueError, KeyError, TypeError):
+        return response.text[:200] or response.reason_phrase
+
+
+def _check(response: httpx.Response, what: str) -> None:
+    if response.status_code == 401:
+        raise _Refused(
+            f"the service refused the API key ({_error_message(response)}); pass --api-key or HR_API_KEY"
+        )
+    if response.status_code == 422 and what == "the job":  # one reason per option
+        raise _Refused("; ".join(describe_refusal(response.status_code, response.text)))
+    if response.status_code >= 400:
+        raise _Refused(f"the service refused {what}: HTTP {response.status_code}: {_error_message(response)}")
+
+
 async def _sse_events(client: httpx.AsyncClient, url: str) -> AsyncIterator[Event]:
     async with client.stream("GET", url, headers={"Accept": "text/event-stream"}) as response:
-        response.raise_for_status()
+        if response.status_code >= 400:
+            await response.aread()
+        _check(response, "the event stream")
         async for line in response.aiter_lines():
             if line.startswith("data:"):
                 yield Event.model_validate_json(line[5:].strip())
 
 
-async def _remote(settings: Settings, request: ResearchRequest, args: argparse.Namespace) -> JobRecord:
+async def _remote(settings: Settings, request: ResearchRequest, args: argparse.Namespace) -> RemoteJob:
     base = args.server.rstrip("/")
-    async with httpx.AsyncClient(timeout=httpx.Timeout(30.0, read=None)) as client:
-        if args.uploads:
-            ids = await _upload_remote(client, base, args.uploads)
-            request = request.model_copy(update={"files": ids})
-        response = await client.post(f"{base}/v1/research", json=request.model_dump(exclude_none=True))
-        if response.status_code >= 400:
-            for line in describe_refusal(response.status_code, response.text):
-                print(f"heavyresearch ask: {line}", file=sys.stderr)
-            raise SystemExit(2 if response.status_code == 422 else 1)
-        job = response.json()
-        simulated = bool(job.get("simulated", False))
-        with _Output(args, args.console, simulated) as out:
-            async for event in _sse_events(client, f"{base}/v1/research/{job['id']}/events"):
-                out.event(event)
-                if event.type.terminal:
-                    break
-        final = JobRecord.model_validate(
-            json.loads((await client.get(f"{base}/v1/research/{job['id']}")).text)
-        )
+    key = args.api_key or os.environ.get("HR_API_KEY", "")
+    headers = {"Authorization": f"Bearer {key}"} if key else {}
+    try:
+        async with httpx.AsyncClient(timeout=httpx.Timeout(30.0, read=None), headers=headers) as client:
+            return await _follow_remote(client, base, request, args)
+    except _Refused as exc:
+        message = str(exc)
+    except httpx.TransportError as exc:
+        message = f"cannot reach the service at {base}: {str(exc) or type(exc).__name__}"
+    # One plain line (not rich: it would wrap it), never a traceback.
+    sys.stderr.write(f"error: {message}\n")
+    raise SystemExit(2)
+
+
+async def _follow_remote(
+    client: httpx.AsyncClient, base: str, request: ResearchRequest, args: argparse.Namespace
+) -> RemoteJob:
+    if args.uploads:
+        ids = await _upload_remote(client, base, args.uploads)
+        request = request.model_copy(update={"files": ids})
+    response = await client.post(f"{base}/v1/research", json=request.model_dump(exclude_none=True))
+    _check(response, "the job")
+    job = response.json()
+    simulated = bool(job.get("simulated", False))
+    with _Output(args, args.console, simulated) as out:
+        async for event in _sse_events(client, f"{base}/v1/research/{job['id']}/events"):
+            out.event(event)
+            if event.type.terminal:
+                break
+        fetched = await client.get(f"{base}/v1/research/{job['id']}")
+        _check(fetched, "the job view")
+        final = RemoteJob.model_validate(fetched.json())
         out.result(final)
         return final

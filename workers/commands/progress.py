@@ -6,6 +6,7 @@ import json
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from rich.console import Console, Group
 from rich.live import Live
@@ -15,7 +16,7 @@ from rich.table import Table
 from rich.text import Text
 
 from workers.events import Event, EventType
-from workers.models import JobRecord
+from workers.models import JobResult, JobStatus, Usage
 
 
 @dataclass
@@ -133,7 +134,20 @@ def status_line(console: Console, text: str, *, quiet: bool) -> Iterator[Status 
         yield status
 
 
-def print_result(console: Console, record: JobRecord, *, simulated_note: bool = True) -> None:
+class Shown(Protocol):
+    """What the result print needs: a local `JobRecord` or the service's public job view."""
+
+    @property
+    def status(self) -> JobStatus: ...
+    @property
+    def error(self) -> str | None: ...
+    @property
+    def result(self) -> JobResult | None: ...
+    @property
+    def usage(self) -> Usage: ...
+
+
+def print_result(console: Console, record: Shown, *, simulated_note: bool = True) -> None:
     if record.result is None:
         console.print(
             Panel(record.error or record.status.value, title=f"job {record.status.value}", style="red")

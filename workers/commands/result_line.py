@@ -4,12 +4,19 @@ script reading the stream needs nothing else (no second request for the job)."""
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import Any, Protocol
 
-from workers.models import JobRecord
+from workers.commands.progress import Shown
 
 
-def result_object(record: JobRecord) -> dict[str, Any]:
+class Finished(Shown, Protocol):
+    """A local `JobRecord` or the service's public job view, as `ask` ends with."""
+
+    @property
+    def id(self) -> str: ...
+
+
+def result_object(record: Finished) -> dict[str, Any]:
     """`type` "result" sets it apart from the event lines before it (which carry `seq`)."""
     result = record.result
     usage = record.usage
@@ -34,10 +41,10 @@ def result_object(record: JobRecord) -> dict[str, Any]:
         "synthesis": result.synthesis if result else None,
         "agents_failed": result.agents_failed if result else [],
         "budget": result.budget.model_dump() if result and result.budget else None,
-        "simulated": record.simulated or bool(result and result.simulated),
+        "simulated": bool(getattr(record, "simulated", False)) or bool(result and result.simulated),
         "error": record.error,
     }
 
 
-def result_line(record: JobRecord) -> str:
+def result_line(record: Finished) -> str:
     return json.dumps(result_object(record), ensure_ascii=False)
