@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import httpx
 
@@ -24,6 +25,13 @@ def run_cli(
         env={**os.environ, **(env or {})},
         check=False,
     )
+
+
+def json_output(stdout: str) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """`ask --json`'s lines: the events, then the whole result as the last line."""
+    *events, result = (json.loads(line) for line in stdout.splitlines())
+    assert result["type"] == "result", result
+    return events, result
 
 
 def test_corpus_build_from_jsonl(tmp_path: Path) -> None:
@@ -46,10 +54,23 @@ def test_ask_json_runs_a_whole_job_on_the_simulated_model(mini_corpus: Path) -> 
         env={"HR_CORPUS__PATH": str(mini_corpus)},
     )
     assert proc.returncode == 0, proc.stderr
-    events = [json.loads(line) for line in proc.stdout.splitlines()]
+    events, result = json_output(proc.stdout)
     assert [e["seq"] for e in events] == list(range(1, len(events) + 1))
     assert events[-1]["type"] == "job.succeeded"
     assert events[-1]["data"]["simulated"] is True
+    # The last line is the whole result: a script needs nothing else.
+    assert result["job_id"] == events[0]["job_id"]
+    assert result["status"] == "succeeded"
+    assert result["answer"] and result["report"]
+    assert result["sources"], result
+    assert [s["id"] for s in result["sources"]] == list(range(1, len(result["sources"]) + 1))
+    assert all(s["url"].startswith("https://") for s in result["sources"])
+    assert "[1]" in result["answer"] + result["report"]
+    assert result["answer"] == events[-1]["data"]["answer"]
+    assert len(result["sources"]) == events[-1]["data"]["sources"]
+    assert result["usage"]["total_tokens"] > 0
+    assert isinstance(result["cut_short"], list)
+    assert result["simulated"] is True
     assert {e["agent"] for e in events if e["type"] == "agent.finished"} == {0, 1, 2}
     # No LLM configured: it says so.
     assert "SIMULATED" in proc.stderr
@@ -94,7 +115,7 @@ def test_ask_server_submits_to_a_running_service(mini_corpus: Path) -> None:
             server.base_url,
         )
         assert proc.returncode == 0, proc.stderr
-        events = [json.loads(line) for line in proc.stdout.splitlines()]
+        events, _ = json_output(proc.stdout)
         assert [e["seq"] for e in events] == list(range(1, len(events) + 1))
         assert events[-1]["type"] == "job.succeeded"
         listed = httpx.get(f"{server.base_url}/v1/research", timeout=10).json()
@@ -115,7 +136,7 @@ def test_ask_mode_react_runs_the_react_loop(mini_corpus: Path) -> None:
         env={"HR_CORPUS__PATH": str(mini_corpus)},
     )
     assert proc.returncode == 0, proc.stderr
-    events = [json.loads(line) for line in proc.stdout.splitlines()]
+    events, _ = json_output(proc.stdout)
     assert events[0]["data"]["mode"] == "react"
     assert all(e["data"]["mode"] == "react" for e in events if e["type"] == "agent.started")
     assert events[-1]["type"] == "job.succeeded"
@@ -136,7 +157,9 @@ def test_ask_server_with_an_api_key_and_clean_errors(mini_corpus: Path) -> None:
         # The key may come from the environment too.
         proc = run_cli(*question, "--json", "--server", server.base_url, env={"HR_API_KEY": ALICE})
         assert proc.returncode == 0, proc.stderr
-        assert json.loads(proc.stdout.splitlines()[-1])["type"] == "job.succeeded"
+        events, result = json_output(proc.stdout)
+        assert events[-1]["type"] == "job.succeeded" and result["status"] == "succeeded"
+        assert result["answer"] == events[-1]["data"]["answer"]  # from the public job view
 
         refused = run_cli(*question, "--server", server.base_url, "--api-key", "wrong")
         assert refused.returncode == 2

@@ -3,16 +3,14 @@ through `--server` (uploaded with POST /v1/files first)."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
-from typing import Any
 
 from tests.sample_files import MARKER, SAMPLES
-from tests.test_cli import run_cli
+from tests.test_cli import json_output, run_cli
 
 
 def parsed_previews(stdout: str) -> list[str]:
-    events: list[dict[str, Any]] = [json.loads(line) for line in stdout.splitlines()]
+    events, _ = json_output(stdout)
     assert events[-1]["type"] == "job.succeeded", events[-1]
     return [
         e["data"]["preview"]

@@ -43,7 +43,16 @@ def _parser() -> argparse.ArgumentParser:
         default="heavy",
         help="heavy: IterResearch agents + synthesis (default); react: the released ReAct loop",
     )
-    ask.add_argument("--json", action="store_true", help="print every event as one JSON line")
+    ask.add_argument(
+        "--json",
+        action="store_true",
+        help="print every event as one JSON line, then the whole result as the last line",
+    )
+    loudness = ask.add_mutually_exclusive_group()
+    loudness.add_argument(
+        "--quiet", "-q", action="store_true", help="no live table and no log lines: only the answer"
+    )
+    loudness.add_argument("--verbose", "-v", action="store_true", help="show the engine's INFO log lines too")
     ask.add_argument("--server", default=None, help="submit to a running service at this URL")
     ask.add_argument(
         "--file",

@@ -17,11 +17,10 @@ from fastapi.responses import JSONResponse
 from app.auth import KeyringDep, Principal, PrincipalDep, StreamGrantDep, ensure_visible
 from app.deps import BackendDep, EngineDep, LifecycleDep, MetricsDep, ResolverDep, SettingsDep
 from app.errors import ERROR_RESPONSES, UNKNOWN_FILE_RESPONSE, ShuttingDown
+from app.limits import limit_error, request_limit_errors
 from app.quotas import admission, effective_quotas
 from app.routes.files import visible_file
 from app.schemas import (
-    MAX_AGENTS,
-    MAX_ROUNDS,
     AgentView,
     ErrorResponse,
     JobLinks,
@@ -38,7 +37,6 @@ from app.schemas import (
 )
 from app.sse import event_stream_response
 from workers.backend.base import Backend
-from workers.budget import budget_problems
 from workers.errors import JobConflict, JobNotFound, QueueFull, QuotaExceeded
 from workers.jobs import cancel_job, delete_job, submit_job
 from workers.models import AgentStatus, AgentSummary, JobRecord, JobResult, JobStatus, ResearchRequest
@@ -116,36 +114,9 @@ def wants_event_stream(accept: str | None) -> bool:
 
 def _check_server_limits(body: ResearchCreate, settings: Settings) -> None:
     """The limits a server may set stricter than the public schema, reported like schema errors."""
-    errors: list[dict[str, Any]] = []
-    max_chars = settings.server.max_query_chars
-    if len(body.query) > max_chars:
-        errors.append(
-            _limit_error("query", "string_too_long", f"String should have at most {max_chars} characters")
-        )
-    max_agents = min(MAX_AGENTS, settings.agent.max_agents)
-    if body.agents is not None and body.agents > max_agents:
-        errors.append(
-            _limit_error("agents", "less_than_equal", f"Input should be less than or equal to {max_agents}")
-        )
-    max_rounds = min(MAX_ROUNDS, settings.agent.max_rounds_limit)
-    if body.max_rounds is not None and body.max_rounds > max_rounds:
-        errors.append(
-            _limit_error(
-                "max_rounds", "less_than_equal", f"Input should be less than or equal to {max_rounds}"
-            )
-        )
-    max_files = settings.files.max_files_per_job
-    if body.files is not None and len(set(body.files)) > max_files:
-        errors.append(_limit_error("files", "too_long", f"List should have at most {max_files} items"))
-    agents = body.agents or settings.agent.default_agents
-    for field, message in budget_problems(agents, body.max_tokens, body.max_seconds, settings.budget):
-        errors.append(_limit_error(field, "budget_too_small", message))
+    errors = request_limit_errors(body, settings)
     if errors:
         raise RequestValidationError(errors)
-
-
-def _limit_error(field: str, type_: str, message: str) -> dict[str, Any]:
-    return {"type": type_, "loc": ("body", field), "msg": message}
 
 
 def engine_request(body: ResearchCreate, settings: Settings) -> ResearchRequest:
@@ -294,7 +265,7 @@ async def create_research(
         try:
             await check_webhook_url(settings.webhooks, request.webhook_url, resolver)
         except BlockedURL as exc:
-            raise RequestValidationError([_limit_error("webhook_url", "url_refused", str(exc))]) from None
+            raise RequestValidationError([limit_error("webhook_url", "url_refused", str(exc))]) from None
     # A job may only name files its tenant may see (another tenant's is a 404, as unknown).
     for file_id in request.files:
         await visible_file(engine.backend, file_id, principal)

@@ -15,8 +15,10 @@ from pydantic import BaseModel, Field
 from rich.console import Console
 
 from workers.backend.base import Backend
-from workers.budget import budget_problems
-from workers.commands.progress import ProgressView, Shown, print_result
+from workers.commands.ask_limits import ask_problems, describe_refusal
+from workers.commands.ask_logging import ask_log_level, route_logs
+from workers.commands.progress import ProgressView, Shown, print_result, status_line
+from workers.commands.result_line import Finished, result_line
 from workers.engine import open_engine
 from workers.errors import FileRejected
 from workers.events import Event
@@ -27,6 +29,11 @@ from workers.settings import Settings
 
 
 def ask(settings: Settings, args: argparse.Namespace) -> int:
+    problems = ask_problems(settings, args, server_limits=not args.server)
+    if problems:
+        for line in problems:
+            print(f"heavyresearch ask: {line}", file=sys.stderr)
+        return 2
     request = ResearchRequest(
         query=args.question,
         agents=args.agents or settings.agent.default_agents,
@@ -35,12 +42,9 @@ def ask(settings: Settings, args: argparse.Namespace) -> int:
         max_tokens=args.max_tokens,
         mode=getattr(args, "mode", "heavy"),
     )
-    problems = budget_problems(request.agents, request.max_tokens, request.max_seconds, settings.budget)
-    if problems and not args.server:  # a server says so itself, with a 422
-        for field, why in problems:
-            print(f"heavyresearch ask: --{field.replace('_', '-')}: {why}", file=sys.stderr)
-        return 2
     args.uploads = read_files(args.file, settings)
+    args.console = output_console(args)
+    route_logs(args.console, ask_log_level(args, settings.log_level))
     record: Shown
     if args.server:
         record = anyio.run(_remote, settings, request, args, backend_options={"use_uvloop": True})
@@ -49,15 +53,27 @@ def ask(settings: Settings, args: argparse.Namespace) -> int:
     return 0 if record.status == "succeeded" else 1
 
 
+SIMULATED_NOTICE = "No LLM configured: running on the SIMULATED model (set HR_LLM__BASE_URL for a real one)."
+
+
+def output_console(args: argparse.Namespace) -> Console:
+    """The human output's console (stdout), or stderr's when stdout carries `--json` lines."""
+    return Console(stderr=bool(args.json))
+
+
 class _Output:
-    def __init__(self, as_json: bool, simulated: bool) -> None:
-        self.as_json = as_json
-        self.console = Console(stderr=as_json)
-        self.view = None if as_json else ProgressView(self.console, simulated)
+    def __init__(self, args: argparse.Namespace, console: Console, simulated: bool) -> None:
+        self.as_json = bool(args.json)
+        self.console = console
+        live = not self.as_json and not args.quiet
+        self.view = ProgressView(self.console, simulated) if live else None
+        self.simulated = simulated
 
     def __enter__(self) -> _Output:
         if self.view is not None:
             self.view.__enter__()
+        elif self.as_json and self.simulated:  # stdout is data: say it once, on stderr
+            self.console.print(SIMULATED_NOTICE, style="bold yellow", markup=False)
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -71,9 +87,13 @@ class _Output:
         elif self.view is not None:
             self.view.handle(event)
 
-    def result(self, record: Shown) -> None:
-        if not self.as_json:
-            print_result(self.console, record)
+    def result(self, record: Finished) -> None:
+        if self.as_json:
+            sys.stdout.write(result_line(record) + "\n")
+            sys.stdout.flush()
+        else:
+            # The live view said "simulated" already; without one, the result says it.
+            print_result(self.console, record, simulated_note=self.view is None)
 
 
 Upload = tuple[str, str, bytes]  # (file name, content type, bytes)
@@ -119,24 +139,19 @@ async def _upload_remote(client: httpx.AsyncClient, base: str, uploads: list[Upl
 
 async def _local(settings: Settings, request: ResearchRequest, args: argparse.Namespace) -> JobRecord:
     settings = settings.model_copy(update={"backend": "memory"})
-    console = Console(stderr=True)
-    with console.status("preparing the local corpus…") as status:
+    console: Console = args.console
+    with status_line(console, "preparing the local corpus…", quiet=args.quiet) as status:
 
         def progress(done: int, total: int) -> None:
             status.update(f"building the local corpus: {done}/{total} documents")
 
         async with open_engine(settings, run_worker=True, on_corpus_progress=progress) as engine:
             status.stop()
-            if engine.simulated:
-                console.print(
-                    "[bold yellow]No LLM configured: running on the SIMULATED model "
-                    "(set HR_LLM__BASE_URL for a real one).[/]"
-                )
             if args.uploads:
                 ids = await _store_local(engine.backend, settings, args.uploads)
                 request = request.model_copy(update={"files": ids})
             record, _ = await submit_job(engine.backend, request, simulated=engine.simulated)
-            with _Output(args.json, engine.simulated) as out:
+            with _Output(args, console, engine.simulated) as out:
                 after = 0
                 done = False
                 while not done:
@@ -146,8 +161,9 @@ async def _local(settings: Settings, request: ResearchRequest, args: argparse.Na
                         done = done or event.type.terminal
             final = await engine.backend.get_job(record.id)
             assert final is not None
-            out.result(final)
-            return final
+    # Printed once the engine has shut down, so no line of its comes after the answer.
+    out.result(final)
+    return final
 
 
 class RemoteJob(BaseModel):
@@ -176,6 +192,8 @@ def _check(response: httpx.Response, what: str) -> None:
         raise _Refused(
             f"the service refused the API key ({_error_message(response)}); pass --api-key or HR_API_KEY"
         )
+    if response.status_code == 422 and what == "the job":  # one reason per option
+        raise _Refused("; ".join(describe_refusal(response.status_code, response.text)))
     if response.status_code >= 400:
         raise _Refused(f"the service refused {what}: HTTP {response.status_code}: {_error_message(response)}")
 
@@ -216,7 +234,7 @@ async def _follow_remote(
     _check(response, "the job")
     job = response.json()
     simulated = bool(job.get("simulated", False))
-    with _Output(args.json, simulated) as out:
+    with _Output(args, args.console, simulated) as out:
         async for event in _sse_events(client, f"{base}/v1/research/{job['id']}/events"):
             out.event(event)
             if event.type.terminal:

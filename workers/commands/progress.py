@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Protocol
 
 from rich.console import Console, Group
 from rich.live import Live
 from rich.panel import Panel
+from rich.status import Status
 from rich.table import Table
 from rich.text import Text
 
@@ -54,7 +57,11 @@ class ProgressView:
                 row.status = "running"
             case EventType.round_started if row:
                 row.round = event.round or row.round
-                row.action = "forced answer" if event.data.get("forced") else "thinking"
+                # The action stays the last tool call (with its arguments) until the next one.
+                if event.data.get("forced"):
+                    row.action = "forced answer"
+                elif not row.action:
+                    row.action = f"round {row.round}: reading the question"
             case EventType.tool_called if row:
                 args = json.dumps(event.data.get("arguments", {}), ensure_ascii=False)
                 row.action = f"{event.data.get('name')} {args}"[:70]
@@ -109,6 +116,24 @@ class ProgressView:
         return Group(*parts)
 
 
+class _NoStatus:
+    def update(self, status: str) -> None:
+        pass
+
+    def stop(self) -> None:
+        pass
+
+
+@contextmanager
+def status_line(console: Console, text: str, *, quiet: bool) -> Iterator[Status | _NoStatus]:
+    """A spinner with `text` on `console`, or nothing at all with `--quiet`."""
+    if quiet:
+        yield _NoStatus()
+        return
+    with console.status(text) as status:
+        yield status
+
+
 class Shown(Protocol):
     """What the result print needs: a local `JobRecord` or the service's public job view."""
 
@@ -122,7 +147,7 @@ class Shown(Protocol):
     def usage(self) -> Usage: ...
 
 
-def print_result(console: Console, record: Shown) -> None:
+def print_result(console: Console, record: Shown, *, simulated_note: bool = True) -> None:
     if record.result is None:
         console.print(
             Panel(record.error or record.status.value, title=f"job {record.status.value}", style="red")
@@ -149,7 +174,7 @@ def print_result(console: Console, record: Shown) -> None:
         notes.append(f"{record.usage.format_recoveries} model output(s) needed a format repair")
     if result.synthesis != "model":
         notes.append(f"synthesis: {result.synthesis}")
-    if result.simulated:
+    if result.simulated and simulated_note:
         notes.append("SIMULATED MODEL: this answer was produced by the simulated model, not an LLM")
     for note in notes:
         console.print(f"note: {note}", markup=False)
