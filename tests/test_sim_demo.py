@@ -102,3 +102,12 @@ def test_synthesis_prefers_the_best_supported_answer_over_the_majority() -> None
     found_nothing = [AgentReport(i, nothing, "") for i in range(3)]
     one = AgentReport(3, "War and Peace is a novel by Leo Tolstoy. [S2]", "")
     assert "Leo Tolstoy" in synthesize(question, [*found_nothing, one]).content
+
+
+async def test_a_finding_is_judged_as_it_is_kept_with_its_pronoun_resolved(mini_corpus: Path) -> None:
+    # "Its capital … is Merrowgate" on the Valdoria page answers the question once "Its" is
+    # read as "Valdoria's"; the page's opening sentence only names the country.
+    with SimServer(SimConfig(min_rounds=3)) as sim:
+        async with harness(mini_corpus, sim.base_url) as h:
+            text, _ = await answer(h, "What is the capital of Valdoria?")
+    assert "Merrowgate" in text

@@ -433,8 +433,8 @@ def research_turn(ws: Workspace, *, seed: int, min_rounds: int, tools: frozenset
         per_page = 1 + rng.randrange(2)
         for page in pages:
             new += [
-                _finding(relevance.resolve_pronoun(s, page.title), page.id)
-                for s in relevance.best_sentences(page.text, ws.question, per_page)
+                _finding(s, page.id)
+                for s in relevance.best_sentences(page.text, ws.question, per_page, page.title)
             ]
         notes.append(f"Read {len(pages)} page(s), {len(missing)} not found; {len(new)} relevant sentence(s).")
         memory.findings = _merge_findings(memory.findings, new, ws.question)

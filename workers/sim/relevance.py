@@ -180,9 +180,10 @@ def rank(texts: list[str], question_text: str) -> list[int]:
     return sorted(range(len(texts)), key=lambda i: (-score(texts[i], question_text), i))
 
 
-def best_sentences(text: str, question_text: str, k: int) -> list[str]:
-    """The `k` sentences of `text` that answer the question best, in the order they appear."""
-    found = sentences(text)
+def best_sentences(text: str, question_text: str, k: int, title: str = "") -> list[str]:
+    """The `k` sentences of `text` that answer the question best, in the order they appear;
+    each judged with a leading pronoun resolved to the page's `title`, as it will be kept."""
+    found = [resolve_pronoun(s, title) for s in sentences(text)]
     scored = [(score(s, question_text), i) for i, s in enumerate(found)]
     best = sorted((x for x in scored if x[0] > 0), key=lambda x: (-x[0], x[1]))[:k]
     return [found[i] for _, i in sorted(best, key=lambda x: x[1])]
