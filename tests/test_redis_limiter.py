@@ -17,8 +17,8 @@ import pytest
 
 from tests.redis_server import RedisServer, redis_server, redis_servers  # noqa: F401  (fixtures)
 from workers.backend.redis import RedisBackend
+from workers.backend.redis_limiter import RedisLimiter
 from workers.errors import BackendUnavailable, RetryableError
-from workers.llm.redis_limiter import RedisLimiter
 
 pytestmark = [pytest.mark.anyio, pytest.mark.redis]
 
@@ -134,7 +134,7 @@ HOLDER = textwrap.dedent(
     import sys
     import anyio
     from workers.backend.redis import RedisBackend
-    from workers.llm.redis_limiter import RedisLimiter
+    from workers.backend.redis_limiter import RedisLimiter
 
     async def main() -> None:
         backend = RedisBackend(sys.argv[1], prefix=sys.argv[2])

@@ -16,8 +16,8 @@ import anyio
 import pytest
 
 from workers.backend.sqlite import SQLiteBackend
+from workers.backend.sqlite_limiter import SQLiteLimiter
 from workers.errors import RetryableError
-from workers.llm.sqlite_limiter import SQLiteLimiter
 
 pytestmark = pytest.mark.anyio
 
@@ -93,7 +93,7 @@ HOLDER = textwrap.dedent(
     import sys
     import anyio
     from workers.backend.sqlite import SQLiteBackend
-    from workers.llm.sqlite_limiter import SQLiteLimiter
+    from workers.backend.sqlite_limiter import SQLiteLimiter
 
     async def main() -> None:
         backend = SQLiteBackend(sys.argv[1])

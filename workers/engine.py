@@ -17,15 +17,11 @@ import anyio
 from workers.agent.prompts import PromptSet
 from workers.agent.tokens import make_counter
 from workers.backend import Backend, make_backend
-from workers.backend.redis import RedisBackend
 from workers.backend.retrying import RetryingBackend
-from workers.backend.sqlite import SQLiteBackend
 from workers.corpus import Corpus, build_corpus
 from workers.errors import BackendUnavailable
 from workers.llm import OpenAIChatModel
 from workers.llm.limiter import Limiter
-from workers.llm.redis_limiter import RedisLimiter
-from workers.llm.sqlite_limiter import SQLiteLimiter
 from workers.runner import EngineParts, JobRunner
 from workers.settings import SIMULATED_MODEL_ID, LLMSettings, Settings
 from workers.sim.app import SimConfig
@@ -123,15 +119,11 @@ async def _build_runner(
         sim = stack.enter_context(SimServer(sim_config))
         llm = simulated_llm(f"{sim.base_url}/v1", settings)
         log.warning(SIMULATED_BANNER)
-    limiter: Limiter | None = None
-    if isinstance(backend, RedisBackend):
-        # One rate and concurrency budget per LLM endpoint across every worker process. Like
-        # the RetryingBackend below, admission waits out a Redis restart instead of failing
-        # the agent that is about to call the model.
-        limiter = await stack.enter_async_context(RedisLimiter.from_backend(backend, patience=120.0))
-    elif isinstance(backend, SQLiteBackend):
-        # The same budget shared by the processes on one sqlite file.
-        limiter = await stack.enter_async_context(SQLiteLimiter.from_backend(backend, patience=120.0))
+    # One rate and concurrency budget per LLM endpoint across every process on a shared store.
+    # Like the RetryingBackend below, admission waits out a store outage instead of failing
+    # the agent that is about to call the model.
+    shared = backend.shared_limiter(patience=120.0)
+    limiter: Limiter | None = None if shared is None else await stack.enter_async_context(shared)
     model = OpenAIChatModel.from_settings(llm, limiter=limiter)
     await stack.enter_async_context(model)
     # Workers ride out a Redis restart or a locked/full sqlite file; the API (engine.backend)
@@ -179,13 +171,13 @@ async def open_engine(
     async with AsyncExitStack() as stack:
         backend = backend or make_backend(settings)
         stack.push_async_callback(backend.close)
-        if isinstance(backend, SQLiteBackend):
-            # A corrupt or read-only file stops the start here, with what to do. A database
-            # locked by another process does not: requests answer 503 until it is free.
-            try:
-                await backend.open()
-            except BackendUnavailable as exc:
-                log.warning("starting without the job store for now: %s", exc)
+        # A broken store (a corrupt or read-only file) stops the start here, with what to do.
+        # One that is only unavailable (a database locked by another process) does not:
+        # requests answer 503 until it is free.
+        try:
+            await backend.open()
+        except BackendUnavailable as exc:
+            log.warning("starting without the job store for now: %s", exc)
         built = (
             await _build_runner(settings, backend, stack, on_corpus_progress, webhook_resolver)
             if build_engine

@@ -8,10 +8,14 @@ from __future__ import annotations
 
 import os
 import time
-from typing import Protocol
+from contextlib import AbstractAsyncContextManager
+from typing import TYPE_CHECKING, Protocol
 
 from workers.events import Event, NewEvent
 from workers.models import AgentCheckpoint, FileRecord, JobRecord, JobStatus, Source
+
+if TYPE_CHECKING:
+    from workers.llm.limiter import Limiter
 
 
 def new_job_id() -> str:
@@ -27,6 +31,15 @@ class Backend(Protocol):
     name: str
 
     # -- lifecycle ------------------------------------------------------------------------
+    async def open(self) -> None:
+        """Check the store at start. Raise `BackendBroken` (with what to do) when it can never
+        work as it is; `BackendUnavailable` when it may later (requests answer 503 meanwhile)."""
+
+    def shared_limiter(self, *, patience: float) -> AbstractAsyncContextManager[Limiter] | None:
+        """The LLM limiter that every process on this store shares (one rate and concurrency
+        budget per endpoint), waiting out a store outage for up to `patience` seconds; None
+        when the store is one process's own and the client's local limiter is enough."""
+
     async def ping(self) -> None:
         """Raise `BackendUnavailable` if the backend cannot serve requests."""
 

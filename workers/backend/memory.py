@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import time
 from collections import deque
+from contextlib import AbstractAsyncContextManager
 
 import anyio
 
 from workers.errors import QueueFull
 from workers.events import Event, NewEvent
+from workers.llm.limiter import Limiter
 from workers.models import AgentCheckpoint, FileRecord, JobRecord, JobStatus, Source
 
 
@@ -44,6 +46,12 @@ class MemoryBackend:
         # Jobs by status, kept as the store changes so a metrics scrape reads, never counts.
         self._status_counts: dict[JobStatus, int] = dict.fromkeys(JobStatus, 0)
         self._counters: dict[str, tuple[int, float]] = {}
+
+    async def open(self) -> None:
+        return None
+
+    def shared_limiter(self, *, patience: float) -> AbstractAsyncContextManager[Limiter] | None:
+        return None  # one process: the client's own limiter already sees every call
 
     async def ping(self) -> None:
         return None

@@ -25,7 +25,7 @@ import logging
 import os
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Any, ParamSpec, TypeVar, cast
 from urllib.parse import urlsplit
 
@@ -40,6 +40,7 @@ from workers.backend import lua
 from workers.backend.keys import QUEUE_GROUP, RELEASED_CONSUMER, RedisKeys
 from workers.errors import BackendUnavailable, QueueFull
 from workers.events import Event, NewEvent
+from workers.llm.limiter import Limiter
 from workers.models import AgentCheckpoint, FileRecord, JobRecord, JobStatus, Source
 from workers.settings import Settings
 
@@ -197,6 +198,15 @@ class RedisBackend:
         self._group_ready = True
 
     # -- lifecycle ------------------------------------------------------------------------------
+    async def open(self) -> None:
+        return None  # connections are made on first use; an outage answers 503 until it ends
+
+    def shared_limiter(self, *, patience: float) -> AbstractAsyncContextManager[Limiter] | None:
+        # Imported here: the limiter module builds on this one.
+        from workers.backend.redis_limiter import RedisLimiter
+
+        return RedisLimiter.from_backend(self, patience=patience)
+
     async def ping(self) -> None:
         await self._call(self.client.ping)
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Awaitable, Callable
+from contextlib import AbstractAsyncContextManager
 from typing import ParamSpec, TypeVar
 
 import anyio
@@ -18,6 +19,7 @@ import anyio
 from workers.backend.base import Backend
 from workers.errors import BackendUnavailable
 from workers.events import Event, NewEvent
+from workers.llm.limiter import Limiter
 from workers.models import AgentCheckpoint, FileRecord, JobRecord, JobStatus, Source
 
 log = logging.getLogger(__name__)
@@ -45,6 +47,12 @@ class RetryingBackend:
                 log.warning("backend unavailable (%s); retrying in %.2fs", exc, delay)
                 await anyio.sleep(delay)
                 delay = min(delay * 2, self.max_delay)
+
+    async def open(self) -> None:
+        await self.inner.open()
+
+    def shared_limiter(self, *, patience: float) -> AbstractAsyncContextManager[Limiter] | None:
+        return self.inner.shared_limiter(patience=patience)
 
     async def ping(self) -> None:
         await self.inner.ping()

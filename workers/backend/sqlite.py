@@ -24,6 +24,7 @@ import json
 import os
 import sqlite3
 import time
+from contextlib import AbstractAsyncContextManager
 from pathlib import Path
 
 import anyio
@@ -32,6 +33,7 @@ from workers.backend.sqlite_db import Database
 from workers.backend.sqlite_schema import JOB_TABLES
 from workers.errors import QueueFull
 from workers.events import Event, NewEvent
+from workers.llm.limiter import Limiter
 from workers.models import AgentCheckpoint, FileRecord, JobRecord, JobStatus, Source
 from workers.settings import Settings
 
@@ -109,6 +111,12 @@ class SQLiteBackend:
     async def open(self) -> None:
         """Open and check the file at start: raises `BackendBroken` with what to do."""
         await self._db.open()
+
+    def shared_limiter(self, *, patience: float) -> AbstractAsyncContextManager[Limiter] | None:
+        # Imported here: the limiter module builds on this one.
+        from workers.backend.sqlite_limiter import SQLiteLimiter
+
+        return SQLiteLimiter.from_backend(self, patience=patience)
 
     async def ping(self) -> None:
         await self._db.read(lambda conn: conn.execute("SELECT 1").fetchone())

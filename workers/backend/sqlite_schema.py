@@ -82,7 +82,7 @@ CREATE TABLE IF NOT EXISTS locks (
     token TEXT NOT NULL,
     expires_at REAL NOT NULL
 );
--- The LLM limiter shared by the processes on the file (workers/llm/sqlite_limiter.py): the
+-- The LLM limiter shared by the processes on the file (workers/backend/sqlite_limiter.py): the
 -- holders of each endpoint's in-flight places, and each endpoint's pace (GCRA arrival time).
 CREATE TABLE IF NOT EXISTS limiter_slots (
     endpoint TEXT NOT NULL,

@@ -1,0 +1,49 @@
+"""Each backend offers the LLM limiter its processes share (the engine asks the backend, and
+never checks which backend it has): none for memory, one budget across processes otherwise."""
+
+from __future__ import annotations
+
+import anyio
+import pytest
+
+from tests.backend_contract import BackendMaker
+from tests.redis_server import redis_server  # noqa: F401  (fixture)
+from tests.test_backend_contract import make  # noqa: F401  (fixture: memory, sqlite, redis)
+from workers.backend.retrying import RetryingBackend
+
+pytestmark = pytest.mark.anyio
+
+
+async def test_memory_has_no_shared_limiter(make: BackendMaker) -> None:  # noqa: F811
+    if make.kind != "memory":
+        pytest.skip("shared stores are tested below")
+    backend = make()
+    await backend.open()
+    assert backend.shared_limiter(patience=1.0) is None
+    assert RetryingBackend(backend).shared_limiter(patience=1.0) is None
+
+
+async def test_two_processes_on_one_store_share_one_concurrency_budget(make: BackendMaker) -> None:  # noqa: F811
+    if make.kind == "memory":
+        pytest.skip("the memory backend lives in one process")
+    first, second = make(), make()
+    for backend in (first, second):
+        await backend.open()
+    one = first.shared_limiter(patience=5.0)
+    # Through the retrying wrapper, as a worker process builds it.
+    other = RetryingBackend(second).shared_limiter(patience=5.0)
+    assert one is not None and other is not None
+    async with one as a, other as b:
+        async with a.slot("endpoint-x", 1, 0):
+            # The only place is held by the other "process": this one is not admitted.
+            with anyio.move_on_after(0.5) as waited:
+                async with b.slot("endpoint-x", 1, 0):
+                    pass
+            assert waited.cancelled_caught
+            # Another endpoint has a budget of its own.
+            with anyio.fail_after(5):
+                async with b.slot("endpoint-y", 1, 0):
+                    pass
+        with anyio.fail_after(5):
+            async with b.slot("endpoint-x", 1, 0):
+                pass
