@@ -22,8 +22,9 @@ from fastapi import Depends, Query, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from app.errors import Unauthorized, error_response
+from app.errors import error_response
 from app.stream_tokens import StreamTokens
+from workers.errors import Unauthorized
 from workers.settings import ServerSettings, TenantQuotas
 
 Role = Literal["user", "admin", "open"]

@@ -32,27 +32,16 @@ from workers.errors import (
     BackendUnavailable,
     FileNotFound,
     FileRejected,
+    Forbidden,
     JobConflict,
     JobNotFound,
     QueueFull,
     QuotaExceeded,
+    ShuttingDown,
+    Unauthorized,
 )
 
 log = logging.getLogger(__name__)
-
-
-class ShuttingDown(Exception):
-    """The service is stopping and takes no new jobs; retry against another instance."""
-
-    retry_after = 5
-
-
-class Unauthorized(Exception):
-    pass
-
-
-class Forbidden(Exception):
-    pass
 
 
 def error_response(

@@ -14,7 +14,7 @@ import hmac
 import time
 from dataclasses import dataclass
 
-from app.errors import Unauthorized
+from workers.errors import Unauthorized
 
 
 @dataclass(frozen=True)

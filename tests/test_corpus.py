@@ -13,9 +13,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from workers.corpus import Corpus, CorpusError, build_corpus, fts_query, wiki_data_path
+from workers.corpus import Corpus, build_corpus, fts_query, wiki_data_path
 from workers.corpus import sources as corpus_sources
 from workers.corpus.schema import query_terms, url_key
+from workers.errors import CorpusError
 
 DATA = Path(__file__).parent / "data"
 MINI = DATA / "mini_corpus.jsonl"

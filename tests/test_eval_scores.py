@@ -8,11 +8,11 @@ from pathlib import Path
 
 import pytest
 
-from workers.eval.dataset import DatasetError, load_dataset
+from workers.errors import DatasetError, JudgeError
+from workers.eval.dataset import load_dataset
 from workers.eval.judge import (
     ExactMatch,
     JudgeCache,
-    JudgeError,
     NormalizedMatch,
     Verdict,
     load_judge_prompt,

@@ -15,11 +15,12 @@ from tests.fake_scholar_apis import ScholarAPIs
 from tests.fake_search_apis import API_KEY, SearchAPIs
 from workers.backend.memory import MemoryBackend
 from workers.corpus import Corpus
+from workers.errors import ProviderError
 from workers.settings import SearchProviderSettings, Settings
 from workers.tools.base import ToolContext
 from workers.tools.factory import aclose_tools, build_tools
 from workers.tools.scholar.providers import ArxivProvider, OpenAlexProvider, SemanticScholarProvider
-from workers.tools.web.types import Locale, ProviderError
+from workers.tools.web.types import Locale
 
 pytestmark = pytest.mark.anyio
 EN = Locale("en")

@@ -9,6 +9,7 @@ import httpx
 import pytest
 
 from tests.fake_search_apis import API_KEY, SearchAPIs
+from workers.errors import ProviderError
 from workers.settings import SearchProviderSettings
 from workers.tools.web.providers import (
     BraveProvider,
@@ -17,7 +18,7 @@ from workers.tools.web.providers import (
     SerperScholarProvider,
     TavilyProvider,
 )
-from workers.tools.web.types import Locale, ProviderError, SearchProvider, detect_locale
+from workers.tools.web.types import Locale, SearchProvider, detect_locale
 
 PROVIDER_TYPES: dict[str, Callable[[httpx.AsyncClient, SearchProviderSettings], SearchProvider]] = {
     "searxng": SearxngProvider,

@@ -13,7 +13,7 @@ import pytest
 from tests.fake_search_apis import API_KEY, SearchAPIs
 from workers.backend.memory import MemoryBackend
 from workers.corpus import Corpus
-from workers.errors import RetryableError
+from workers.errors import ProviderError, RetryableError
 from workers.settings import SearchProviderSettings
 from workers.tools.base import ToolContext
 from workers.tools.render import parse_search_results
@@ -21,7 +21,7 @@ from workers.tools.web.cache import SharedCache
 from workers.tools.web.chain import ProviderChain
 from workers.tools.web.providers import LocalProvider, SearxngProvider, SerperProvider, TavilyProvider
 from workers.tools.web.search import SearchService, WebSearchTool
-from workers.tools.web.types import Hit, Locale, ProviderError, SearchProvider
+from workers.tools.web.types import Hit, Locale, SearchProvider
 
 EN = Locale("en")
 

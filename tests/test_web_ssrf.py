@@ -7,7 +7,8 @@ import ipaddress
 
 import pytest
 
-from workers.tools.web.ssrf import AddressGuard, BlockedURL, IPAddress, parse_ipv4, refusal
+from workers.errors import BlockedURL
+from workers.tools.web.ssrf import AddressGuard, IPAddress, parse_ipv4, refusal
 
 
 class StubResolver:

@@ -19,7 +19,7 @@ import trustme
 from tests.fake_search_apis import Website
 from workers.backend.memory import MemoryBackend
 from workers.corpus import Corpus
-from workers.errors import RetryableError
+from workers.errors import BlockedURL, FetchError, RetryableError
 from workers.llm import OpenAIChatModel
 from workers.llm.types import ChatMessage, ChatResult, DeltaCallback, Role
 from workers.settings import LLMSettings
@@ -27,8 +27,8 @@ from workers.sim.server import SimServer
 from workers.tools.base import ToolContext
 from workers.tools.local import VisitTool
 from workers.tools.web.cache import SharedCache
-from workers.tools.web.fetch import FetchError, PageFetcher, page_client
-from workers.tools.web.ssrf import AddressGuard, BlockedURL, IPAddress
+from workers.tools.web.fetch import PageFetcher, page_client
+from workers.tools.web.ssrf import AddressGuard, IPAddress
 from workers.tools.web.summarise import PageSummariser, load_template, parse_reply
 from workers.tools.web.visit import WebVisitTool
 

@@ -35,6 +35,7 @@ from tests.engine_harness import engine_settings
 from tests.fake_search_apis import LoopbackServer
 from workers.backend import Backend, MemoryBackend
 from workers.engine import Engine, open_engine
+from workers.errors import BlockedURL
 from workers.events import EventType
 from workers.jobs import cancel_job, submit_job
 from workers.models import JobRecord, JobStatus, ResearchRequest, WebhookState
@@ -42,7 +43,7 @@ from workers.runner import JobRunner
 from workers.settings import WebhookSettings
 from workers.sim.app import SimConfig
 from workers.sim.server import SimServer
-from workers.tools.web.ssrf import BlockedURL, IPAddress
+from workers.tools.web.ssrf import IPAddress
 from workers.webhooks import WebhookSender
 
 pytestmark = pytest.mark.anyio

@@ -1,13 +1,20 @@
-"""The engine's error tree.
+"""The error tree: every error class of the service, engine and HTTP layer alike.
 
 HeavyResearchError
 ├── FeedbackError        fed back to the model as its next observation, never raised out of
 │   └── ToolError        an agent (a malformed output is not raised at all: the parser
-│                        returns it as `ParsedOutput.error`)
+│       │                returns it as `ParsedOutput.error`)
+│       ├── BlockedURL       the SSRF guard refuses the url (private, loopback, metadata, …)
+│       ├── FetchError       a page could not be read (status, size, timeout, redirects)
+│       ├── ExtractionError  a page was read but holds no text visit can use
+│       └── ParseError       an uploaded file could not be turned into text
 ├── RetryableError       429 / 5xx / timeout / dropped connection: retried with backoff
+├── WireError            a 2xx reply that is not a chat completion (also a ValueError)
 ├── LLMConfigError       401, 404 model, 400: fails fast, names the setting to fix
 ├── ContextOverflow      the prompt does not fit the model's context (a server's context-exceeded
 │                        400, or known before sending): the caller trims it and calls again
+├── ProviderError        one search provider failed a query: the fallback chain moves on
+├── CorpusError          the local corpus cannot be built or opened: says what to do
 ├── BackendUnavailable   the job store cannot be reached (HTTP 503 with Retry-After)
 ├── BackendBroken        the job store's file is unusable (corrupt, read-only): fails at start
 ├── QueueFull            the queue is at capacity (HTTP 429 with Retry-After)
@@ -16,7 +23,15 @@ HeavyResearchError
 ├── FileNotFound         unknown (or another tenant's, or expired) file id (HTTP 404)
 ├── FileRejected         an upload that is too large or of a type we cannot read (413 / 415)
 ├── JobConflict          idempotency key reused with another body, delete while running (409)
-└── JobFailed            the job cannot finish: no agent answered (job.failed)
+├── JobFailed            the job cannot finish: no agent answered (job.failed)
+├── ShuttingDown         the API process is stopping and takes no new jobs (HTTP 503)
+├── Unauthorized         no or an unknown API key (HTTP 401)
+├── Forbidden            an admin-only operation asked with a tenant's key (HTTP 403)
+├── DatasetError         `heavyresearch eval`: the dataset as a whole cannot be read
+├── ResearchUnavailable  `heavyresearch eval`: a job could not be submitted or followed
+└── JudgeError           `heavyresearch eval`: the judge is misconfigured
+
+`app/errors.py` maps each of them to its HTTP answer.
 """
 
 from __future__ import annotations
@@ -118,3 +133,78 @@ class JobFailed(HeavyResearchError):
     def __init__(self, message: str, outcome: str | None = None) -> None:
         super().__init__(message)
         self.outcome = outcome
+
+
+# -- tools ------------------------------------------------------------------------------------------
+
+
+class BlockedURL(ToolError):
+    """The url may not be fetched; the message says why, for the model and the log."""
+
+
+class FetchError(ToolError):
+    """The page could not be read; the message is the reason the model sees for that url."""
+
+
+class ExtractionError(ToolError):
+    pass
+
+
+class ParseError(ToolError):
+    pass
+
+
+class ProviderError(HeavyResearchError):
+    """A provider could not serve a query (HTTP error, timeout, bad response): the chain moves on.
+
+    `status` is the HTTP status when there was one (401/403 mean the key is wrong).
+    """
+
+    def __init__(self, provider: str, message: str, *, status: int | None = None) -> None:
+        super().__init__(f"{provider}: {message}")
+        self.provider = provider
+        self.status = status
+
+
+class CorpusError(HeavyResearchError):
+    """The corpus cannot be built or opened; the message says what to do about it."""
+
+
+# -- model client -----------------------------------------------------------------------------------
+
+
+class WireError(HeavyResearchError, ValueError):
+    """The endpoint answered 2xx with something that is not a chat completion. Also a
+    ValueError: the reply's parsers treat it as one more malformed value."""
+
+
+# -- HTTP layer -------------------------------------------------------------------------------------
+
+
+class ShuttingDown(HeavyResearchError):
+    """The service is stopping and takes no new jobs; retry against another instance."""
+
+    retry_after = 5
+
+
+class Unauthorized(HeavyResearchError):
+    pass
+
+
+class Forbidden(HeavyResearchError):
+    pass
+
+
+# -- eval -------------------------------------------------------------------------------------------
+
+
+class DatasetError(HeavyResearchError):
+    """The dataset as a whole cannot be read (missing, unknown format, not a list)."""
+
+
+class ResearchUnavailable(HeavyResearchError):
+    """The job could not be submitted or followed (the service refused it, or went away)."""
+
+
+class JudgeError(HeavyResearchError):
+    """The judge is misconfigured (no such prompt template, a template without placeholders)."""

@@ -40,13 +40,14 @@ import anyio
 import httpx
 
 from workers.agent.outcome import job_outcome
+from workers.errors import BlockedURL
 from workers.events import EventType
 from workers.llm.retry import backoff_delay, parse_retry_after
 from workers.models import JobRecord, JobStatus, WebhookState, WebhookStatus
 from workers.settings import WebhookSettings
 from workers.tools.web.fetch import page_client
 from workers.tools.web.http import error_detail, read_capped
-from workers.tools.web.ssrf import AddressGuard, BlockedURL, Resolver, system_resolver
+from workers.tools.web.ssrf import AddressGuard, Resolver, system_resolver
 
 log = logging.getLogger(__name__)
 

@@ -16,7 +16,7 @@ from fastapi.responses import JSONResponse
 
 from app.auth import KeyringDep, Principal, PrincipalDep, StreamGrantDep, ensure_visible
 from app.deps import BackendDep, EngineDep, LifecycleDep, MetricsDep, ResolverDep, SettingsDep
-from app.errors import ERROR_RESPONSES, UNKNOWN_FILE_RESPONSE, ShuttingDown
+from app.errors import ERROR_RESPONSES, UNKNOWN_FILE_RESPONSE
 from app.limits import limit_error, request_limit_errors
 from app.quotas import admission, effective_quotas
 from app.routes.files import visible_file
@@ -37,13 +37,12 @@ from app.schemas import (
 )
 from app.sse import event_stream_response
 from workers.backend.base import Backend
-from workers.errors import JobConflict, JobNotFound, QueueFull, QuotaExceeded
+from workers.errors import BlockedURL, JobConflict, JobNotFound, QueueFull, QuotaExceeded, ShuttingDown
 from workers.jobs import cancel_job, delete_job, submit_job
 from workers.models import AgentStatus, AgentSummary, JobRecord, JobResult, JobStatus, ResearchRequest
 from workers.runner import summarise
 from workers.settings import Settings
 from workers.tenancy import COUNTER_TTL, jobs_key, utc_day
-from workers.tools.web.ssrf import BlockedURL
 from workers.webhooks import check_webhook_url
 
 log = logging.getLogger(__name__)

@@ -9,11 +9,12 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from app.auth import KeyringDep, PrincipalDep, StreamTokensDep
 from app.deps import BackendDep
-from app.errors import ERROR_RESPONSES, Forbidden
+from app.errors import ERROR_RESPONSES
 from app.quotas import count_jobs, effective_quotas, store_override, tokens_today
 from app.routes.research import JobId, visible_job
 from app.schemas import ErrorResponse, json_integers
 from workers.backend.base import Backend
+from workers.errors import Forbidden
 from workers.models import JobStatus
 from workers.settings import TenantQuotas
 from workers.tenancy import COUNTER_TTL, jobs_key, utc_day

@@ -20,10 +20,11 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from workers.commands.eval_args import DEFAULT_MODE, SAMPLE_DATASET
 from workers.engine import open_engine
+from workers.errors import DatasetError, JudgeError
 from workers.eval.chart import CHART_FILE, MISSING, available, sweep_axis, write_chart
-from workers.eval.dataset import Dataset, DatasetError, load_dataset
+from workers.eval.dataset import Dataset, load_dataset
 from workers.eval.harness import EvalRun, Tally
-from workers.eval.judge import ExactMatch, JudgeError, LLMJudge, NormalizedMatch, Scorer
+from workers.eval.judge import ExactMatch, LLMJudge, NormalizedMatch, Scorer
 from workers.eval.records import RunConfig
 from workers.eval.report import (
     compute_scores,

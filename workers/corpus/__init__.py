@@ -6,7 +6,7 @@ Build with `build_corpus` (JSONL, folders of text/markdown/HTML, offline Wikiped
 
 from workers.corpus.build import build_corpus
 from workers.corpus.index import Corpus, Doc, Hit, fts_query
-from workers.corpus.schema import CorpusError
 from workers.corpus.sources import wiki_data_path
+from workers.errors import CorpusError
 
 __all__ = ["Corpus", "CorpusError", "Doc", "Hit", "build_corpus", "fts_query", "wiki_data_path"]

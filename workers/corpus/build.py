@@ -16,7 +16,7 @@ import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-from workers.corpus.schema import DDL, SCHEMA_VERSION, CorpusError, segment_cjk, url_key
+from workers.corpus.schema import DDL, SCHEMA_VERSION, segment_cjk, url_key
 from workers.corpus.sources import (
     WIKI_ATTRIBUTION,
     WIKI_LICENSE,
@@ -25,6 +25,7 @@ from workers.corpus.sources import (
     open_source,
     wiki_source,
 )
+from workers.errors import CorpusError
 
 _BATCH = 1000
 

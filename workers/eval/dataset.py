@@ -17,13 +17,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from workers.errors import HeavyResearchError
+from workers.errors import DatasetError
 
 FILE_COLUMNS = ("files", "file", "file_name")
-
-
-class DatasetError(HeavyResearchError):
-    """The dataset as a whole cannot be read (missing, unknown format, not a list)."""
 
 
 @dataclass(frozen=True)

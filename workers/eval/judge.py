@@ -24,7 +24,7 @@ from typing import Any, Protocol
 
 from pydantic import BaseModel
 
-from workers.errors import HeavyResearchError
+from workers.errors import HeavyResearchError, JudgeError
 from workers.eval.records import append_jsonl, read_jsonl
 from workers.llm import OpenAIChatModel
 from workers.settings import config_dir
@@ -33,10 +33,6 @@ log = logging.getLogger(__name__)
 
 BUILTIN_PROMPTS = ("browsecomp", "hle")
 _PLACEHOLDERS = ("question", "response", "correct_answer")
-
-
-class JudgeError(HeavyResearchError):
-    """The judge is misconfigured (no such prompt template, a template without placeholders)."""
 
 
 class Verdict(BaseModel):

@@ -17,17 +17,13 @@ import httpx
 
 from workers.backend import Backend
 from workers.commands.ask import _sse_events
-from workers.errors import HeavyResearchError
+from workers.errors import ResearchUnavailable
 from workers.events import Event, EventType
 from workers.jobs import submit_job
 from workers.models import ResearchRequest
 
 # A job's events are read in pages of this many while waiting for its end.
 _WAIT_SECONDS = 5.0
-
-
-class ResearchUnavailable(HeavyResearchError):
-    """The job could not be submitted or followed (the service refused it, or went away)."""
 
 
 @dataclass

@@ -25,15 +25,11 @@ from typing import Any
 from pypdf import PdfReader
 from pypdf.errors import PyPdfError
 
-from workers.errors import ToolError
+from workers.errors import ParseError
 from workers.tools.web.extract import extract_html
 
 # Rows of a sheet or table shown at most: a huge workbook must not stall a worker.
 MAX_ROWS = 2000
-
-
-class ParseError(ToolError):
-    pass
 
 
 def parse(kind: str, data: bytes, name: str) -> str:

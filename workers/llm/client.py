@@ -40,7 +40,7 @@ from typing import Any, Self
 import anyio
 import httpx
 
-from workers.errors import ContextOverflow, HeavyResearchError, LLMConfigError, RetryableError
+from workers.errors import ContextOverflow, HeavyResearchError, LLMConfigError, RetryableError, WireError
 from workers.llm.context import (
     ContextWindows,
     Overflow,
@@ -58,7 +58,6 @@ from workers.llm.sse import iter_sse_data
 from workers.llm.types import ChatMessage, ChatResult, DeltaCallback, ResetCallback, Role
 from workers.llm.wire import (
     Reply,
-    WireError,
     add_chunk,
     error_detail,
     error_in_payload,

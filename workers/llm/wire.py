@@ -12,14 +12,11 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
+from workers.errors import WireError
 from workers.models import Usage
 
 REASONING_FIELDS = ("reasoning_content", "reasoning")
 _DETAIL_CHARS = 500
-
-
-class WireError(ValueError):
-    """The endpoint answered 2xx with something that is not a chat completion."""
 
 
 @dataclass

@@ -18,10 +18,11 @@ from typing import Any
 
 import httpx
 
+from workers.errors import ProviderError
 from workers.settings import SearchProviderSettings
 from workers.tools.web.http import request_json, request_raw
 from workers.tools.web.providers._parse import results_at
-from workers.tools.web.types import Hit, Locale, ProviderError
+from workers.tools.web.types import Hit, Locale
 
 MAX_AUTHORS = 3
 ABSTRACT_CHARS = 400

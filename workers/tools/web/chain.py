@@ -19,8 +19,8 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from workers.errors import RetryableError
-from workers.tools.web.types import Hit, Locale, ProviderError, SearchProvider
+from workers.errors import ProviderError, RetryableError
+from workers.tools.web.types import Hit, Locale, SearchProvider
 
 log = logging.getLogger(__name__)
 

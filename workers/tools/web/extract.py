@@ -17,7 +17,7 @@ from pypdf import PdfReader
 from pypdf.errors import PyPdfError
 from trafilatura.settings import Document
 
-from workers.errors import ToolError
+from workers.errors import ExtractionError
 
 log = logging.getLogger(__name__)
 
@@ -35,10 +35,6 @@ _BLANK_LINES = re.compile(r"\n{3,}")
 class Extracted:
     title: str
     text: str
-
-
-class ExtractionError(ToolError):
-    pass
 
 
 def kind_of(content_type: str, head: bytes) -> str | None:

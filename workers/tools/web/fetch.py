@@ -24,19 +24,15 @@ from urllib.parse import urljoin
 import anyio
 import httpx
 
-from workers.errors import ToolError
+from workers.errors import BlockedURL, FetchError
 from workers.tools.web.extract import GENERIC_TYPES, Extracted, extract, kind_of
 from workers.tools.web.http import error_detail, read_capped
-from workers.tools.web.ssrf import AddressGuard, BlockedURL, Target
+from workers.tools.web.ssrf import AddressGuard, Target
 
 log = logging.getLogger(__name__)
 
 _REDIRECTS = frozenset({301, 302, 303, 307, 308})
 _ACCEPT = "text/html,application/xhtml+xml,text/plain;q=0.9,application/pdf;q=0.8,*/*;q=0.1"
-
-
-class FetchError(ToolError):
-    """The page could not be read; the message is the reason the model sees for that url."""
 
 
 @dataclass(frozen=True, slots=True)

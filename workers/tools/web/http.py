@@ -8,7 +8,7 @@ from typing import Any
 import anyio
 import httpx
 
-from workers.tools.web.types import ProviderError
+from workers.errors import ProviderError
 
 # A search API's answer is a few kB; this bounds a misbehaving endpoint, not a normal one.
 MAX_API_BYTES = 2_000_000

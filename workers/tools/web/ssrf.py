@@ -28,16 +28,12 @@ from urllib.parse import SplitResult, urlsplit
 import anyio
 import idna
 
-from workers.errors import ToolError
+from workers.errors import BlockedURL
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 # Resolves a host name to its addresses (the port only helps getaddrinfo pick socket types).
 Resolver = Callable[[str, int], Awaitable[list[IPAddress]]]
-
-
-class BlockedURL(ToolError):
-    """The url may not be fetched; the message says why, for the model and the log."""
 
 
 def _nets(*cidrs: str) -> tuple[IPNetwork, ...]:

@@ -44,18 +44,6 @@ class Hit:
     snippet: str
 
 
-class ProviderError(Exception):
-    """A provider could not serve a query (HTTP error, timeout, bad response): the chain moves on.
-
-    `status` is the HTTP status when there was one (401/403 mean the key is wrong).
-    """
-
-    def __init__(self, provider: str, message: str, *, status: int | None = None) -> None:
-        super().__init__(f"{provider}: {message}")
-        self.provider = provider
-        self.status = status
-
-
 class SearchProvider(Protocol):
     # The name reported as `ToolOutput.provider` and used in cache keys.
     name: str

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from workers.tools.web.types import Hit, ProviderError
+from workers.errors import ProviderError
+from workers.tools.web.types import Hit
 
 
 def results_at(provider: str, payload: Any, *path: str, required: bool = True) -> list[Any]:

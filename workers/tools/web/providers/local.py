@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from workers.corpus import Corpus
-from workers.corpus.schema import CorpusError
-from workers.tools.web.types import Hit, Locale, ProviderError
+from workers.errors import CorpusError, ProviderError
+from workers.tools.web.types import Hit, Locale
 
 
 class LocalProvider:
