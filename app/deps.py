@@ -16,8 +16,8 @@ from app.auth import BearerDep, authenticate, get_keyring
 from app.metrics import Metrics
 from workers.backend.base import Backend
 from workers.engine import Engine
+from workers.net.ssrf import Resolver
 from workers.settings import Settings
-from workers.tools.web.ssrf import Resolver
 
 
 class Lifecycle:

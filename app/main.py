@@ -31,8 +31,8 @@ from app.schemas import MAX_AGENTS, MAX_ROUNDS
 from app.stream_tokens import StreamTokens
 from workers.backend import backend_location
 from workers.engine import open_engine
+from workers.net.ssrf import system_resolver
 from workers.settings import Settings, get_settings
-from workers.tools.web.ssrf import system_resolver
 
 log = logging.getLogger(__name__)
 

@@ -22,7 +22,7 @@ from hypothesis import strategies as st
 
 from tests.server import LiveServer, api_settings
 from tests.test_webhooks import StubResolver
-from workers.tools.web.ssrf import IPAddress
+from workers.net.ssrf import IPAddress
 
 # A dev dependency; skipped (and named in the summary) where an environment lacks it.
 schemathesis = pytest.importorskip("schemathesis")

@@ -15,9 +15,9 @@ import pytest
 from tests.fake_openai import FakeOpenAI, Step
 from workers.errors import LLMConfigError, RetryableError
 from workers.llm import LocalLimiter, OpenAIChatModel
-from workers.llm.retry import backoff_delay, parse_retry_after
 from workers.llm.sse import iter_sse_data
 from workers.llm.types import ChatMessage
+from workers.net.retry import backoff_delay, parse_retry_after
 from workers.settings import LLMSettings
 
 MESSAGES: list[ChatMessage] = [

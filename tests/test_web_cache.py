@@ -17,14 +17,15 @@ from workers.backend.base import Backend
 from workers.backend.memory import MemoryBackend
 from workers.errors import BackendUnavailable, RetryableError
 from workers.llm.types import ChatMessage, ChatResult, DeltaCallback, Role
+from workers.net.client import page_client
+from workers.net.ssrf import AddressGuard
 from workers.settings import SearchProviderSettings
 from workers.tools.base import ToolContext, ToolOutput
 from workers.tools.web.cache import Made, SharedCache, normalise_url
 from workers.tools.web.chain import ProviderChain
-from workers.tools.web.fetch import PageFetcher, page_client
+from workers.tools.web.fetch import PageFetcher
 from workers.tools.web.providers import SerperProvider
 from workers.tools.web.search import SearchService, WebSearchTool
-from workers.tools.web.ssrf import AddressGuard
 from workers.tools.web.summarise import PageSummariser, load_template
 from workers.tools.web.visit import WebVisitTool
 

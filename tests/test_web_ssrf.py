@@ -8,7 +8,7 @@ import ipaddress
 import pytest
 
 from workers.errors import BlockedURL
-from workers.tools.web.ssrf import AddressGuard, IPAddress, parse_ipv4, refusal
+from workers.net.ssrf import AddressGuard, IPAddress, parse_ipv4, refusal
 
 
 class StubResolver:

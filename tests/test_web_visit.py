@@ -22,13 +22,14 @@ from workers.corpus import Corpus
 from workers.errors import BlockedURL, FetchError, RetryableError
 from workers.llm import OpenAIChatModel
 from workers.llm.types import ChatMessage, ChatResult, DeltaCallback, Role
+from workers.net.client import page_client
+from workers.net.ssrf import AddressGuard, IPAddress
 from workers.settings import LLMSettings
 from workers.sim.server import SimServer
 from workers.tools.base import ToolContext
 from workers.tools.local import VisitTool
 from workers.tools.web.cache import SharedCache
-from workers.tools.web.fetch import PageFetcher, page_client
-from workers.tools.web.ssrf import AddressGuard, IPAddress
+from workers.tools.web.fetch import PageFetcher
 from workers.tools.web.summarise import PageSummariser, load_template, parse_reply
 from workers.tools.web.visit import WebVisitTool
 

@@ -39,11 +39,11 @@ from workers.errors import BlockedURL
 from workers.events import EventType
 from workers.jobs import cancel_job, submit_job
 from workers.models import JobRecord, JobStatus, ResearchRequest, WebhookState
+from workers.net.ssrf import IPAddress
 from workers.runner import JobRunner
 from workers.settings import WebhookSettings
 from workers.sim.app import SimConfig
 from workers.sim.server import SimServer
-from workers.tools.web.ssrf import IPAddress
 from workers.webhooks import WebhookSender
 
 pytestmark = pytest.mark.anyio

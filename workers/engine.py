@@ -22,12 +22,12 @@ from workers.corpus import Corpus, build_corpus
 from workers.errors import BackendUnavailable
 from workers.llm import OpenAIChatModel
 from workers.llm.limiter import Limiter
+from workers.net.ssrf import Resolver, system_resolver
 from workers.runner import EngineParts, JobRunner
 from workers.settings import SIMULATED_MODEL_ID, LLMSettings, Settings
 from workers.sim.app import SimConfig
 from workers.sim.server import SimServer
 from workers.tools.factory import aclose_tools, build_tools
-from workers.tools.web.ssrf import Resolver, system_resolver
 from workers.webhooks import WebhookSender
 from workers.worker import Worker
 

@@ -42,12 +42,12 @@ import httpx
 from workers.agent.outcome import job_outcome
 from workers.errors import BlockedURL
 from workers.events import EventType
-from workers.llm.retry import backoff_delay, parse_retry_after
 from workers.models import JobRecord, JobStatus, WebhookState, WebhookStatus
+from workers.net.client import page_client
+from workers.net.reads import error_detail, read_capped
+from workers.net.retry import backoff_delay, parse_retry_after
+from workers.net.ssrf import AddressGuard, Resolver, system_resolver
 from workers.settings import WebhookSettings
-from workers.tools.web.fetch import page_client
-from workers.tools.web.http import error_detail, read_capped
-from workers.tools.web.ssrf import AddressGuard, Resolver, system_resolver
 
 log = logging.getLogger(__name__)
 

@@ -53,7 +53,6 @@ from workers.llm.context import (
 from workers.llm.endpoints import Endpoint, resolve_endpoints
 from workers.llm.limiter import Limiter, LocalLimiter
 from workers.llm.pool import ClientPool
-from workers.llm.retry import backoff_delay, parse_retry_after
 from workers.llm.sse import iter_sse_data
 from workers.llm.types import ChatMessage, ChatResult, DeltaCallback, ResetCallback, Role
 from workers.llm.wire import (
@@ -67,6 +66,7 @@ from workers.llm.wire import (
 )
 from workers.metrics import engine_metrics
 from workers.models import Usage
+from workers.net.retry import backoff_delay, parse_retry_after
 from workers.settings import LLMSettings
 
 logger = logging.getLogger(__name__)

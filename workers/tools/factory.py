@@ -28,6 +28,8 @@ import httpx
 from workers.backend.base import Backend
 from workers.corpus import Corpus
 from workers.llm.types import ChatModel
+from workers.net.client import page_client
+from workers.net.ssrf import AddressGuard, Resolver, system_resolver
 from workers.settings import Settings
 from workers.tools.base import Tool
 from workers.tools.local import SearchTool, VisitTool
@@ -36,10 +38,9 @@ from workers.tools.python import PythonInterpreterTool, build_python_tool
 from workers.tools.scholar import build_scholar_tool
 from workers.tools.web.cache import SharedCache
 from workers.tools.web.chain import ProviderChain
-from workers.tools.web.fetch import PageFetcher, page_client
+from workers.tools.web.fetch import PageFetcher
 from workers.tools.web.providers import make_provider
 from workers.tools.web.search import SearchService, WebSearchTool
-from workers.tools.web.ssrf import AddressGuard, Resolver, system_resolver
 from workers.tools.web.summarise import PageSummariser, load_template
 from workers.tools.web.visit import WebVisitTool
 

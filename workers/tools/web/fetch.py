@@ -16,18 +16,16 @@ directly.
 from __future__ import annotations
 
 import logging
-import ssl
 from dataclasses import dataclass
-from http.cookiejar import CookieJar, DefaultCookiePolicy
 from urllib.parse import urljoin
 
 import anyio
 import httpx
 
 from workers.errors import BlockedURL, FetchError
+from workers.net.reads import error_detail, read_capped
+from workers.net.ssrf import AddressGuard, Target
 from workers.tools.web.extract import GENERIC_TYPES, Extracted, extract, kind_of
-from workers.tools.web.http import error_detail, read_capped
-from workers.tools.web.ssrf import AddressGuard, Target
 
 log = logging.getLogger(__name__)
 
@@ -43,20 +41,6 @@ class Page:
     text: str
     truncated: bool  # the body was cut at max_bytes
     via: str  # "web" or "reader"
-
-
-def page_client(verify: ssl.SSLContext | bool = True) -> httpx.AsyncClient:
-    """The client for page fetches. No environment proxies (a proxy would resolve the host
-    itself and undo the pinning), no connection reuse (a pooled connection is keyed by the
-    pinned address and would carry another host's TLS session), and no cookies kept between
-    fetches of different jobs. `verify` is for tests with their own certificate authority."""
-    return httpx.AsyncClient(
-        verify=verify,
-        trust_env=False,
-        follow_redirects=False,
-        limits=httpx.Limits(max_connections=None, max_keepalive_connections=0),
-        cookies=CookieJar(policy=DefaultCookiePolicy(allowed_domains=[])),
-    )
 
 
 class PageFetcher:

@@ -1,4 +1,4 @@
-"""HTTP plumbing shared by the providers and the page fetcher: bounded reads, error details."""
+"""The search providers' API calls: a bounded read of the answer, `ProviderError` on failure."""
 
 from __future__ import annotations
 
@@ -9,57 +9,10 @@ import anyio
 import httpx
 
 from workers.errors import ProviderError
+from workers.net.reads import error_detail, read_capped, short_detail
 
 # A search API's answer is a few kB; this bounds a misbehaving endpoint, not a normal one.
 MAX_API_BYTES = 2_000_000
-_DETAIL_CHARS = 300
-
-
-async def read_capped(response: httpx.Response, cap: int) -> tuple[bytes, bool]:
-    """The body of a streamed response, at most `cap` bytes; True when more was left unread."""
-    chunks: list[bytes] = []
-    size = 0
-    # Decoded bytes are counted, so a compressed bomb stops at the cap like a plain body.
-    async for chunk in response.aiter_bytes():
-        if size + len(chunk) > cap:
-            chunks.append(chunk[: cap - size])
-            return b"".join(chunks), True
-        chunks.append(chunk)
-        size += len(chunk)
-    return b"".join(chunks), False
-
-
-def error_detail(body: bytes) -> str:
-    """A short human-readable reason from an error body, whichever API shape it has:
-    `{"message"}` (Serper), `{"detail": {"error"}}` (Tavily), `{"error": {"detail"}}` (Brave),
-    `{"errors": [{"detail"}]}`, `{"error": "…"}`, or plain text / HTML."""
-    text = body.decode("utf-8", "replace")
-    try:
-        payload: Any = json.loads(text)
-    except ValueError:
-        return _short(text)
-    for path in (
-        ("detail", "error"),
-        ("error", "detail"),
-        ("errors", 0, "detail"),
-        ("message",),
-        ("detail",),
-        ("error",),
-    ):
-        value: Any = payload
-        for step in path:
-            if isinstance(step, int):
-                value = value[step] if isinstance(value, list) and len(value) > step else None
-            else:
-                value = value.get(step) if isinstance(value, dict) else None
-        if isinstance(value, str) and value.strip():
-            return _short(value)
-    return _short(text)
-
-
-def _short(text: str) -> str:
-    text = " ".join(text.split())
-    return text if len(text) <= _DETAIL_CHARS else text[: _DETAIL_CHARS - 1] + "…"
 
 
 async def request_raw(
@@ -115,5 +68,6 @@ async def request_json(
         return json.loads(raw)
     except ValueError:
         raise ProviderError(
-            provider, f"answered with something that is not JSON: {_short(raw.decode('utf-8', 'replace'))}"
+            provider,
+            f"answered with something that is not JSON: {short_detail(raw.decode('utf-8', 'replace'))}",
         ) from None
