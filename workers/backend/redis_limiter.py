@@ -21,25 +21,14 @@ Use it as `async with RedisLimiter(...)`: the keeper task lives between enter an
 
 from __future__ import annotations
 
-import logging
-import os
-import random
-import time
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
-from types import TracebackType
-from typing import Any, Self
+from typing import Any
 
-import anyio
-from anyio.abc import TaskGroup
 from redis.asyncio import Redis
 from redis.commands.core import AsyncScript
 
+from workers.backend.held_slots import HeldSlots
 from workers.backend.keys import RedisKeys
 from workers.backend.redis import RedisBackend, unavailable_on_failure
-from workers.errors import BackendUnavailable
-
-log = logging.getLogger(__name__)
 
 _NOW_MS = (
     "local t = redis.call('TIME')\nlocal now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)\n"
@@ -83,12 +72,8 @@ if wait < 0 then wait = 0 end
 return wait
 """
 
-_POLL_MIN = 0.005
-_POLL_MAX = 0.25
-_OUTAGE_DELAY_MAX = 2.0
 
-
-class RedisLimiter:
+class RedisLimiter(HeldSlots):
     def __init__(
         self,
         client: Redis,
@@ -99,18 +84,11 @@ class RedisLimiter:
         where: str = "redis",
         patience: float = 0.0,
     ) -> None:
-        if burst < 1:
-            raise ValueError("burst must be at least 1")
-        if hold_seconds <= 0:
-            raise ValueError("hold_seconds must be positive")
+        super().__init__(hold_seconds=hold_seconds, burst=burst, patience=patience)
         self._client = client
         self._keys = keys
         self._hold_ms = max(1, int(hold_seconds * 1000))
-        self._burst = burst
         self._where = where
-        self._patience = patience
-        self._held: dict[str, str] = {}  # token -> holders key
-        self._task_group: TaskGroup | None = None
         self._scripts: dict[str, AsyncScript] = {}
 
     @classmethod
@@ -127,53 +105,7 @@ class RedisLimiter:
             patience=patience,
         )
 
-    # -- lifecycle ------------------------------------------------------------------------------
-    async def __aenter__(self) -> Self:
-        if self._task_group is not None:
-            raise RuntimeError("RedisLimiter is already running")
-        task_group = anyio.create_task_group()
-        await task_group.__aenter__()
-        self._task_group = task_group
-        task_group.start_soon(self._keep_alive)
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        task_group, self._task_group = self._task_group, None
-        if task_group is None:
-            return
-        task_group.cancel_scope.cancel()
-        # The block's own exception is not handed to the task group: it would come back
-        # wrapped in an ExceptionGroup, and callers expect it unchanged.
-        await task_group.__aexit__(None, None, None)
-
-    # -- the Limiter protocol ---------------------------------------------------------------------
-    @asynccontextmanager
-    async def slot(self, endpoint_key: str, max_concurrency: int, rpm: int) -> AsyncIterator[None]:
-        if self._task_group is None:
-            raise RuntimeError("RedisLimiter is not running: use `async with limiter:`")
-        holders = self._keys.limiter_slots(endpoint_key)
-        token = os.urandom(8).hex()
-        await self._acquire(holders, token, max_concurrency)
-        self._held[token] = holders
-        try:
-            if rpm > 0:
-                # Paced while holding the place, so a burst never overshoots the cap. A caller
-                # cancelled mid-wait forfeits its booking, which errs on the slow side.
-                wait = await self._reserve(self._keys.limiter_pace(endpoint_key), rpm)
-                if wait > 0:
-                    await anyio.sleep(wait)
-            yield
-        finally:
-            self._held.pop(token, None)
-            with anyio.CancelScope(shield=True):
-                await self._release(holders, token)
-
-    # -- internals --------------------------------------------------------------------------------
+    # -- the store's steps ----------------------------------------------------------------------
     async def _script(self, source: str, keys: list[str], args: list[str | int]) -> Any:
         script = self._scripts.get(source)
         if script is None:
@@ -181,57 +113,23 @@ class RedisLimiter:
         async with unavailable_on_failure(self._where):
             return await script(keys=keys, args=args)
 
-    async def _script_patiently(self, source: str, keys: list[str], args: list[str | int]) -> Any:
-        """`_script` that waits out a Redis outage (with backoff) for up to `patience` seconds.
-        Only admission waits: a release that fails is logged and its hold lapses by itself."""
-        give_up = time.monotonic() + self._patience
-        delay = 0.05
-        while True:
-            try:
-                return await self._script(source, keys, args)
-            except BackendUnavailable as exc:
-                if time.monotonic() + delay > give_up:
-                    raise
-                log.warning("LLM limiter: %s; retrying in %.2fs", exc, delay)
-                await anyio.sleep(delay)
-                delay = min(delay * 2, _OUTAGE_DELAY_MAX)
+    async def _try_acquire(self, endpoint: str, token: str, max_concurrency: int) -> bool:
+        holders = self._keys.limiter_slots(endpoint)
+        return bool(int(await self._script(_ACQUIRE, [holders], [token, max_concurrency, self._hold_ms])))
 
-    async def _acquire(self, holders: str, token: str, max_concurrency: int) -> None:
-        delay = _POLL_MIN
-        args: list[str | int] = [token, max_concurrency, self._hold_ms]
-        while not int(await self._script_patiently(_ACQUIRE, [holders], args)):
-            # Jittered, so waiters in many processes do not poll in lockstep.
-            await anyio.sleep(delay * random.uniform(0.5, 1.0))
-            delay = min(delay * 2, _POLL_MAX)
-
-    async def _reserve(self, pace: str, rpm: int) -> float:
+    async def _reserve(self, endpoint: str, rpm: int) -> float:
         interval_us = max(1, round(60_000_000 / rpm))
-        wait_us = int(await self._script_patiently(_RESERVE, [pace], [interval_us, self._burst]))
+        pace = self._keys.limiter_pace(endpoint)
+        wait_us = int(await self._script(_RESERVE, [pace], [interval_us, self._burst]))
         return wait_us / 1_000_000
 
-    async def _release(self, holders: str, token: str) -> None:
-        try:
-            async with unavailable_on_failure(self._where):
-                await self._client.zrem(holders, token)
-        except BackendUnavailable as exc:
-            # Nothing is lost: the holder expires by itself within `hold_seconds`.
-            log.warning("could not release an LLM slot (%s); it frees itself when its hold lapses", exc)
+    async def _release(self, endpoint: str, token: str) -> None:
+        async with unavailable_on_failure(self._where):
+            await self._client.zrem(self._keys.limiter_slots(endpoint), token)
 
-    async def _keep_alive(self) -> None:
-        """Extend every slot this process holds, a few times per hold period."""
-        while True:
-            await anyio.sleep(self._hold_ms / 3000)
-            held = list(self._held.items())
-            if not held:
-                continue
-            try:
-                for token, holders in held:
-                    extended = int(await self._script(_EXTEND, [holders], [token, self._hold_ms]))
-                    if not extended and token in self._held:
-                        log.warning(
-                            "an LLM slot on %s lapsed before it was extended (stalled for over %.0fs?)",
-                            holders,
-                            self._hold_ms / 1000,
-                        )
-            except BackendUnavailable as exc:
-                log.warning("could not extend LLM slots (%s); retrying in %.1fs", exc, self._hold_ms / 3000)
+    async def _extend(self, held: list[tuple[str, str]]) -> int:
+        extended = 0
+        for token, endpoint in held:
+            holders = self._keys.limiter_slots(endpoint)
+            extended += int(await self._script(_EXTEND, [holders], [token, self._hold_ms]))
+        return extended

@@ -18,46 +18,20 @@ Use it as `async with SQLiteLimiter(...)`: the keeper task lives between enter a
 
 from __future__ import annotations
 
-import logging
-import os
-import random
 import sqlite3
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
-from types import TracebackType
-from typing import Self, TypeVar
 
-import anyio
-from anyio.abc import TaskGroup
-
+from workers.backend.held_slots import HeldSlots
 from workers.backend.sqlite import SQLiteBackend
 from workers.backend.sqlite_db import Database
-from workers.errors import BackendUnavailable
-
-log = logging.getLogger(__name__)
-
-T = TypeVar("T")
-
-_POLL_MIN = 0.005
-_POLL_MAX = 0.25
-_OUTAGE_DELAY_MAX = 2.0
 
 
-class SQLiteLimiter:
+class SQLiteLimiter(HeldSlots):
     def __init__(
         self, db: Database, *, hold_seconds: float = 30.0, burst: int = 1, patience: float = 0.0
     ) -> None:
-        if burst < 1:
-            raise ValueError("burst must be at least 1")
-        if hold_seconds <= 0:
-            raise ValueError("hold_seconds must be positive")
+        super().__init__(hold_seconds=hold_seconds, burst=burst, patience=patience)
         self._db = db
-        self._hold = hold_seconds
-        self._burst = burst
-        self._patience = patience
-        self._held: dict[str, str] = {}  # token -> endpoint
-        self._task_group: TaskGroup | None = None
 
     @classmethod
     def from_backend(
@@ -65,62 +39,7 @@ class SQLiteLimiter:
     ) -> SQLiteLimiter:
         return cls(backend.database, hold_seconds=hold_seconds, burst=burst, patience=patience)
 
-    # -- lifecycle ------------------------------------------------------------------------------
-    async def __aenter__(self) -> Self:
-        if self._task_group is not None:
-            raise RuntimeError("SQLiteLimiter is already running")
-        task_group = anyio.create_task_group()
-        await task_group.__aenter__()
-        self._task_group = task_group
-        task_group.start_soon(self._keep_alive)
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        task_group, self._task_group = self._task_group, None
-        if task_group is None:
-            return
-        task_group.cancel_scope.cancel()
-        # The block's own exception is not handed to the task group (see RedisLimiter).
-        await task_group.__aexit__(None, None, None)
-
-    # -- the Limiter protocol ---------------------------------------------------------------------
-    @asynccontextmanager
-    async def slot(self, endpoint_key: str, max_concurrency: int, rpm: int) -> AsyncIterator[None]:
-        if self._task_group is None:
-            raise RuntimeError("SQLiteLimiter is not running: use `async with limiter:`")
-        token = os.urandom(8).hex()
-        await self._acquire(endpoint_key, token, max_concurrency)
-        self._held[token] = endpoint_key
-        try:
-            if rpm > 0:
-                wait = await self._patiently(self._reserve, endpoint_key, rpm)
-                if wait > 0:
-                    await anyio.sleep(wait)
-            yield
-        finally:
-            self._held.pop(token, None)
-            with anyio.CancelScope(shield=True):
-                await self._release(endpoint_key, token)
-
-    # -- internals --------------------------------------------------------------------------------
-    async def _patiently(self, fn: Callable[..., Awaitable[T]], *args: object) -> T:
-        give_up = time.monotonic() + self._patience
-        delay = 0.05
-        while True:
-            try:
-                return await fn(*args)
-            except BackendUnavailable as exc:
-                if time.monotonic() + delay > give_up:
-                    raise
-                log.warning("LLM limiter: %s; retrying in %.2fs", exc, delay)
-                await anyio.sleep(delay)
-                delay = min(delay * 2, _OUTAGE_DELAY_MAX)
-
+    # -- the store's steps ----------------------------------------------------------------------
     async def _try_acquire(self, endpoint: str, token: str, max_concurrency: int) -> bool:
         def admit(conn: sqlite3.Connection) -> bool:
             now = time.time()
@@ -137,13 +56,6 @@ class SQLiteLimiter:
             return True
 
         return await self._db.write(admit)
-
-    async def _acquire(self, endpoint: str, token: str, max_concurrency: int) -> None:
-        delay = _POLL_MIN
-        while not await self._patiently(self._try_acquire, endpoint, token, max_concurrency):
-            # Jittered, so waiters in several processes do not poll in lockstep.
-            await anyio.sleep(delay * random.uniform(0.5, 1.0))
-            delay = min(delay * 2, _POLL_MAX)
 
     async def _reserve(self, endpoint: str, rpm: int) -> float:
         interval = 60.0 / rpm
@@ -166,34 +78,18 @@ class SQLiteLimiter:
         def drop(conn: sqlite3.Connection) -> None:
             conn.execute("DELETE FROM limiter_slots WHERE endpoint = ? AND token = ?", (endpoint, token))
 
-        try:
-            await self._db.write(drop)
-        except BackendUnavailable as exc:
-            log.warning("could not release an LLM slot (%s); it frees itself when its hold lapses", exc)
+        await self._db.write(drop)
 
-    async def _keep_alive(self) -> None:
-        """Extend every place this process holds, a few times per hold period."""
-        while True:
-            await anyio.sleep(self._hold / 3)
-            held = list(self._held.items())
-            if not held:
-                continue
+    async def _extend(self, held: list[tuple[str, str]]) -> int:
+        def extend(conn: sqlite3.Connection) -> int:
+            until = time.time() + self._hold
+            found = 0
+            for token, endpoint in held:
+                cur = conn.execute(
+                    "UPDATE limiter_slots SET expires_at = ? WHERE endpoint = ? AND token = ?",
+                    (until, endpoint, token),
+                )
+                found += cur.rowcount
+            return found
 
-            def extend(conn: sqlite3.Connection, held: list[tuple[str, str]] = held) -> int:
-                until = time.time() + self._hold
-                found = 0
-                for token, endpoint in held:
-                    cur = conn.execute(
-                        "UPDATE limiter_slots SET expires_at = ? WHERE endpoint = ? AND token = ?",
-                        (until, endpoint, token),
-                    )
-                    found += cur.rowcount
-                return found
-
-            try:
-                extended = await self._db.write(extend)
-            except BackendUnavailable as exc:
-                log.warning("could not extend LLM slots (%s); retrying in %.1fs", exc, self._hold / 3)
-                continue
-            if extended < len(held):
-                log.warning("%d LLM slot(s) lapsed before they were extended", len(held) - extended)
+        return await self._db.write(extend)
