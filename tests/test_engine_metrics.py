@@ -72,6 +72,9 @@ async def test_a_job_s_metrics_match_its_event_log(mini_corpus: Path) -> None:
     assert delta(before, after, "hr_llm_limiter_wait_seconds_count") == delta(
         before, after, "hr_llm_attempts_total"
     )
+    for role in ("research", "synthesis"):  # limiter waits are told apart by role too
+        waits = delta(before, after, "hr_llm_limiter_wait_seconds_count", role=role)
+        assert waits == delta(before, after, "hr_llm_attempts_total", role=role) > 0
     # The job's usage is its research and synthesis calls' (page summaries are the tools').
     prompt, completion = (
         sum(

@@ -62,7 +62,7 @@ class EngineMetrics:
         self.limiter_wait = Histogram(
             "hr_llm_limiter_wait_seconds",
             "Time a model attempt waited for the endpoint's concurrency and pace limiter.",
-            ["endpoint"],
+            ["endpoint", "role"],
             buckets=_WAIT_BUCKETS,
             registry=r,
         )

@@ -185,7 +185,7 @@ class OpenAIChatModel:
                         pool.client() as client,
                     ):
                         sent = time.perf_counter()
-                        metrics.limiter_wait.labels(endpoint.key).observe(sent - queued)
+                        metrics.limiter_wait.labels(endpoint.key, role).observe(sent - queued)
                         reply = await self._attempt(client, endpoint, body, tap)
                 except _Overflowed as exc:
                     metrics.llm_attempt(endpoint.key, role, "overflow", time.perf_counter() - sent)
