@@ -108,7 +108,10 @@ class EngineMetrics:
             "hr_webhook_deliveries", "Webhook calls brought to an outcome, by state.", ["state"], registry=r
         )
         self.webhook_attempts = Counter(
-            "hr_webhook_attempts", "HTTP attempts made to deliver webhooks.", registry=r
+            "hr_webhook_attempts",
+            "HTTP attempts made to deliver webhooks, by outcome (2xx, 4xx, 5xx, no_response).",
+            ["outcome"],
+            registry=r,
         )
 
     # -- feeds ----------------------------------------------------------------------------------

@@ -206,7 +206,6 @@ class JobRunner:
             return
         record.webhook = await webhooks.deliver(record)
         engine_metrics().webhooks.labels(record.webhook.state.value).inc()
-        engine_metrics().webhook_attempts.inc(record.webhook.attempts)
         # A drain landing now must not cost a delivered call its record (and a second call).
         with anyio.CancelScope(shield=True):
             await self.parts.backend.save_job(record)

@@ -42,6 +42,7 @@ import httpx
 from workers.agent.outcome import job_outcome
 from workers.errors import BlockedURL
 from workers.events import EventType
+from workers.metrics import engine_metrics
 from workers.models import JobRecord, JobStatus, WebhookState, WebhookStatus
 from workers.net.client import page_client
 from workers.net.reads import error_detail, read_capped
@@ -141,6 +142,11 @@ class _Attempt:
     retry: bool = False
     retry_after: float | None = None
 
+    @property
+    def outcome(self) -> str:
+        """The attempt for metrics: the status class (`2xx`, `4xx`, …) or `no_response`."""
+        return "no_response" if self.status is None else f"{self.status // 100}xx"
+
 
 class WebhookSender:
     """Calls jobs' webhooks; owns its HTTP client (`async with`, or `aclose`)."""
@@ -191,6 +197,7 @@ class WebhookSender:
                 # Signed anew per attempt: the timestamp is part of what is signed.
                 headers.update(standard_headers(self._keys, delivery, int(time.time()), body))
             attempt = await self._attempt(url, body, headers)
+            engine_metrics().webhook_attempts.labels(attempt.outcome).inc()
             if attempt.error is None:
                 log.info(
                     "webhook %s delivered (HTTP %s, attempt %d)", event, attempt.status, number, extra=extra
