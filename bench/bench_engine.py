@@ -116,6 +116,7 @@ class Recorder:
         max_tokens: int | None = None,
         on_delta: DeltaCallback | None = None,
         on_reset: ResetCallback | None = None,
+        stop: list[str] | None = None,
     ) -> ChatResult:
         started = time.perf_counter()
         result = await self.inner.chat(
@@ -126,6 +127,7 @@ class Recorder:
             max_tokens=max_tokens,
             on_delta=on_delta,
             on_reset=on_reset,
+            stop=stop,
         )
         self.calls.append((seed, messages, result, time.perf_counter() - started))
         return result
