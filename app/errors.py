@@ -9,7 +9,7 @@ The engine's error tree maps onto HTTP here and nowhere else:
     QueueFull            429 queue_full      + Retry-After
     QuotaExceeded        429 quota_exceeded  + Retry-After, `quota` names it
     BackendUnavailable   503 unavailable     + Retry-After
-    ShuttingDown         503 shutting_down   + Retry-After   (this module: the app is stopping)
+    ShuttingDown         503 shutting_down   + Retry-After   (the app is stopping)
     Unauthorized         401 unauthorized    + WWW-Authenticate
     Forbidden            403 forbidden       (admin-only operations; never for another tenant's job)
     validation           422 validation_error, one entry per invalid field

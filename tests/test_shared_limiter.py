@@ -9,15 +9,14 @@ import pytest
 from tests.backend_contract import BackendMaker
 from tests.redis_server import redis_server  # noqa: F401  (fixture)
 from tests.test_backend_contract import make  # noqa: F401  (fixture: memory, sqlite, redis)
+from workers.backend import MemoryBackend
 from workers.backend.retrying import RetryingBackend
 
 pytestmark = pytest.mark.anyio
 
 
-async def test_memory_has_no_shared_limiter(make: BackendMaker) -> None:  # noqa: F811
-    if make.kind != "memory":
-        pytest.skip("shared stores are tested below")
-    backend = make()
+async def test_memory_has_no_shared_limiter() -> None:
+    backend = MemoryBackend()
     await backend.open()
     assert backend.shared_limiter(patience=1.0) is None
     assert RetryingBackend(backend).shared_limiter(patience=1.0) is None
