@@ -10,30 +10,13 @@ import pytest
 
 from tests.engine_harness import harness
 from tests.fake_sandboxfusion import FakeSandboxFusion
+from tests.metric_samples import delta, samples
 from tests.test_python_remote import CTX, remote_tool
 from workers.events import EventType
-from workers.metrics import engine_metrics
 from workers.sim.app import SimConfig
 from workers.sim.server import SimServer
 
 pytestmark = pytest.mark.anyio
-
-
-def samples() -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
-    out: dict[tuple[str, tuple[tuple[str, str], ...]], float] = {}
-    for family in engine_metrics().registry.collect():
-        for s in family.samples:
-            out[(s.name, tuple(sorted(s.labels.items())))] = s.value
-    return out
-
-
-def delta(before: dict, after: dict, name: str, **labels: str) -> float:  # type: ignore[type-arg]
-    """Change of one metric, summed over the samples whose labels include `labels`."""
-    total = 0.0
-    for (sample, sample_labels), value in after.items():
-        if sample == name and set(labels.items()) <= set(sample_labels):
-            total += value - before.get((sample, sample_labels), 0.0)
-    return total
 
 
 async def test_a_job_s_metrics_match_its_event_log(mini_corpus: Path) -> None:

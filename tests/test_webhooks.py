@@ -33,12 +33,12 @@ from starlette.routing import Route
 from app.routes.research import job_view
 from tests.engine_harness import engine_settings
 from tests.fake_search_apis import LoopbackServer
+from tests.metric_samples import delta, samples
 from workers.backend import Backend, MemoryBackend
 from workers.engine import Engine, open_engine
 from workers.errors import BlockedURL
 from workers.events import EventType
 from workers.jobs import cancel_job, submit_job
-from workers.metrics import engine_metrics
 from workers.models import JobRecord, JobStatus, ResearchRequest, WebhookState
 from workers.net.ssrf import IPAddress
 from workers.runner import JobRunner
@@ -48,6 +48,8 @@ from workers.sim.server import SimServer
 from workers.webhooks import WebhookSender
 
 pytestmark = pytest.mark.anyio
+
+ATTEMPTS = "hr_webhook_attempts_total"
 
 QUESTION = "When was the Halvard Observatory founded?"
 SECRET = "whsec-test"
@@ -251,27 +253,11 @@ async def test_a_cancelled_job_is_delivered_as_job_cancelled(mini_corpus: Path, 
     assert record.webhook is not None and record.webhook.state == WebhookState.delivered
 
 
-def attempt_counts() -> dict[str, float]:
-    """`hr_webhook_attempts_total` of this process, by outcome."""
-    return {
-        s.labels["outcome"]: s.value
-        for family in engine_metrics().registry.collect()
-        for s in family.samples
-        if s.name == "hr_webhook_attempts_total"
-    }
-
-
-def counted_since(before: dict[str, float]) -> dict[str, int]:
-    after = attempt_counts()
-    grown = {outcome: int(n - before.get(outcome, 0.0)) for outcome, n in after.items()}
-    return {outcome: n for outcome, n in grown.items() if n}
-
-
 @pytest.mark.parametrize(
     "receiver", [(Reply(500), Reply(503, headers={"Retry-After": "3600"}), Reply(200))], indirect=True
 )
 async def test_5xx_is_retried_until_delivered(mini_corpus: Path, sim: SimServer, receiver: Receiver) -> None:
-    before = attempt_counts()
+    before = samples()
     async with engine(mini_corpus, sim, secret=SECRET) as built:
         job = await submit(built, receiver.url)
         # The hour a Retry-After asks for is capped at retry_max_delay.
@@ -288,7 +274,13 @@ async def test_5xx_is_retried_until_delivered(mini_corpus: Path, sim: SimServer,
     assert hook is not None and hook.state == WebhookState.delivered
     assert (hook.attempts, hook.last_status) == (3, 200)
     # Each attempt is counted with what it got back.
-    assert counted_since(before) == {"5xx": 2, "2xx": 1}
+    after = samples()
+    assert [delta(before, after, ATTEMPTS, outcome=o) for o in ("5xx", "2xx", "4xx", "no_response")] == [
+        2,
+        1,
+        0,
+        0,
+    ]
 
 
 @pytest.mark.parametrize("receiver", [(HANG, Reply(204))], indirect=True)
@@ -308,7 +300,7 @@ async def test_an_unreachable_receiver_fails_after_every_attempt(mini_corpus: Pa
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         closed_port = sock.getsockname()[1]
-    before = attempt_counts()
+    before = samples()
     async with engine(mini_corpus, sim, attempts=3) as built:
         job = await submit(built, f"http://127.0.0.1:{closed_port}/hook")
         await runner_of(built).run(job.id)
@@ -319,7 +311,8 @@ async def test_an_unreachable_receiver_fails_after_every_attempt(mini_corpus: Pa
     assert hook is not None and hook.state == WebhookState.failed
     assert (hook.attempts, hook.last_status) == (3, None)
     assert hook.last_error is not None and "ConnectError" in hook.last_error
-    assert counted_since(before) == {"no_response": 3}
+    after = samples()
+    assert [delta(before, after, ATTEMPTS, outcome=o) for o in ("no_response", "2xx", "5xx")] == [3, 0, 0]
 
 
 @pytest.mark.parametrize(
