@@ -32,6 +32,13 @@ def free_port() -> int:
 @contextmanager
 def sim_process(*args: str) -> Iterator[str]:
     """`heavyresearch sim-llm` in a separate process, so its CPU is not counted as ours."""
+    with sim_server(*args) as (url, _pid):
+        yield url
+
+
+@contextmanager
+def sim_server(*args: str) -> Iterator[tuple[str, int]]:
+    """`sim_process`, also giving the process id (for benchmarks that read its CPU time)."""
     port = free_port()
     proc = subprocess.Popen(
         [sys.executable, "-m", "workers.cli", "sim-llm", "--port", str(port), *args],
@@ -50,7 +57,7 @@ def sim_process(*args: str) -> Iterator[str]:
                 if time.monotonic() > deadline:
                     raise
             time.sleep(0.05)
-        yield url
+        yield url, proc.pid
     finally:
         proc.terminate()
         proc.wait(10)
