@@ -22,10 +22,15 @@ from typing import Any
 
 import anyio
 import pytest
+from opentelemetry.sdk.trace import ReadableSpan
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.trace import SpanKind, StatusCode
 
 from tests.procs import ROOT, Cluster, clean_environ
 from tests.redis_server import RedisServer, redis_servers  # noqa: F401  (fixture)
-from tests.server import TERMINAL, SSEStream, parse_sse
+from tests.server import TERMINAL, SSEStream, api_settings, live_server, parse_sse
+from workers import tracing
+from workers.settings import TracingSettings
 from workers.sim.app import SimConfig
 from workers.sim.server import SimServer
 
@@ -181,6 +186,62 @@ async def test_one_trace_runs_from_the_client_s_request_to_the_worker_s_model_an
     (synthesis,) = children(ours, job_span, "synthesis")
     (chat,) = children(ours, synthesis, "chat synthesis")
     assert chat["attributes"]["heavyresearch.llm.role"] == "synthesis"
+
+
+@pytest.mark.anyio
+async def test_a_react_job_s_spans_in_one_process_reach_an_in_memory_exporter(mini_corpus: Path) -> None:
+    exporter = InMemorySpanExporter()
+    body = {"query": "What is the capital of Valdoria?", "agents": 1, "max_rounds": 6, "mode": "react"}
+    with (
+        tracing.installed(TracingSettings(enabled=True), service="test", exporter=exporter),
+        live_server(api_settings(mini_corpus)) as server,
+    ):
+        async with server.client() as client:
+            response = await client.post("/v1/research", json=body)
+            assert response.status_code == 202, response.text
+            job_id = response.json()["id"]
+            with anyio.fail_after(60):
+                async with client.stream("GET", f"/v1/research/{job_id}/events") as stream:
+                    async for message in parse_sse(stream, SSEStream()):
+                        if message.event in TERMINAL:
+                            assert message.event == "job.succeeded", message.data
+                            break
+    # The server has stopped: every span of the job has ended.
+    spans = exporter.get_finished_spans()
+
+    def only(name: str, parent: ReadableSpan | None = None) -> ReadableSpan:
+        found = [
+            s
+            for s in spans
+            if s.name == name
+            and (parent is None or (s.parent is not None and s.parent.span_id == parent.context.span_id))
+        ]
+        assert len(found) == 1, (name, [s.name for s in spans])
+        return found[0]
+
+    request = only("POST /v1/research")
+    assert request.kind is SpanKind.SERVER
+    assert request.parent is None
+    events = only("GET /v1/research/{job_id}/events")
+    assert events.attributes is not None and events.attributes["http.response.status_code"] == 200
+    job = only("job", request)
+    assert job.attributes is not None and job.attributes[tracing.JOB_ID] == job_id
+    agent = only("agent", job)
+    rounds = [
+        s for s in spans if s.name == "round" and s.parent and s.parent.span_id == agent.context.span_id
+    ]
+    assert len(rounds) >= 2
+    calls = [s for s in spans if s.parent and s.parent.span_id in {r.context.span_id for r in rounds}]
+    assert {s.name for s in calls} >= {"chat research", "execute_tool search"}
+    for call in calls:
+        assert call.attributes is not None
+        assert call.attributes[tracing.JOB_ID] == job_id and call.attributes[tracing.AGENT] == 0
+        assert call.status.status_code is StatusCode.UNSET
+    # One agent: its answer is the result, no synthesis call.
+    assert not [s for s in spans if s.name == "chat synthesis"]
+    assert {s.context.trace_id for s in spans if s.name != "GET /v1/research/{job_id}/events"} == {
+        request.context.trace_id
+    }
 
 
 OFF_SCRIPT = textwrap.dedent(

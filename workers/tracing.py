@@ -106,15 +106,19 @@ def active() -> bool:
 
 
 @contextmanager
-def installed(settings: TracingSettings, *, service: str) -> Iterator[None]:
+def installed(
+    settings: TracingSettings, *, service: str, exporter: SpanExporter | None = None
+) -> Iterator[None]:
     """Tracing on for this process while the block runs (nothing when `settings.enabled` is
     off); spans still queued are exported at the end. Raises `TracingUnavailable` when tracing
-    is on and the `otel` extra is missing."""
+    is on and the `otel` extra is missing. `exporter`: one of the caller's own (an embedding
+    program's, a test's `InMemorySpanExporter`) instead of the configured one; it gets each
+    span as it ends."""
     global _state
     if not settings.enabled:
         yield
         return
-    state = _start(settings, service)
+    state = _start(settings, service, exporter)
     previous, _state = _state, state
     try:
         yield
@@ -139,21 +143,25 @@ def require(settings: TracingSettings) -> None:
         raise TracingUnavailable(INSTALL_HINT) from exc
 
 
-def _start(settings: TracingSettings, service: str) -> _Tracing:
+def _start(settings: TracingSettings, service: str, given: SpanExporter | None) -> _Tracing:
     require(settings)
     from opentelemetry.sdk.resources import SERVICE_NAME, Resource
     from opentelemetry.sdk.trace import TracerProvider
-    from opentelemetry.sdk.trace.export import BatchSpanProcessor
+    from opentelemetry.sdk.trace.export import BatchSpanProcessor, SimpleSpanProcessor
     from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
     # OTEL_SERVICE_NAME / OTEL_RESOURCE_ATTRIBUTES win; without them the process says what it is.
     resource = Resource.create({"heavyresearch.process": service})
     if str(resource.attributes.get(SERVICE_NAME, "")).startswith("unknown_service"):
         resource = resource.merge(Resource({SERVICE_NAME: service}))
-    exporter, out = _exporter(settings)
     # The sampler comes from OTEL_TRACES_SAMPLER(_ARG), batching from OTEL_BSP_*.
     provider = TracerProvider(resource=resource)
-    provider.add_span_processor(BatchSpanProcessor(exporter))
+    out = None
+    if given is not None:
+        provider.add_span_processor(SimpleSpanProcessor(given))
+    else:
+        exporter, out = _exporter(settings)
+        provider.add_span_processor(BatchSpanProcessor(exporter))
     return _Tracing(provider.get_tracer("heavyresearch"), provider, TraceContextTextMapPropagator(), out)
 
 
