@@ -27,7 +27,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from opentelemetry.trace import SpanKind, StatusCode
 
 from tests.procs import ROOT, Cluster, clean_environ
-from tests.redis_server import RedisServer, redis_servers  # noqa: F401  (fixture)
+from tests.redis_server import RedisServer, free_port, redis_servers  # noqa: F401  (fixture)
 from tests.server import TERMINAL, SSEStream, api_settings, live_server, parse_sse
 from workers import tracing
 from workers.settings import TracingSettings
@@ -242,6 +242,43 @@ async def test_a_react_job_s_spans_in_one_process_reach_an_in_memory_exporter(mi
     assert {s.context.trace_id for s in spans if s.name != "GET /v1/research/{job_id}/events"} == {
         request.context.trace_id
     }
+
+
+@pytest.mark.anyio
+async def test_a_model_call_that_fails_ends_its_span_with_the_error(mini_corpus: Path) -> None:
+    exporter = InMemorySpanExporter()
+    # Nothing listens there: every call fails, and the agent may not wait the outage out.
+    down = {
+        "base_url": f"http://127.0.0.1:{free_port()}/v1",
+        "model": "m",
+        "max_retries": 0,
+        "retry_budget": 0,
+    }
+    settings = api_settings(mini_corpus, llm=down, agent={"outage_budget": 0})
+    with (
+        tracing.installed(TracingSettings(enabled=True), service="test", exporter=exporter),
+        live_server(settings) as server,
+    ):
+        async with server.client() as client:
+            response = await client.post("/v1/research", json={"query": "Capital of Valdoria?", "agents": 1})
+            assert response.status_code == 202, response.text
+            job_id = response.json()["id"]
+            with anyio.fail_after(60):
+                async with client.stream("GET", f"/v1/research/{job_id}/events") as stream:
+                    async for message in parse_sse(stream, SSEStream()):
+                        if message.event in TERMINAL:
+                            break
+    spans = exporter.get_finished_spans()
+    chats = [s for s in spans if s.name == "chat research"]
+    assert chats, [s.name for s in spans]
+    for chat in chats:
+        assert chat.status.status_code is StatusCode.ERROR
+        assert chat.attributes is not None and chat.attributes["error.type"] == "RetryableError"
+        assert chat.attributes[tracing.JOB_ID] == job_id
+    (job,) = [s for s in spans if s.name == "job"]
+    assert job.attributes is not None
+    assert message.event == "job.failed"
+    assert job.attributes["heavyresearch.job.status"] == "failed"
 
 
 OFF_SCRIPT = textwrap.dedent(

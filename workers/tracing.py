@@ -30,8 +30,6 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import IO, TYPE_CHECKING, Literal, Protocol, TypeVar
 
-import anyio
-
 from workers.errors import TracingUnavailable
 from workers.settings import TracingSettings
 
@@ -214,13 +212,14 @@ def span(
     handed_token = _inherited.set(handed)
     try:
         yield _LiveSpan(live)
-    except anyio.get_cancelled_exc_class():
-        live.set_attribute("heavyresearch.cancelled", True)
-        raise
     except Exception as exc:
         live.record_exception(exc)
         live.set_attribute("error.type", type(exc).__name__)
         live.set_status(trace.Status(trace.StatusCode.ERROR, f"{type(exc).__name__}: {exc}"[:500]))
+        raise
+    except BaseException:
+        # A cancel scope's cancellation (a cancel, a drain, a deadline): not a failure.
+        live.set_attribute("heavyresearch.cancelled", True)
         raise
     finally:
         _inherited.reset(handed_token)
