@@ -27,14 +27,14 @@ WORKDIR /app
 RUN --mount=type=cache,target=/root/.cache/uv \
     --mount=type=bind,source=uv.lock,target=uv.lock \
     --mount=type=bind,source=pyproject.toml,target=pyproject.toml \
-    uv sync --frozen --no-dev --extra wiki --no-install-project
+    uv sync --frozen --no-dev --extra wiki --extra otel --no-install-project
 
 COPY pyproject.toml uv.lock README.md ./
 COPY config ./config
 COPY app ./app
 COPY workers ./workers
 RUN --mount=type=cache,target=/root/.cache/uv \
-    uv sync --frozen --no-dev --extra wiki \
+    uv sync --frozen --no-dev --extra wiki --extra otel \
  && python -m compileall -q app workers
 
 # The offline Wikipedia corpus (~10,000 article summaries, CC BY-SA), indexed now so that the

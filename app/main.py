@@ -24,7 +24,7 @@ from app import errors
 from app.auth import Keyring, ProtectedPaths
 from app.deps import Lifecycle
 from app.metrics import Metrics, RequestMetrics
-from app.middleware import BodyLimit, JsonBodies
+from app.middleware import BodyLimit, JsonBodies, TraceRequests
 from app.routes import chat, files, ops, research, tenants
 from app.routes.ops import WEB_PAGE, version
 from app.schemas import MAX_AGENTS, MAX_ROUNDS
@@ -67,6 +67,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 run_worker=run_worker,
                 build_engine=run_worker,
                 webhook_resolver=app.state.webhook_resolver,
+                service="heavyresearch-api",
             ) as engine,
             httpx.AsyncClient(trust_env=False) as http,
         ):
@@ -127,6 +128,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(JsonBodies, exempt=tuple(uploads))
     app.add_middleware(BodyLimit, max_bytes=MAX_BODY_BYTES, paths=uploads)
     app.add_middleware(RequestMetrics, metrics=metrics)
+    # Outermost: the request's span covers everything the service does for it.
+    app.add_middleware(TraceRequests)
     app.include_router(research.router)
     app.include_router(files.router)
     app.include_router(tenants.router)

@@ -1,10 +1,14 @@
-"""ASGI middleware of the edge: a cap on request bodies."""
+"""ASGI middleware of the edge: a cap on request bodies, JSON bodies only, a span per request."""
 
 from __future__ import annotations
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.errors import error_response
+from workers import tracing
+
+# The W3C trace context headers a client may send to make its request part of its own trace.
+TRACE_HEADERS = (b"traceparent", b"tracestate")
 
 
 class BodyLimit:
@@ -117,3 +121,39 @@ def _header(scope: Scope, name: bytes) -> str:
 def _has_body(scope: Scope) -> bool:
     length = _content_length(scope)
     return (length is not None and length > 0) or bool(_header(scope, b"transfer-encoding"))
+
+
+class TraceRequests:
+    """A server span per HTTP request (`tracing.enabled`), named by its route template
+    (`POST /v1/research`, `GET /v1/research/{job_id}/events`), continuing a trace the client
+    sent (`traceparent`). An event stream's span lasts as long as the stream."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or not tracing.active():
+            await self.app(scope, receive, send)
+            return
+        method = scope["method"]
+        incoming = {
+            key.decode("latin-1"): bytes(value).decode("latin-1")
+            for key, value in scope.get("headers", ())
+            if key in TRACE_HEADERS
+        }
+        attributes: tracing.Attributes = {"http.request.method": method, "url.path": scope.get("path", "")}
+        with tracing.span(method, attributes, parent=incoming, kind="server") as span:
+
+            async def traced_send(message: Message) -> None:
+                if message["type"] == "http.response.start":
+                    span.set({"http.response.status_code": message["status"]})
+                await send(message)
+
+            try:
+                await self.app(scope, receive, traced_send)
+            finally:
+                # The router writes the matched route into the scope.
+                route = getattr(scope.get("route"), "path", None)
+                if route:
+                    span.rename(f"{method} {route}")
+                    span.set({"http.route": route})

@@ -9,6 +9,8 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
+from workers import tracing
+from workers.errors import TracingUnavailable
 from workers.logs import setup_logging
 from workers.settings import get_settings
 
@@ -112,6 +114,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"heavyresearch: {describe_settings_error(exc)}", file=sys.stderr)
         return 2
     setup_logging(settings.log_level)
+    try:
+        tracing.require(settings.tracing)
+    except TracingUnavailable as exc:
+        print(f"heavyresearch: {exc}", file=sys.stderr)
+        return 2
     match args.command:
         case "serve":
             from workers.commands.serve import serve

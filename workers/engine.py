@@ -14,6 +14,7 @@ from pathlib import Path
 
 import anyio
 
+from workers import tracing
 from workers.agent.prompts import PromptSet
 from workers.agent.tokens import make_counter
 from workers.backend import Backend, make_backend
@@ -22,12 +23,15 @@ from workers.corpus import Corpus, build_corpus
 from workers.errors import BackendUnavailable
 from workers.llm import OpenAIChatModel
 from workers.llm.limiter import Limiter
+from workers.llm.traced import TracedModel
+from workers.llm.types import ChatModel
 from workers.net.ssrf import Resolver, system_resolver
 from workers.runner import EngineParts, JobRunner
 from workers.settings import SIMULATED_MODEL_ID, LLMSettings, Settings
 from workers.sim.app import SimConfig
 from workers.sim.server import SimServer
 from workers.tools.factory import aclose_tools, build_tools
+from workers.tools.traced import traced_tools
 from workers.webhooks import WebhookSender
 from workers.worker import Worker
 
@@ -133,13 +137,16 @@ async def _build_runner(
     corpus = Corpus.open(path)
     stack.callback(corpus.close)
     tool_status: dict[str, str] = {}
-    tools = build_tools(settings, corpus=corpus, backend=engine_backend, model=model, status=tool_status)
+    traced_model: ChatModel = TracedModel(model) if tracing.active() else model
+    tools = build_tools(
+        settings, corpus=corpus, backend=engine_backend, model=traced_model, status=tool_status
+    )
     stack.push_async_callback(aclose_tools, tools)
     webhooks = await stack.enter_async_context(WebhookSender(settings.webhooks, resolver=webhook_resolver))
     parts = EngineParts(
         backend=engine_backend,
-        model=model,
-        tools=tools,
+        model=traced_model,
+        tools=traced_tools(tools) if tracing.active() else tools,
         prompts=PromptSet.load(),
         simulated=settings.simulated,
         agent_concurrency=settings.agent.agent_concurrency,
@@ -165,10 +172,13 @@ async def open_engine(
     on_corpus_progress: ProgressCallback | None = None,
     backend: Backend | None = None,
     webhook_resolver: Resolver = system_resolver,
+    service: str = "heavyresearch-cli",
 ) -> AsyncIterator[Engine]:
     """The engine for this process. `build_engine=False` gives a front end only (an API process
-    on Redis): the backend, and no model client, corpus or simulated model of its own."""
+    on Redis): the backend, and no model client, corpus or simulated model of its own.
+    `service`: this process's name in traces (when `tracing.enabled`)."""
     async with AsyncExitStack() as stack:
+        stack.enter_context(tracing.installed(settings.tracing, service=service))
         backend = backend or make_backend(settings)
         stack.push_async_callback(backend.close)
         # A broken store (a corrupt or read-only file) stops the start here, with what to do.

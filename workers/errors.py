@@ -29,7 +29,8 @@ HeavyResearchError
 ├── Forbidden            an admin-only operation asked with a tenant's key (HTTP 403)
 ├── DatasetError         `heavyresearch eval`: the dataset as a whole cannot be read
 ├── ResearchUnavailable  `heavyresearch eval`: a job could not be submitted or followed
-└── JudgeError           `heavyresearch eval`: the judge is misconfigured
+├── JudgeError           `heavyresearch eval`: the judge is misconfigured
+└── TracingUnavailable   tracing.enabled without the `otel` extra installed: fails at start
 
 `app/errors.py` maps each of them to its HTTP answer.
 """
@@ -208,3 +209,7 @@ class ResearchUnavailable(HeavyResearchError):
 
 class JudgeError(HeavyResearchError):
     """The judge is misconfigured (no such prompt template, a template without placeholders)."""
+
+
+class TracingUnavailable(HeavyResearchError):
+    """Tracing is on but OpenTelemetry is not installed; the message says what to install."""

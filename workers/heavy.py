@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import anyio
 
+from workers import tracing
 from workers.agent.context import JobContext
 from workers.agent.iter_research import AgentSpec, IterResearchAgent
 from workers.agent.react import ReActAgent
@@ -25,6 +26,10 @@ def agent_specs(n: int, angles: list[str] | None, base_seed: int = 0) -> list[Ag
         angle = angles[i % len(angles)] if angles else None
         specs.append(AgentSpec(index=i, seed=base_seed + i, temperature=round(temperature, 3), angle=angle))
     return specs
+
+
+def agent_outcome(cp: AgentCheckpoint) -> tracing.Attributes:
+    return {"heavyresearch.agent.status": cp.status.value, "heavyresearch.agent.rounds": cp.round}
 
 
 async def run_agents(
@@ -47,7 +52,9 @@ async def run_agents(
     async def one(spec: AgentSpec) -> None:
         async with limiter:
             cp = checkpoints.get(spec.index) or AgentCheckpoint(agent=spec.index)
-            results[spec.index] = await agent_class(ctx, spec).run(cp)
+            results[spec.index] = await tracing.traced(
+                "agent", agent_class(ctx, spec).run(cp), {tracing.AGENT: spec.index}, outcome=agent_outcome
+            )
 
     async with anyio.create_task_group() as tg:
         for spec in specs:

@@ -11,6 +11,7 @@ import json
 import logging
 import time
 
+from workers import tracing
 from workers.backend.base import Backend, new_job_id
 from workers.errors import JobConflict, JobNotFound
 from workers.events import EventType, NewEvent
@@ -47,6 +48,7 @@ async def submit_job(
         idempotency_key=idempotency_key,
         request_hash=digest,
         owner=owner,
+        trace_context=tracing.trace_context(),
     )
     stored, created = await backend.create_job(record)
     if not created:

@@ -217,6 +217,9 @@ class JobRecord(BaseModel):
     # The tenant that submitted the job (None on a server without API keys). Every other
     # tenant is told the job does not exist.
     owner: str | None = None
+    # W3C trace context (traceparent, tracestate) of the request that submitted the job: the
+    # worker's job span continues that trace (`workers/tracing.py`). None with tracing off.
+    trace_context: dict[str, str] | None = None
 
     @property
     def webhook_due(self) -> bool:

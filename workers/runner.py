@@ -13,6 +13,7 @@ from enum import StrEnum
 
 import anyio
 
+from workers import tracing
 from workers.agent.context import JobContext
 from workers.agent.outage import OutageClock
 from workers.agent.prompts import PromptSet
@@ -87,7 +88,10 @@ class JobRunner:
         self.parts = parts
 
     async def run(self, job_id: str) -> Outcome:
-        with job_context(job_id):
+        with (
+            job_context(job_id),
+            tracing.span("job", {tracing.JOB_ID: job_id}, parent=await self._trace(job_id)),
+        ):
             try:
                 outcome = await self._run(job_id)
             except BackendUnavailable:
@@ -98,6 +102,13 @@ class JobRunner:
             if outcome is Outcome.finished:
                 await self._notify(job_id)
             return outcome
+
+    async def _trace(self, job_id: str) -> dict[str, str] | None:
+        """The trace the job's request began (an empty one when it has none), to continue."""
+        if not tracing.active():
+            return None
+        record = await self.parts.backend.get_job(job_id)
+        return (record.trace_context if record is not None else None) or {}
 
     async def _note_crash(self, job_id: str, exc: Exception) -> None:
         """Keep what crashed this run: if the runs keep crashing, the job fails with it."""
@@ -267,7 +278,7 @@ class JobRunner:
                 raise JobFailed(_all_failed(finals), outcome=_no_answer_outcome(finals))
             record.status = JobStatus.synthesizing
             await backend.save_job(record)
-            result, synthesis_usage = await synthesize(ctx, finals)
+            result, synthesis_usage = await tracing.traced("synthesis", synthesize(ctx, finals))
             # The synthesis cleaned the agents' answers of fabricated citations: show them so.
             record.agents = summarise(finals)
         except (JobFailed, LLMConfigError) as exc:
@@ -304,6 +315,9 @@ class JobRunner:
     ) -> None:
         record.status = status
         record.finished_at = time.time()
+        tracing.annotate(
+            {"heavyresearch.job.status": status.value, "heavyresearch.job.attempts": record.attempts}
+        )
         engine_metrics().jobs_ended.labels(status.value).inc()
         # Saved before the event: a client that sees the terminal event can fetch the result.
         with anyio.CancelScope(shield=True):

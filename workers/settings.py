@@ -422,6 +422,23 @@ class EvalSettings(Section):
     judge_max_tokens: int = Field(default=1024, ge=16)
 
 
+class TracingSettings(Section):
+    """OpenTelemetry traces (`workers/tracing.py`, the `otel` extra). Endpoint, headers,
+    sampler, batching and service name come from the SDK's own OTEL_… variables."""
+
+    enabled: bool = False
+    # "otlp": OTLP over HTTP (protobuf) to OTEL_EXPORTER_OTLP_(TRACES_)ENDPOINT; "file": one
+    # JSON object per span per line, appended to `file`.
+    exporter: Literal["otlp", "file"] = "otlp"
+    file: str = ""
+
+    @model_validator(mode="after")
+    def _consistent(self) -> TracingSettings:
+        if self.exporter == "file" and not self.file:
+            raise ValueError('tracing.exporter is "file" but tracing.file is empty: name the file')
+        return self
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="HR_",
@@ -450,6 +467,7 @@ class Settings(BaseSettings):
     sqlite: SQLiteSettings = SQLiteSettings()
     budget: BudgetSettings = BudgetSettings()
     eval: EvalSettings = EvalSettings()
+    tracing: TracingSettings = TracingSettings()
 
     @property
     def simulated(self) -> bool:

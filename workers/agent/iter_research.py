@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 import anyio
 
+from workers import tracing
 from workers.agent.context import JobContext
 from workers.agent.fit import trim_workspace
 from workers.agent.observation import wrap
@@ -184,9 +185,9 @@ class IterResearchAgent:
                 cp.elapsed = time.monotonic() - started
                 reason = self._stop_reason(cp)
                 if reason is not None:
-                    return await self._forced_answer(cp, reason)
+                    return await tracing.traced("forced_answer", self._forced_answer(cp, reason))
                 try:
-                    if not await self._round(cp):
+                    if not await tracing.traced("round", self._round(cp), {tracing.ROUND: cp.round + 1}):
                         return cp
                 except RetryableError as exc:
                     # The endpoint stayed down for a whole call's retry budget.

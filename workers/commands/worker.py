@@ -37,7 +37,7 @@ def metrics_server(host: str, port: int) -> Iterator[None]:
 
 
 async def _main(settings: Settings) -> None:
-    async with open_engine(settings, run_worker=False) as engine:
+    async with open_engine(settings, run_worker=False, service="heavyresearch-worker") as engine:
         assert engine.runner is not None
         worker = Worker(
             engine.runner.parts.backend,
