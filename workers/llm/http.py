@@ -1,0 +1,260 @@
+"""A small keep-alive HTTP/1.1 client for the model endpoints: asyncio protocols, httptools parsing.
+
+The model call is the engine's floor: per call, httpx costs about three times what this does
+(`bench/bench_http_client.py`). It does only what a chat-completions call needs: one request at a
+time per connection, a body sent whole, the response read as it arrives (chunked, by
+Content-Length, or to the close), idle connections kept per origin and reused, TLS verified
+against certifi's roots (or `SSL_CERT_FILE` / `SSL_CERT_DIR`, as httpx reads them). No proxies,
+redirects, compression or HTTP/2.
+
+A transport failure raises `RetryableError`; `charged` says whether the server had answered
+(after that, it may have spent tokens). A connection goes back to the pool only once its
+response was read to the end and both sides keep it alive; anything else closes it, so a
+cancelled call hangs up on the server, which then stops generating.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import ssl
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from functools import cache
+from typing import Any
+from urllib.parse import urlsplit
+
+import certifi
+import httptools
+
+from workers.errors import RetryableError
+
+# Idle connections kept per origin; the limiter caps how many are ever in use.
+MAX_IDLE = 64
+_DEFAULT_PORTS = {"http": 80, "https": 443}
+
+
+class _Connection(asyncio.Protocol):
+    """One connection and the response being read on it (httptools calls the `on_*` methods)."""
+
+    def __init__(self) -> None:
+        self.transport: Any = None  # uvloop's transports are not asyncio.Transport subclasses
+        self.lost = False
+        self.failure: str | None = None
+        self.reset()
+
+    def reset(self) -> None:
+        """Ready for the next response on this connection."""
+        self.parser = httptools.HttpResponseParser(self)
+        self.status = 0
+        self.headers: dict[str, str] = {}
+        self.headers_done = False
+        self.complete = False
+        self.body: list[bytes] = []
+        self.waiter: asyncio.Future[None] | None = None
+
+    # -- asyncio.Protocol ----------------------------------------------------------------------
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport
+
+    def data_received(self, data: bytes) -> None:
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserUpgrade:
+            self.failure = "the server switched protocols"
+        except httptools.HttpParserError as exc:
+            self.failure = f"malformed HTTP response: {exc}"
+        if self.failure is not None:
+            self.transport.close()
+        self._wake()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.lost = True
+        if self.headers_done and not self.complete and exc is None and self._delimited_by_close():
+            self.complete = True
+        self._wake()
+
+    # -- httptools callbacks -------------------------------------------------------------------
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self.headers[name.decode("latin-1").lower()] = value.decode("latin-1")
+
+    def on_headers_complete(self) -> None:
+        self.status = self.parser.get_status_code()
+        self.headers_done = True
+
+    def on_body(self, body: bytes) -> None:
+        self.body.append(body)
+
+    def on_message_complete(self) -> None:
+        self.complete = True
+
+    # -- the reading side ----------------------------------------------------------------------
+    def _delimited_by_close(self) -> bool:
+        return "content-length" not in self.headers and "chunked" not in self.headers.get(
+            "transfer-encoding", ""
+        )
+
+    def _wake(self) -> None:
+        if self.waiter is not None and not self.waiter.done():
+            self.waiter.set_result(None)
+
+    async def wait(self, timeout: float) -> None:
+        """Until something arrives or the connection ends; `RetryableError` after `timeout`
+        seconds of silence."""
+        loop = asyncio.get_running_loop()
+        self.waiter = waiter = loop.create_future()
+        timer = loop.call_later(timeout, _expire, waiter)
+        try:
+            await waiter
+        finally:
+            timer.cancel()
+            self.waiter = None
+
+    def check(self) -> None:
+        if self.failure is not None:
+            raise RetryableError(self.failure, charged=self.headers_done)
+        if self.lost and not self.complete:
+            if self.headers_done:
+                raise RetryableError("connection dropped mid-response", charged=True)
+            raise RetryableError("server disconnected without sending a response")
+
+    @property
+    def reusable(self) -> bool:
+        return self.complete and not self.lost and self.failure is None and self.parser.should_keep_alive()
+
+
+def _expire(waiter: asyncio.Future[None]) -> None:
+    if not waiter.done():
+        waiter.set_exception(TimeoutError())
+
+
+class Response:
+    """A response whose headers arrived; the body is read with `read` or `iter_bytes`."""
+
+    def __init__(self, conn: _Connection, read_timeout: float) -> None:
+        self._conn = conn
+        self._read_timeout = read_timeout
+        self.status = conn.status
+        self.headers = conn.headers
+
+    @property
+    def is_success(self) -> bool:
+        return 200 <= self.status < 300
+
+    async def iter_bytes(self) -> AsyncIterator[bytes]:
+        """The body as it arrives; `RetryableError` on silence for `read_timeout` seconds or a
+        connection lost before the body's end."""
+        conn = self._conn
+        while True:
+            if conn.body:
+                parts, conn.body = conn.body, []
+                yield parts[0] if len(parts) == 1 else b"".join(parts)
+                continue
+            if conn.complete:
+                return
+            conn.check()
+            try:
+                await conn.wait(self._read_timeout)
+            except TimeoutError:
+                raise RetryableError(
+                    f"ReadTimeout: no data for {self._read_timeout:g}s", charged=True
+                ) from None
+
+    async def read(self) -> bytes:
+        return b"".join([part async for part in self.iter_bytes()])
+
+
+class HTTPClient:
+    """Keep-alive connections per origin. Use as `async with`, or call `aclose()` when done."""
+
+    def __init__(self, ssl_context: ssl.SSLContext | None = None) -> None:
+        self._ssl = ssl_context
+        self._idle: dict[tuple[str, str, int], list[_Connection]] = {}
+
+    @asynccontextmanager
+    async def request(
+        self,
+        method: str,
+        url: str,
+        *,
+        body: bytes = b"",
+        headers: dict[str, str] | None = None,
+        read_timeout: float,
+    ) -> AsyncIterator[Response]:
+        """Send one request and yield its response once the headers arrived. `read_timeout`
+        bounds every wait for the server (the headers, then each piece of the body); the
+        caller bounds the whole."""
+        parts = urlsplit(url)
+        if parts.scheme not in _DEFAULT_PORTS or not parts.hostname:
+            raise ValueError(f"not an http(s) URL: {url!r}")
+        host, port = parts.hostname, parts.port or _DEFAULT_PORTS[parts.scheme]
+        origin = (parts.scheme, host, port)
+        conn = await self._connection(origin)
+        target = parts.path or "/"
+        if parts.query:
+            target += f"?{parts.query}"
+        authority = host if port == _DEFAULT_PORTS[parts.scheme] else f"{host}:{port}"
+        if ":" in host:
+            authority = f"[{host}]" if port == _DEFAULT_PORTS[parts.scheme] else f"[{host}]:{port}"
+        lines = [f"{method} {target} HTTP/1.1", f"Host: {authority}", "Accept-Encoding: identity"]
+        lines += [f"{name}: {value}" for name, value in (headers or {}).items()]
+        if body or method in ("POST", "PUT", "PATCH"):
+            lines.append(f"Content-Length: {len(body)}")
+        conn.transport.write(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + body)
+        try:
+            while not conn.headers_done:
+                conn.check()
+                try:
+                    await conn.wait(read_timeout)
+                except TimeoutError:
+                    raise RetryableError(
+                        f"ReadTimeout: no response for {read_timeout:g}s", charged=True
+                    ) from None
+            yield Response(conn, read_timeout)
+        finally:
+            if conn.reusable:
+                conn.reset()
+                idle = self._idle.setdefault(origin, [])
+                if len(idle) < MAX_IDLE:
+                    idle.append(conn)
+                else:
+                    conn.transport.close()
+            else:
+                conn.transport.close()
+
+    async def _connection(self, origin: tuple[str, str, int]) -> _Connection:
+        idle = self._idle.get(origin)
+        while idle:
+            conn = idle.pop()
+            # A server closes idle connections on its own timer: skip the ones it already did.
+            if not conn.lost and not conn.transport.is_closing():
+                return conn
+        scheme, host, port = origin
+        context = (self._ssl or default_ssl_context()) if scheme == "https" else None
+        loop = asyncio.get_running_loop()
+        try:
+            _, conn = await loop.create_connection(
+                _Connection, host, port, ssl=context, server_hostname=host if context else None
+            )
+        except (OSError, ssl.SSLError) as exc:
+            raise RetryableError(f"ConnectError: {exc or type(exc).__name__}") from exc
+        return conn
+
+    async def aclose(self) -> None:
+        idle, self._idle = self._idle, {}
+        for conns in idle.values():
+            for conn in conns:
+                conn.transport.close()
+
+
+def default_ssl_context() -> ssl.SSLContext:
+    """Verified TLS against `SSL_CERT_FILE` / `SSL_CERT_DIR` when set, else certifi's roots."""
+    return _ssl_context(os.environ.get("SSL_CERT_FILE"), os.environ.get("SSL_CERT_DIR"))
+
+
+@cache
+def _ssl_context(cafile: str | None, capath: str | None) -> ssl.SSLContext:
+    # Loading the roots takes milliseconds: once per process, not per connection.
+    if cafile or capath:
+        return ssl.create_default_context(cafile=cafile, capath=capath)
+    return ssl.create_default_context(cafile=certifi.where())
