@@ -13,26 +13,15 @@ from __future__ import annotations
 import logging
 import re
 import time
-from typing import Any
 
 import anyio
 
-from bench._common import corpus_file, settings_for, sim_process
+from bench._common import Recorder, corpus_file, run_job, settings_for, sim_process
 from workers.engine import open_engine
 from workers.events import Event, EventType
-from workers.jobs import submit_job
-from workers.llm.types import ChatMessage, ChatModel, ChatResult, DeltaCallback, ResetCallback, Role
+from workers.llm.types import ChatMessage, ChatResult
 from workers.models import ResearchRequest
 from workers.sim.policy import count_tokens
-
-
-async def run_job(engine: Any, request: ResearchRequest) -> list[Event]:
-    record, _ = await submit_job(engine.backend, request, simulated=True)
-    events: list[Event] = []
-    while not (events and events[-1].type.terminal):
-        events += await engine.backend.wait_events(record.id, events[-1].seq if events else 0, 5.0)
-    assert events[-1].type == EventType.job_succeeded, events[-1]
-    return events
 
 
 def agent_rounds(events: list[Event]) -> int:
@@ -96,44 +85,6 @@ async def parallel_efficiency() -> None:
         f"what orchestration adds; the rest is the simulated server's own time per call "
         f"({1000 * model_path / (per_agent + 1) - 1000 * latency:.1f} ms over the latency)"
     )
-
-
-class Recorder:
-    """Wraps the model client to keep each call's seed (= agent; None = synthesis), prompt,
-    output and duration."""
-
-    def __init__(self, inner: ChatModel) -> None:
-        self.inner = inner
-        self.calls: list[tuple[int | None, list[ChatMessage], ChatResult, float]] = []
-
-    async def chat(
-        self,
-        role: Role,
-        messages: list[ChatMessage],
-        *,
-        seed: int | None = None,
-        temperature: float | None = None,
-        max_tokens: int | None = None,
-        on_delta: DeltaCallback | None = None,
-        on_reset: ResetCallback | None = None,
-        stop: list[str] | None = None,
-    ) -> ChatResult:
-        started = time.perf_counter()
-        result = await self.inner.chat(
-            role,
-            messages,
-            seed=seed,
-            temperature=temperature,
-            max_tokens=max_tokens,
-            on_delta=on_delta,
-            on_reset=on_reset,
-            stop=stop,
-        )
-        self.calls.append((seed, messages, result, time.perf_counter() - started))
-        return result
-
-    def seconds(self, seed: int | None) -> float:
-        return sum(took for s, _, _, took in self.calls if s == seed)
 
 
 def section(text: str, name: str) -> str:

@@ -21,7 +21,7 @@ import ssl
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from functools import cache
-from typing import Any
+from typing import Any, Self
 from urllib.parse import urlsplit
 
 import certifi
@@ -50,6 +50,7 @@ class _Connection(asyncio.Protocol):
         self.headers: dict[str, str] = {}
         self.headers_done = False
         self.complete = False
+        self.keep_alive = False
         self.body: list[bytes] = []
         self.waiter: asyncio.Future[None] | None = None
 
@@ -86,6 +87,8 @@ class _Connection(asyncio.Protocol):
         self.body.append(body)
 
     def on_message_complete(self) -> None:
+        # Asked now: once the message is done the parser forgets what the headers said.
+        self.keep_alive = self.parser.should_keep_alive()
         self.complete = True
 
     # -- the reading side ----------------------------------------------------------------------
@@ -120,7 +123,7 @@ class _Connection(asyncio.Protocol):
 
     @property
     def reusable(self) -> bool:
-        return self.complete and not self.lost and self.failure is None and self.parser.should_keep_alive()
+        return self.complete and self.keep_alive and not self.lost and self.failure is None
 
 
 def _expire(waiter: asyncio.Future[None]) -> None:
@@ -239,6 +242,12 @@ class HTTPClient:
         except (OSError, ssl.SSLError) as exc:
             raise RetryableError(f"ConnectError: {exc or type(exc).__name__}") from exc
         return conn
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()
 
     async def aclose(self) -> None:
         idle, self._idle = self._idle, {}
