@@ -139,3 +139,20 @@ async def round_messages(settings: Settings) -> list[ChatMessage]:
         )
     rounds = [m for _, m, _, _ in recorder.calls if "## Round" in m[-1]["content"]]
     return rounds[min(2, len(rounds) - 1)]
+
+
+def request_body(messages: list[ChatMessage], *, stream: bool) -> dict[str, Any]:
+    """The body `OpenAIChatModel` sends for a research round (default sampling settings)."""
+    body: dict[str, Any] = {
+        "model": "heavyresearch-sim",
+        "messages": messages,
+        "temperature": 0.85,
+        "top_p": 0.95,
+        "presence_penalty": 1.1,
+        "max_tokens": 8192,
+        "stream": stream,
+        "seed": 3,
+    }
+    if stream:
+        body["stream_options"] = {"include_usage": True}
+    return body

@@ -26,29 +26,11 @@ from typing import Any
 import anyio
 import httpx
 
-from bench._common import corpus_file, round_messages, settings_for, sim_process
+from bench._common import corpus_file, request_body, round_messages, settings_for, sim_process
 from workers.llm.http import HTTPClient
 from workers.llm.sse import SSEDecoder, iter_sse_data
-from workers.llm.types import ChatMessage
 
 Call = Callable[[dict[str, Any]], Awaitable[int]]
-
-
-def request_body(messages: list[ChatMessage], *, stream: bool) -> dict[str, Any]:
-    """The body `OpenAIChatModel` sends for a research round (default sampling settings)."""
-    body: dict[str, Any] = {
-        "model": "heavyresearch-sim",
-        "messages": messages,
-        "temperature": 0.85,
-        "top_p": 0.95,
-        "presence_penalty": 1.1,
-        "max_tokens": 8192,
-        "stream": stream,
-        "seed": 3,
-    }
-    if stream:
-        body["stream_options"] = {"include_usage": True}
-    return body
 
 
 def _events(data: bytes) -> int:
