@@ -1,22 +1,23 @@
-"""`OpenAIChatModel`: chat completions from any OpenAI-compatible endpoint (vLLM, SGLang, Ollama,
-llama.cpp server, OpenRouter, DashScope, OpenAI), over one shared httpx client.
+"""`EndpointModel`: chat completions from one OpenAI-compatible endpoint (vLLM, SGLang, Ollama,
+llama.cpp server, OpenRouter, DashScope, OpenAI), over the shared HTTP client (`http.py`).
+A role's endpoints in order (primary, then `llm.fallbacks`) are a `FallbackModel` over these.
 
-A call walks its role's endpoints in order (primary, then `llm.fallbacks`). Each endpoint is
-retried for up to `retry_budget` seconds (an outage is ridden out by time, not by a count of
+An endpoint is retried for up to `retry_budget` seconds (an outage is ridden out by time, not by a count of
 attempts; `max_retries` only caps the count); each attempt runs inside a limiter slot and a
 deadline of `timeout` seconds covering the whole response, stream included, and a streamed
 attempt that receives no byte for `read_timeout` seconds ends at once (a stopping server holds
 connections open without sending). Between attempts it waits full-jitter exponential backoff, or
 exactly what a 429/503 asked for in `Retry-After`; a server asking for longer than
-`retry_max_delay` is out of service for this call, and the next endpoint is tried.
+`retry_max_delay` is out of service for this call, and the endpoint gives up at once.
 
 Before sending, `max_tokens` is fitted to what the prompt leaves of the model's context window
 (`workers.llm.context`); a prompt that leaves too little raises `ContextOverflow` unsent.
 
     outcome of an attempt                              what `chat` does
     2xx with a completion                              returns a ChatResult
-    408, 429, 5xx, timeout, connect error, connection  retries, then falls back, then raises
-      dropped mid-stream, a 2xx that is no completion    RetryableError summarising every attempt
+    408, 429, 5xx, timeout, connect error, connection  retries, then raises RetryableError
+      dropped mid-stream, a 2xx that is no completion    summarising its attempts (the fallback
+                                                         chain then tries the next endpoint)
     400 context exceeded (vLLM, llama.cpp, OpenAI)     learns the window; retries once with a
                                                          smaller max_tokens when the prompt fits,
                                                          else raises ContextOverflow (trim, retry)
