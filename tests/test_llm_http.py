@@ -153,6 +153,40 @@ async def test_a_connection_closed_before_any_answer_is_retryable_and_not_charge
 
 
 @pytest.mark.anyio
+async def test_a_kept_alive_connection_closed_as_the_request_arrives_is_replaced_once() -> None:
+    """The keep-alive race: the server times the idle connection out just as the next request
+    goes out on it. The request goes again on a new connection, not back to the caller."""
+
+    async def answer_then_close_on_the_next(stream: anyio.abc.SocketStream) -> None:
+        await stream.send(fixed(b"first"))
+        await stream.receive()  # the next request arrives, and is never answered
+
+    server = RawServer(answer_then_close_on_the_next, fixed(b"second"))
+    async with serving(server) as url, HTTPClient() as http:
+        assert (await post(http, url))[2] == b"first"
+        assert (await post(http, url))[2] == b"second"
+    assert server.connections == 2
+
+
+@pytest.mark.anyio
+async def test_a_response_sent_to_an_idle_connection_is_not_taken_for_the_next_one() -> None:
+    """Some servers send a 408 on an idle connection before closing it: here right behind the
+    answer, in the same write."""
+
+    async def answer_then_408(stream: anyio.abc.SocketStream) -> None:
+        await stream.send(fixed(b"first") + b"HTTP/1.1 408 Request Timeout\r\nContent-Length: 0\r\n\r\n")
+        # The client hangs up on this connection instead of sending the next request on it.
+        with pytest.raises(anyio.EndOfStream):
+            await stream.receive()
+
+    server = RawServer(answer_then_408, fixed(b"second"))
+    async with serving(server) as url, HTTPClient() as http:
+        assert await post(http, url) == (200, {"content-length": "5"}, b"first")
+        assert await post(http, url) == (200, {"content-length": "6"}, b"second")
+    assert server.connections == 2
+
+
+@pytest.mark.anyio
 async def test_a_stalled_body_ends_at_the_read_timeout() -> None:
     async def stall(stream: anyio.abc.SocketStream) -> None:
         await stream.send(chunked(b"data: first\n\n", end=False))

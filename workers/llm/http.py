@@ -51,6 +51,8 @@ class _Connection(asyncio.Protocol):
         self.headers_done = False
         self.complete = False
         self.keep_alive = False
+        self.received = False  # any byte of this response
+        self.unsolicited = False
         self.body: list[bytes] = []
         self.waiter: asyncio.Future[None] | None = None
 
@@ -59,6 +61,7 @@ class _Connection(asyncio.Protocol):
         self.transport = transport
 
     def data_received(self, data: bytes) -> None:
+        self.received = True
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserUpgrade:
@@ -76,17 +79,28 @@ class _Connection(asyncio.Protocol):
         self._wake()
 
     # -- httptools callbacks -------------------------------------------------------------------
+    # Bytes after the response's end (nothing was asked for them: a server's 408 before it
+    # closes an idle connection) are not this response's: they only make the connection unusable.
+    def on_message_begin(self) -> None:
+        if self.complete:
+            self.unsolicited = True
+
     def on_header(self, name: bytes, value: bytes) -> None:
-        self.headers[name.decode("latin-1").lower()] = value.decode("latin-1")
+        if not self.unsolicited:
+            self.headers[name.decode("latin-1").lower()] = value.decode("latin-1")
 
     def on_headers_complete(self) -> None:
-        self.status = self.parser.get_status_code()
-        self.headers_done = True
+        if not self.unsolicited:
+            self.status = self.parser.get_status_code()
+            self.headers_done = True
 
     def on_body(self, body: bytes) -> None:
-        self.body.append(body)
+        if not self.unsolicited:
+            self.body.append(body)
 
     def on_message_complete(self) -> None:
+        if self.unsolicited:
+            return
         # Asked now: once the message is done the parser forgets what the headers said.
         self.keep_alive = self.parser.should_keep_alive()
         self.complete = True
@@ -123,7 +137,13 @@ class _Connection(asyncio.Protocol):
 
     @property
     def reusable(self) -> bool:
-        return self.complete and self.keep_alive and not self.lost and self.failure is None
+        return (
+            self.complete
+            and self.keep_alive
+            and not self.unsolicited
+            and not self.lost
+            and self.failure is None
+        )
 
 
 def _expire(waiter: asyncio.Future[None]) -> None:
@@ -192,7 +212,6 @@ class HTTPClient:
             raise ValueError(f"not an http(s) URL: {url!r}")
         host, port = parts.hostname, parts.port or _DEFAULT_PORTS[parts.scheme]
         origin = (parts.scheme, host, port)
-        conn = await self._connection(origin)
         target = parts.path or "/"
         if parts.query:
             target += f"?{parts.query}"
@@ -203,35 +222,59 @@ class HTTPClient:
         lines += [f"{name}: {value}" for name, value in (headers or {}).items()]
         if body or method in ("POST", "PUT", "PATCH"):
             lines.append(f"Content-Length: {len(body)}")
-        conn.transport.write(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + body)
+        conn = await self._send(
+            origin, ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + body, read_timeout
+        )
         try:
-            while not conn.headers_done:
-                conn.check()
-                try:
-                    await conn.wait(read_timeout)
-                except TimeoutError:
-                    raise RetryableError(
-                        f"ReadTimeout: no response for {read_timeout:g}s", charged=True
-                    ) from None
             yield Response(conn, read_timeout)
         finally:
-            if conn.reusable:
+            if conn.reusable and len(idle := self._idle.setdefault(origin, [])) < MAX_IDLE:
                 conn.reset()
-                idle = self._idle.setdefault(origin, [])
-                if len(idle) < MAX_IDLE:
-                    idle.append(conn)
-                else:
-                    conn.transport.close()
+                idle.append(conn)
             else:
                 conn.transport.close()
 
-    async def _connection(self, origin: tuple[str, str, int]) -> _Connection:
+    async def _send(self, origin: tuple[str, str, int], request: bytes, read_timeout: float) -> _Connection:
+        """Write the request and wait for the response's headers. A kept-alive connection the
+        server closed just as the request went out (not a byte came back) is replaced by a new
+        one, once: the race every keep-alive client meets when a server times idle ones out."""
+        conn = self._idle_connection(origin)
+        reused = conn is not None
+        while True:
+            if conn is None:
+                conn = await self._connect(origin)
+            conn.transport.write(request)
+            try:
+                while not conn.headers_done:
+                    conn.check()
+                    try:
+                        await conn.wait(read_timeout)
+                    except TimeoutError:
+                        raise RetryableError(
+                            f"ReadTimeout: no response for {read_timeout:g}s", charged=True
+                        ) from None
+                return conn
+            except RetryableError:
+                conn.transport.close()
+                if not (reused and conn.lost and not conn.received):
+                    raise
+            except BaseException:
+                conn.transport.close()
+                raise
+            conn, reused = None, False
+
+    def _idle_connection(self, origin: tuple[str, str, int]) -> _Connection | None:
         idle = self._idle.get(origin)
         while idle:
             conn = idle.pop()
-            # A server closes idle connections on its own timer: skip the ones it already did.
-            if not conn.lost and not conn.transport.is_closing():
+            # A server closes idle connections on its own timer (some say so first, with a 408):
+            # skip the ones it already did.
+            if not conn.lost and not conn.received and not conn.transport.is_closing():
                 return conn
+            conn.transport.close()
+        return None
+
+    async def _connect(self, origin: tuple[str, str, int]) -> _Connection:
         scheme, host, port = origin
         context = (self._ssl or default_ssl_context()) if scheme == "https" else None
         loop = asyncio.get_running_loop()
