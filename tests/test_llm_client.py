@@ -16,7 +16,7 @@ from tests.fake_openai import FakeOpenAI, Step
 from tests.metric_samples import delta, samples
 from workers.errors import LLMConfigError, RetryableError
 from workers.llm import LocalLimiter, OpenAIChatModel
-from workers.llm.sse import iter_sse_data
+from workers.llm.sse import SSEDecoder, iter_sse_data
 from workers.llm.types import ChatMessage
 from workers.net.retry import backoff_delay, parse_retry_after
 from workers.settings import LLMSettings
@@ -558,3 +558,14 @@ async def test_sse_data_events() -> None:
             yield line
 
     assert [data async for data in iter_sse_data(lines())] == ['{\n "a": 1}', "[DONE]"]
+
+
+def test_sse_decoder_takes_bytes_as_they_arrive() -> None:
+    decoder = SSEDecoder()
+    text = 'data: {"content": "Zürich 北京"}\r\n\r\ndata: [DONE]'.encode()
+    # Cut inside a multi-byte character and between the CR and LF.
+    inside, crlf = text.index("ü".encode()) + 1, text.index(b"\r\n") + 1
+    pieces = [text[:inside], text[inside:crlf], text[crlf:]]
+    events = [data for piece in pieces for data in decoder.feed(piece)]
+    assert events == ['{"content": "Zürich 北京"}']
+    assert decoder.close() == ["[DONE]"]

@@ -1,6 +1,6 @@
 """A small keep-alive HTTP/1.1 client for the model endpoints: asyncio protocols, httptools parsing.
 
-The model call is the engine's floor: per call, httpx costs about three times what this does
+The model call is the engine's floor: per call, httpx costs three to six times what this does
 (`bench/bench_http_client.py`). It does only what a chat-completions call needs: one request at a
 time per connection, a body sent whole, the response read as it arrives (chunked, by
 Content-Length, or to the close), idle connections kept per origin and reused, TLS verified
@@ -10,7 +10,8 @@ redirects, compression or HTTP/2.
 A transport failure raises `RetryableError`; `charged` says whether the server had answered
 (after that, it may have spent tokens). A connection goes back to the pool only once its
 response was read to the end and both sides keep it alive; anything else closes it, so a
-cancelled call hangs up on the server, which then stops generating.
+cancelled call hangs up on the server, which then stops generating. The body is kept as it
+arrives, with no back-pressure: a model's reply is bounded by its `max_tokens`.
 """
 
 from __future__ import annotations
