@@ -16,6 +16,11 @@ from typing import Any
 import httpx
 
 from workers.corpus import build_corpus
+from workers.engine import open_engine
+from workers.events import Event, EventType
+from workers.jobs import submit_job
+from workers.llm.types import ChatMessage, ChatModel, ChatResult, DeltaCallback, ResetCallback, Role
+from workers.models import ResearchRequest
 from workers.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -80,3 +85,81 @@ def settings_for(corpus: Path, sim_url: str, **overrides: Any) -> Settings:
     }
     values.update(overrides)
     return Settings(**values)
+
+
+class Recorder:
+    """Wraps the model client to keep each call's seed (= agent; None = synthesis), prompt,
+    output and duration."""
+
+    def __init__(self, inner: ChatModel) -> None:
+        self.inner = inner
+        self.calls: list[tuple[int | None, list[ChatMessage], ChatResult, float]] = []
+
+    async def chat(
+        self,
+        role: Role,
+        messages: list[ChatMessage],
+        *,
+        seed: int | None = None,
+        temperature: float | None = None,
+        max_tokens: int | None = None,
+        on_delta: DeltaCallback | None = None,
+        on_reset: ResetCallback | None = None,
+        stop: list[str] | None = None,
+    ) -> ChatResult:
+        started = time.perf_counter()
+        result = await self.inner.chat(
+            role,
+            messages,
+            seed=seed,
+            temperature=temperature,
+            max_tokens=max_tokens,
+            on_delta=on_delta,
+            on_reset=on_reset,
+            stop=stop,
+        )
+        self.calls.append((seed, messages, result, time.perf_counter() - started))
+        return result
+
+    def seconds(self, seed: int | None) -> float:
+        return sum(took for s, _, _, took in self.calls if s == seed)
+
+
+async def run_job(engine: Any, request: ResearchRequest) -> list[Event]:
+    record, _ = await submit_job(engine.backend, request, simulated=True)
+    events: list[Event] = []
+    while not (events and events[-1].type.terminal):
+        events += await engine.backend.wait_events(record.id, events[-1].seq if events else 0, 5.0)
+    assert events[-1].type == EventType.job_succeeded, events[-1]
+    return events
+
+
+async def round_messages(settings: Settings) -> list[ChatMessage]:
+    """The messages of one research round as the engine sends them (a later round of a small
+    job, so the workspace holds a report and an observation)."""
+    async with open_engine(settings, run_worker=True) as engine:
+        assert engine.runner is not None
+        recorder = Recorder(engine.runner.parts.model)
+        engine.runner.parts.model = recorder
+        await run_job(
+            engine, ResearchRequest(query="Which river flows through Valdoria?", agents=1, max_rounds=4)
+        )
+    rounds = [m for _, m, _, _ in recorder.calls if "## Round" in m[-1]["content"]]
+    return rounds[min(2, len(rounds) - 1)]
+
+
+def request_body(messages: list[ChatMessage], *, stream: bool) -> dict[str, Any]:
+    """The body `OpenAIChatModel` sends for a research round (default sampling settings)."""
+    body: dict[str, Any] = {
+        "model": "heavyresearch-sim",
+        "messages": messages,
+        "temperature": 0.85,
+        "top_p": 0.95,
+        "presence_penalty": 1.1,
+        "max_tokens": 8192,
+        "stream": stream,
+        "seed": 3,
+    }
+    if stream:
+        body["stream_options"] = {"include_usage": True}
+    return body

@@ -1,7 +1,10 @@
 """Engine benchmarks (issue 2). Prints figures; asserts nothing about timing.
 
 1. Orchestration overhead: engine-process CPU ms per agent-round against a zero-latency
-   simulated model (the model runs in another process, so its CPU is not counted).
+   simulated model (the model runs in another process, so its CPU is not counted), on the
+   memory backend and on Redis, beside the bare-httpx floor measured in the same run (CPU per
+   `httpx.AsyncClient.post` of one round's model call): issue 14 wants memory <= 0.7x the
+   floor and Redis <= 1.3x memory.
 2. Parallel efficiency: 8 agents x 20 rounds at 50 ms simulated latency; wall time divided by
    the ideal critical path (20 research rounds + 1 synthesis call, each one latency).
 3. Bounded context: prompt tokens at round 30 / round 3, beside a ReAct-style transcript that
@@ -11,59 +14,108 @@
 from __future__ import annotations
 
 import logging
+import os
 import re
+import shutil
+import sys
+import tempfile
 import time
-from typing import Any
+from pathlib import Path
 
 import anyio
+import httpx
 
-from bench._common import corpus_file, settings_for, sim_process
+from bench._common import (
+    Recorder,
+    corpus_file,
+    request_body,
+    round_messages,
+    run_job,
+    settings_for,
+    sim_process,
+)
+from tests.redis_server import RedisServer
 from workers.engine import open_engine
 from workers.events import Event, EventType
-from workers.jobs import submit_job
-from workers.llm.types import ChatMessage, ChatModel, ChatResult, DeltaCallback, ResetCallback, Role
+from workers.llm.types import ChatMessage, ChatResult
 from workers.models import ResearchRequest
+from workers.settings import Settings
 from workers.sim.policy import count_tokens
-
-
-async def run_job(engine: Any, request: ResearchRequest) -> list[Event]:
-    record, _ = await submit_job(engine.backend, request, simulated=True)
-    events: list[Event] = []
-    while not (events and events[-1].type.terminal):
-        events += await engine.backend.wait_events(record.id, events[-1].seq if events else 0, 5.0)
-    assert events[-1].type == EventType.job_succeeded, events[-1]
-    return events
 
 
 def agent_rounds(events: list[Event]) -> int:
     return sum(1 for e in events if e.type == EventType.round_started)
 
 
-async def overhead() -> None:
-    with corpus_file() as corpus, sim_process("--min-rounds", "12") as sim:
-        settings = settings_for(corpus, sim)
-        async with open_engine(settings, run_worker=True) as engine:
-            await run_job(
-                engine, ResearchRequest(query="What is the capital of Valdoria?", agents=4, max_rounds=12)
+async def engine_cpu_per_round(settings: Settings) -> tuple[float, int, float]:
+    """Engine-process CPU ms per agent-round over 5 jobs of 8 agents, after a warm-up job:
+    (ms, agent-rounds, wall seconds)."""
+    async with open_engine(settings, run_worker=True) as engine:
+        await run_job(
+            engine, ResearchRequest(query="What is the capital of Valdoria?", agents=4, max_rounds=12)
+        )
+        rounds = 0
+        cpu = time.process_time()
+        wall = time.perf_counter()
+        for i in range(5):
+            events = await run_job(
+                engine,
+                ResearchRequest(query=f"Which river flows through Valdoria? ({i})", agents=8, max_rounds=12),
             )
-            rounds = 0
-            cpu = time.process_time()
-            wall = time.perf_counter()
-            for i in range(5):
-                events = await run_job(
-                    engine,
-                    ResearchRequest(
-                        query=f"Which river flows through Valdoria? ({i})", agents=8, max_rounds=12
-                    ),
+            rounds += agent_rounds(events)
+        cpu = time.process_time() - cpu
+        wall = time.perf_counter() - wall
+    return 1000 * cpu / rounds, rounds, wall
+
+
+async def httpx_floor(settings: Settings, sim: str, calls: int = 1000) -> float:
+    """CPU ms per bare `httpx.AsyncClient.post` of one agent-round's model call (its body, as
+    the engine streams it) to the same simulated model: the floor issue 14 measures against."""
+    messages = await round_messages(settings)
+    body = request_body(messages, stream=True)
+    async with httpx.AsyncClient() as client:
+        for _ in range(20):
+            await client.post(f"{sim}/v1/chat/completions", json=body)
+        cpu = time.process_time()
+        for _ in range(calls):
+            (await client.post(f"{sim}/v1/chat/completions", json=body)).raise_for_status()
+        return 1000 * (time.process_time() - cpu) / calls
+
+
+async def overhead() -> None:
+    with (
+        corpus_file() as corpus,
+        sim_process("--min-rounds", "12") as sim,
+        tempfile.TemporaryDirectory() as tmp,
+    ):
+        settings = settings_for(corpus, sim)
+        floor = await httpx_floor(settings, sim)
+        memory, rounds, wall = await engine_cpu_per_round(settings)
+        redis: float | None = None
+        if shutil.which("redis-server") or shutil.which("valkey-server"):
+            server = RedisServer(Path(tmp) / "redis", appendonly=True)
+            server.start()
+            try:
+                on_redis = settings_for(
+                    corpus, sim, backend="redis", redis_url=server.url, redis_prefix=f"bench{os.getpid()}"
                 )
-                rounds += agent_rounds(events)
-            cpu = time.process_time() - cpu
-            wall = time.perf_counter() - wall
+                redis, _, _ = await engine_cpu_per_round(on_redis)
+            finally:
+                server.stop()
     print(
-        f"orchestration overhead: {1000 * cpu / rounds:.2f} CPU ms per agent-round "
-        f"({rounds} agent-rounds, {cpu:.2f} s CPU, {wall:.2f} s wall; target < 2 ms)"
+        f"orchestration overhead: {memory:.2f} CPU ms per agent-round on memory "
+        f"({rounds} agent-rounds, {wall:.2f} s wall; target < 2 ms)"
     )
     print("  (includes our HTTP client, parsing, events, checkpoints and the local search tool)")
+    print(f"  bare-httpx floor: {floor:.2f} CPU ms per model call (httpx.AsyncClient.post, same body)")
+    print(f"  memory / floor = {memory / floor:.2f} (target <= 0.7)")
+    if redis is None:
+        print("  redis: skipped (redis-server is not installed)")
+    else:
+        print(
+            f"  redis: {redis:.2f} CPU ms per agent-round (engine process; redis-server not counted); "
+            f"redis / memory = {redis / memory:.2f} (target <= 1.3)"
+        )
 
 
 async def parallel_efficiency() -> None:
@@ -96,44 +148,6 @@ async def parallel_efficiency() -> None:
         f"what orchestration adds; the rest is the simulated server's own time per call "
         f"({1000 * model_path / (per_agent + 1) - 1000 * latency:.1f} ms over the latency)"
     )
-
-
-class Recorder:
-    """Wraps the model client to keep each call's seed (= agent; None = synthesis), prompt,
-    output and duration."""
-
-    def __init__(self, inner: ChatModel) -> None:
-        self.inner = inner
-        self.calls: list[tuple[int | None, list[ChatMessage], ChatResult, float]] = []
-
-    async def chat(
-        self,
-        role: Role,
-        messages: list[ChatMessage],
-        *,
-        seed: int | None = None,
-        temperature: float | None = None,
-        max_tokens: int | None = None,
-        on_delta: DeltaCallback | None = None,
-        on_reset: ResetCallback | None = None,
-        stop: list[str] | None = None,
-    ) -> ChatResult:
-        started = time.perf_counter()
-        result = await self.inner.chat(
-            role,
-            messages,
-            seed=seed,
-            temperature=temperature,
-            max_tokens=max_tokens,
-            on_delta=on_delta,
-            on_reset=on_reset,
-            stop=stop,
-        )
-        self.calls.append((seed, messages, result, time.perf_counter() - started))
-        return result
-
-    def seconds(self, seed: int | None) -> float:
-        return sum(took for s, _, _, took in self.calls if s == seed)
 
 
 def section(text: str, name: str) -> str:
@@ -203,10 +217,11 @@ async def bounded_context() -> None:
 
 
 async def main() -> None:
+    """Every section, or those named on the command line (overhead, parallel, context)."""
     logging.basicConfig(level=logging.WARNING)
-    await overhead()
-    await parallel_efficiency()
-    await bounded_context()
+    sections = {"overhead": overhead, "parallel": parallel_efficiency, "context": bounded_context}
+    for name in sys.argv[1:] or list(sections):
+        await sections[name]()
 
 
 if __name__ == "__main__":

@@ -135,7 +135,10 @@ class _Dropped(Exception):
 
 
 class FakeOpenAI:
-    def __init__(self) -> None:
+    """`certfile` (a PEM with key and chain, for 127.0.0.1): serve HTTPS."""
+
+    def __init__(self, *, certfile: str | None = None) -> None:
+        self._certfile = certfile
         self._cond = threading.Condition(threading.RLock())
         self._scripts: dict[str, deque[Step]] = defaultdict(deque)
         self._received: list[Received] = []
@@ -180,6 +183,7 @@ class FakeOpenAI:
             interface="asgi3",
             loop="asyncio",
             timeout_graceful_shutdown=2,
+            ssl_certfile=self._certfile,
         )
         self._socket = sock
         self._server = uvicorn.Server(config)
@@ -218,7 +222,8 @@ class FakeOpenAI:
         return port
 
     def base_url(self, name: str = "main") -> str:
-        return f"http://127.0.0.1:{self.port}/{name}/v1"
+        scheme = "https" if self._certfile else "http"
+        return f"{scheme}://127.0.0.1:{self.port}/{name}/v1"
 
     def script(self, name: str, *steps: Step) -> None:
         with self._cond:

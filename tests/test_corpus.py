@@ -6,9 +6,12 @@ import importlib.util
 import json
 import sqlite3
 import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 import anyio
+import anyio.to_thread
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -274,6 +277,52 @@ async def test_concurrent_searches_agree(mini: Corpus) -> None:
         for i, q in enumerate(queries):
             tg.start_soon(run, i, q)
     assert all(got[i] == expected[q] for i, q in enumerate(queries))
+
+
+@asynccontextmanager
+async def no_worker_threads() -> AsyncIterator[anyio.CapacityLimiter]:
+    """Every worker thread of the default pool taken: a call that needs one waits."""
+    limiter = anyio.to_thread.current_default_thread_limiter()
+    holders = [object() for _ in range(int(limiter.total_tokens))]
+    for holder in holders:
+        await limiter.acquire_on_behalf_of(holder)
+    try:
+        yield limiter
+    finally:
+        for holder in holders:
+            limiter.release_on_behalf_of(holder)
+
+
+@pytest.mark.anyio
+async def test_cheap_searches_run_in_the_event_loop_once_measured(tmp_path: Path) -> None:
+    build_corpus(tmp_path / "c.sqlite", [MINI], wiki=False)
+    # A generous limit, so the machine's load cannot push the mini corpus over it.
+    with Corpus.open(tmp_path / "c.sqlite", inline_below=5.0) as corpus:
+        first = await corpus.search("Merrowgate metro", 3)  # measured in a thread
+        doc = await corpus.get(first[0].url)
+        async with no_worker_threads():
+            with anyio.fail_after(5):
+                assert await corpus.search("Merrowgate metro", 3) == first
+                assert await corpus.get(first[0].url) == doc
+
+
+@pytest.mark.anyio
+async def test_searches_over_the_limit_go_to_a_thread(tmp_path: Path) -> None:
+    build_corpus(tmp_path / "c.sqlite", [MINI], wiki=False)
+    with Corpus.open(tmp_path / "c.sqlite", inline_below=0.0) as corpus:
+        expected = await corpus.search("Merrowgate metro", 3)
+        got: list[object] = []
+
+        async def search() -> None:
+            got.extend(await corpus.search("Merrowgate metro", 3))
+
+        async with anyio.create_task_group() as tg, no_worker_threads() as limiter:
+            tg.start_soon(search)
+            await anyio.wait_all_tasks_blocked()
+            # Waiting for a thread, not run in the loop.
+            assert limiter.statistics().tasks_waiting == 1
+            assert got == []
+    assert got == expected
 
 
 # -- query safety -------------------------------------------------------------------------------------

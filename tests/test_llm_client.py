@@ -13,9 +13,10 @@ import anyio.to_thread
 import pytest
 
 from tests.fake_openai import FakeOpenAI, Step
+from tests.metric_samples import delta, samples
 from workers.errors import LLMConfigError, RetryableError
 from workers.llm import LocalLimiter, OpenAIChatModel
-from workers.llm.sse import iter_sse_data
+from workers.llm.sse import SSEDecoder, iter_sse_data
 from workers.llm.types import ChatMessage
 from workers.net.retry import backoff_delay, parse_retry_after
 from workers.settings import LLMSettings
@@ -354,6 +355,56 @@ async def test_retry_after_beyond_the_max_delay_without_fallback_reports_it(fake
     assert fake.count("main") == 1
 
 
+@pytest.mark.anyio
+async def test_what_a_given_up_endpoint_streamed_is_reset_before_the_fallback_streams(
+    fake: FakeOpenAI,
+) -> None:
+    text = "An answer the primary could not finish."
+    fake.script("main", Step(content=text, drop_after=2))
+    fake.script("backup", Step(content=text))
+    shown: list[str] = []
+    resets = 0
+
+    async def on_delta(piece: str) -> None:
+        shown.append(piece)
+
+    async def on_reset() -> None:
+        nonlocal resets
+        resets += 1
+        shown.clear()
+
+    llm = make_settings(fake, max_retries=0, fallbacks=[{"base_url": fake.base_url("backup")}])
+    async with OpenAIChatModel.from_settings(llm) as model:
+        result = await model.chat("research", MESSAGES, on_delta=on_delta, on_reset=on_reset)
+
+    assert result.endpoint == fake.base_url("backup")
+    assert resets == 1
+    assert "".join(shown) == result.content == text
+    # The primary's cut attempt was charged: its estimate is in the call's usage.
+    assert result.estimated_tokens > 0
+    assert result.usage.prompt_tokens > 11
+    assert result.usage.calls == 1
+
+
+@pytest.mark.anyio
+async def test_metrics_count_attempts_per_endpoint_and_the_call_once(fake: FakeOpenAI) -> None:
+    fake.script("main", Step(status=500), Step(status=500))
+    llm = make_settings(fake, max_retries=1, fallbacks=[{"base_url": fake.base_url("backup")}])
+    before = samples()
+    async with OpenAIChatModel.from_settings(llm) as model:
+        result = await model.chat("research", MESSAGES)
+    after = samples()
+
+    assert result.endpoint == fake.base_url("backup")
+    main, backup = (f"{fake.base_url(name)}#tongyi-test" for name in ("main", "backup"))
+    attempts = "hr_llm_attempts_total"
+    assert delta(before, after, attempts, endpoint=main, role="research", outcome="retryable_error") == 2
+    assert delta(before, after, attempts, endpoint=backup, role="research", outcome="ok") == 1
+    assert delta(before, after, "hr_llm_retries_total", endpoint=main) == 1
+    assert delta(before, after, "hr_llm_calls_total", role="research", outcome="ok") == 1
+    assert delta(before, after, "hr_llm_calls_total", outcome="failed") == 0
+
+
 # -- fail fast ---------------------------------------------------------------------------------
 
 
@@ -507,3 +558,14 @@ async def test_sse_data_events() -> None:
             yield line
 
     assert [data async for data in iter_sse_data(lines())] == ['{\n "a": 1}', "[DONE]"]
+
+
+def test_sse_decoder_takes_bytes_as_they_arrive() -> None:
+    decoder = SSEDecoder()
+    text = 'data: {"content": "Zürich 北京"}\r\n\r\ndata: [DONE]'.encode()
+    # Cut inside a multi-byte character and between the CR and LF.
+    inside, crlf = text.index("ü".encode()) + 1, text.index(b"\r\n") + 1
+    pieces = [text[:inside], text[inside:crlf], text[crlf:]]
+    events = [data for piece in pieces for data in decoder.feed(piece)]
+    assert events == ['{"content": "Zürich 北京"}']
+    assert decoder.close() == ["[DONE]"]

@@ -134,7 +134,7 @@ async def _build_runner(
     # answers 503 instead.
     engine_backend: Backend = RetryingBackend(backend) if backend.name != "memory" else backend
     path = await anyio.to_thread.run_sync(ensure_corpus, settings, on_corpus_progress)
-    corpus = Corpus.open(path)
+    corpus = Corpus.open(path, inline_below=settings.corpus.inline_search_ms / 1000)
     stack.callback(corpus.close)
     tool_status: dict[str, str] = {}
     traced_model: ChatModel = TracedModel(model) if tracing.active() else model

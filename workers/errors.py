@@ -55,7 +55,8 @@ class ToolError(FeedbackError):
 class RetryableError(HeavyResearchError):
     """`charged`: the server had the request when the attempt failed (a reset, a stall, a cut
     stream), so it may have spent tokens on it. `usage`: what the failed attempts of a call are
-    estimated to have cost (set on the error a whole call ends with)."""
+    estimated to have cost (set on the error a whole call ends with). `attempts`: how many
+    attempts the error sums up (an endpoint's retries, for the fallback chain's summary)."""
 
     def __init__(
         self,
@@ -64,11 +65,13 @@ class RetryableError(HeavyResearchError):
         *,
         charged: bool = False,
         usage: Usage | None = None,
+        attempts: int = 1,
     ) -> None:
         super().__init__(message)
         self.retry_after = retry_after
         self.charged = charged
         self.usage = usage
+        self.attempts = attempts
 
 
 class LLMConfigError(HeavyResearchError):

@@ -2,7 +2,8 @@
 attempts, webhooks), in one registry per process.
 
 Each metric is fed from one choke point, so nothing is counted twice:
-    LLM attempts, latency, tokens, retries, limiter waits   `workers/llm/client.py` `chat`
+    LLM attempts, latency, tokens, retries, limiter waits   `workers/llm/client.py` `EndpointModel.chat`
+    LLM calls (ok / failed, over the fallback chain)        `workers/llm/fallback.py` `FallbackModel.chat`
     rounds, forced answers, tool calls, format recoveries,
     agents ended                                            `AgentContext.emit` (appended events)
     sandbox runs                                            `PythonInterpreterTool.__call__`

@@ -119,6 +119,8 @@ class SimSettings(Section):
 class CorpusSettings(Section):
     path: str = "~/.cache/heavyresearch/corpus.sqlite"
     auto_build: bool = True
+    # Searches that have recently taken under this many ms run in the event loop, not a thread.
+    inline_search_ms: float = Field(default=1.0, ge=0, le=50)
 
 
 class SearchProviderSettings(Section):

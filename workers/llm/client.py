@@ -1,22 +1,23 @@
-"""`OpenAIChatModel`: chat completions from any OpenAI-compatible endpoint (vLLM, SGLang, Ollama,
-llama.cpp server, OpenRouter, DashScope, OpenAI), over one shared httpx client.
+"""`EndpointModel`: chat completions from one OpenAI-compatible endpoint (vLLM, SGLang, Ollama,
+llama.cpp server, OpenRouter, DashScope, OpenAI), over the shared HTTP client (`http.py`).
+A role's endpoints in order (primary, then `llm.fallbacks`) are a `FallbackModel` over these.
 
-A call walks its role's endpoints in order (primary, then `llm.fallbacks`). Each endpoint is
-retried for up to `retry_budget` seconds (an outage is ridden out by time, not by a count of
+An endpoint is retried for up to `retry_budget` seconds (an outage is ridden out by time, not by a count of
 attempts; `max_retries` only caps the count); each attempt runs inside a limiter slot and a
 deadline of `timeout` seconds covering the whole response, stream included, and a streamed
 attempt that receives no byte for `read_timeout` seconds ends at once (a stopping server holds
 connections open without sending). Between attempts it waits full-jitter exponential backoff, or
 exactly what a 429/503 asked for in `Retry-After`; a server asking for longer than
-`retry_max_delay` is out of service for this call, and the next endpoint is tried.
+`retry_max_delay` is out of service for this call, and the endpoint gives up at once.
 
 Before sending, `max_tokens` is fitted to what the prompt leaves of the model's context window
 (`workers.llm.context`); a prompt that leaves too little raises `ContextOverflow` unsent.
 
     outcome of an attempt                              what `chat` does
     2xx with a completion                              returns a ChatResult
-    408, 429, 5xx, timeout, connect error, connection  retries, then falls back, then raises
-      dropped mid-stream, a 2xx that is no completion    RetryableError summarising every attempt
+    408, 429, 5xx, timeout, connect error, connection  retries, then raises RetryableError
+      dropped mid-stream, a 2xx that is no completion    summarising its attempts (the fallback
+                                                         chain then tries the next endpoint)
     400 context exceeded (vLLM, llama.cpp, OpenAI)     learns the window; retries once with a
                                                          smaller max_tokens when the prompt fits,
                                                          else raises ContextOverflow (trim, retry)
@@ -30,15 +31,13 @@ caller showing them can clear what it showed.
 
 from __future__ import annotations
 
+import json
 import logging
 import time
-from collections.abc import Mapping, Sequence
-from contextlib import aclosing
-from types import TracebackType
-from typing import Any, Self
+from collections.abc import Callable, Mapping
+from typing import Any
 
 import anyio
-import httpx
 
 from workers.errors import ContextOverflow, HeavyResearchError, LLMConfigError, RetryableError, WireError
 from workers.llm.context import (
@@ -50,10 +49,10 @@ from workers.llm.context import (
     parse_overflow,
     prompt_chars,
 )
-from workers.llm.endpoints import Endpoint, resolve_endpoints
-from workers.llm.limiter import Limiter, LocalLimiter
-from workers.llm.pool import ClientPool
-from workers.llm.sse import iter_sse_data
+from workers.llm.endpoints import Endpoint
+from workers.llm.http import HTTPClient, Response
+from workers.llm.limiter import Limiter
+from workers.llm.sse import SSEDecoder
 from workers.llm.types import ChatMessage, ChatResult, DeltaCallback, ResetCallback, Role
 from workers.llm.wire import (
     Reply,
@@ -71,65 +70,29 @@ from workers.settings import LLMSettings
 
 logger = logging.getLogger(__name__)
 
+USER_AGENT = "heavyresearch"
 
-class OpenAIChatModel:
-    """A `ChatModel` over OpenAI-compatible HTTP endpoints. Use as `async with`, or call
-    `start()` and `aclose()`: the HTTP client lives between the two."""
+
+class EndpointModel:
+    """A `ChatModel` over one OpenAI-compatible endpoint: its retries, limiter slot, deadline,
+    stream and context fitting. `role` only labels metrics and logs; which endpoints serve a
+    role is the `FallbackModel`'s business. The HTTP client and the context windows are shared
+    with the other endpoints' models and owned by `OpenAIChatModel`."""
 
     def __init__(
         self,
         llm: LLMSettings,
-        endpoints: Mapping[Role, Sequence[Endpoint]],
+        endpoint: Endpoint,
         *,
         limiter: Limiter,
-        transport: httpx.AsyncBaseTransport | None = None,
+        http: Callable[[], HTTPClient],
+        windows: ContextWindows,
     ) -> None:
         self._llm = llm
-        self._endpoints = {role: tuple(chain) for role, chain in endpoints.items()}
+        self.endpoint = endpoint
         self._limiter = limiter
-        self._transport = transport
-        self._pool: ClientPool | None = None
-        self._windows = ContextWindows()
-
-    @classmethod
-    def from_settings(
-        cls,
-        llm: LLMSettings,
-        *,
-        limiter: Limiter | None = None,
-        transport: httpx.AsyncBaseTransport | None = None,
-    ) -> OpenAIChatModel:
-        """Raises `LLMConfigError` when no endpoint is configured (`HR_LLM__BASE_URL` empty)."""
-        chosen = limiter if limiter is not None else LocalLimiter()
-        return cls(llm, resolve_endpoints(llm), limiter=chosen, transport=transport)
-
-    def endpoints(self, role: Role) -> tuple[Endpoint, ...]:
-        """The endpoints a `role` call tries, in order."""
-        try:
-            return self._endpoints[role]
-        except KeyError:
-            raise ValueError(f"unknown LLM role {role!r}") from None
-
-    async def start(self) -> None:
-        if self._pool is None:
-            self._pool = ClientPool(self._transport)
-
-    async def aclose(self) -> None:
-        pool, self._pool = self._pool, None
-        if pool is not None:
-            await pool.aclose()
-
-    async def __aenter__(self) -> Self:
-        await self.start()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.aclose()
+        self._http = http
+        self._windows = windows
 
     async def chat(
         self,
@@ -143,118 +106,105 @@ class OpenAIChatModel:
         on_reset: ResetCallback | None = None,
         stop: list[str] | None = None,
     ) -> ChatResult:
-        if self._pool is None:
-            raise RuntimeError("OpenAIChatModel is not started: use `async with` or await start()")
-        pool = self._pool
-        chain = self.endpoints(role)
-        failures: list[str] = []
-        attempts = 0
+        http = self._http()
+        endpoint = self.endpoint
+        if not endpoint.url.startswith(("http://", "https://")):
+            raise LLMConfigError(
+                f"cannot call {endpoint.url}: not an http(s) URL; check {endpoint.env('base_url')}"
+            )
         metrics = engine_metrics()
-        last_retry_after: float | None = None
         tap = _DeltaTap(on_delta) if on_delta is not None else None
         # Attempts the server had when they failed: estimated, and added to the call's usage.
         lost = Usage()
-        for endpoint in chain:
-            body = self._body(endpoint, messages, seed, temperature, max_tokens, stream=on_delta is not None)
-            if stop:
-                body["stop"] = list(stop)
-            await self._fit(pool, endpoint, messages, body)
-            reasons: list[str] = []
-            tries = endpoint.settings.max_retries + 1
-            budget_ends = time.monotonic() + endpoint.settings.retry_budget
-            refitted = False
-            attempt = 0
-            while True:
-                attempts += 1
-                if tap is not None:
-                    tap.chars = 0
-                if tap is not None and tap.sent:
-                    # A failed attempt had streamed part of its answer: the caller drops it.
-                    tap.sent = False
-                    if on_reset is not None:
-                        await on_reset()
-                queued = time.perf_counter()
-                sent = queued
-                try:
-                    async with (
-                        self._limiter.slot(
-                            endpoint.key,
-                            endpoint.settings.max_concurrency,
-                            endpoint.settings.requests_per_minute,
-                        ),
-                        pool.client() as client,
-                    ):
-                        sent = time.perf_counter()
-                        metrics.limiter_wait.labels(endpoint.key, role).observe(sent - queued)
-                        reply = await self._attempt(client, endpoint, body, tap)
-                except _Overflowed as exc:
-                    metrics.llm_attempt(endpoint.key, role, "overflow", time.perf_counter() - sent)
-                    if refitted:
-                        metrics.llm_calls.labels(role, "failed").inc()
-                        raise self._overflow(endpoint, messages, exc.overflow) from None
-                    refitted = True
-                    self._refit(endpoint, messages, body, exc.overflow)
-                    continue
-                except RetryableError as exc:
-                    metrics.llm_attempt(endpoint.key, role, "retryable_error", time.perf_counter() - sent)
-                    if exc.charged:
-                        lost = lost.add(_lost_usage(messages, tap.chars if tap is not None else 0))
-                    reasons.append(str(exc))
-                    last_retry_after = exc.retry_after
-                    attempt += 1
-                    if attempt >= tries:
-                        break
-                    delay = self._delay(attempt - 1, exc.retry_after)
-                    if delay is None:
-                        reasons.append(
-                            f"asked to wait {exc.retry_after:g}s, over retry_max_delay "
-                            f"{self._llm.retry_max_delay:g}s: next endpoint"
-                        )
-                        break
-                    left = budget_ends - time.monotonic()
-                    if left <= 0:
-                        reasons.append(f"retry budget of {endpoint.settings.retry_budget:g}s spent")
-                        break
-                    delay = min(delay, left)
-                    logger.warning(
-                        "LLM %s call to %s failed (attempt %d, %.0fs of retry budget left): %s; "
-                        "retrying in %.2fs",
-                        role,
-                        endpoint.describe(),
-                        attempt,
-                        left,
-                        exc,
-                        delay,
+        body = self._body(endpoint, messages, seed, temperature, max_tokens, stream=on_delta is not None)
+        if stop:
+            body["stop"] = list(stop)
+        await self._fit(http, endpoint, messages, body)
+        reasons: list[str] = []
+        tries = endpoint.settings.max_retries + 1
+        budget_ends = time.monotonic() + endpoint.settings.retry_budget
+        refitted = False
+        attempt = 0
+        last_retry_after: float | None = None
+        while True:
+            if tap is not None:
+                tap.chars = 0
+            if tap is not None and tap.sent:
+                # A failed attempt had streamed part of its answer: the caller drops it.
+                tap.sent = False
+                if on_reset is not None:
+                    await on_reset()
+            queued = time.perf_counter()
+            sent = queued
+            try:
+                async with self._limiter.slot(
+                    endpoint.key, endpoint.settings.max_concurrency, endpoint.settings.requests_per_minute
+                ):
+                    sent = time.perf_counter()
+                    metrics.limiter_wait.labels(endpoint.key, role).observe(sent - queued)
+                    reply = await self._attempt(http, endpoint, body, tap)
+            except _Overflowed as exc:
+                metrics.llm_attempt(endpoint.key, role, "overflow", time.perf_counter() - sent)
+                if refitted:
+                    raise self._overflow(endpoint, messages, exc.overflow) from None
+                refitted = True
+                self._refit(endpoint, messages, body, exc.overflow)
+                continue
+            except RetryableError as exc:
+                metrics.llm_attempt(endpoint.key, role, "retryable_error", time.perf_counter() - sent)
+                if exc.charged:
+                    lost = lost.add(_lost_usage(messages, tap.chars if tap is not None else 0))
+                reasons.append(str(exc))
+                last_retry_after = exc.retry_after
+                attempt += 1
+                if attempt >= tries:
+                    break
+                delay = self._delay(attempt - 1, exc.retry_after)
+                if delay is None:
+                    reasons.append(
+                        f"asked to wait {exc.retry_after:g}s, over retry_max_delay "
+                        f"{self._llm.retry_max_delay:g}s: next endpoint"
                     )
-                    metrics.llm_retries.labels(endpoint.key, role).inc()
-                    await anyio.sleep(delay)
-                except LLMConfigError:
-                    metrics.llm_attempt(endpoint.key, role, "config_error", time.perf_counter() - sent)
-                    metrics.llm_calls.labels(role, "failed").inc()
-                    raise
-                else:
-                    metrics.llm_attempt(endpoint.key, role, "ok", time.perf_counter() - sent, reply.usage)
-                    metrics.llm_calls.labels(role, "ok").inc()
-                    if reply.usage is not None:
-                        self._windows.observe(endpoint, prompt_chars(messages), reply.usage.prompt_tokens)
-                    return _result(reply, endpoint, messages, lost)
-            logger.warning("LLM %s endpoint %s given up: %s", role, endpoint.describe(), "; ".join(reasons))
-            failures.append(f"{endpoint.describe()}: {attempt} attempt(s): " + "; ".join(reasons[-3:]))
-        metrics.llm_calls.labels(role, "failed").inc()
+                    break
+                left = budget_ends - time.monotonic()
+                if left <= 0:
+                    reasons.append(f"retry budget of {endpoint.settings.retry_budget:g}s spent")
+                    break
+                delay = min(delay, left)
+                logger.warning(
+                    "LLM %s call to %s failed (attempt %d, %.0fs of retry budget left): %s; "
+                    "retrying in %.2fs",
+                    role,
+                    endpoint.describe(),
+                    attempt,
+                    left,
+                    exc,
+                    delay,
+                )
+                metrics.llm_retries.labels(endpoint.key, role).inc()
+                await anyio.sleep(delay)
+            except LLMConfigError:
+                metrics.llm_attempt(endpoint.key, role, "config_error", time.perf_counter() - sent)
+                raise
+            else:
+                metrics.llm_attempt(endpoint.key, role, "ok", time.perf_counter() - sent, reply.usage)
+                if reply.usage is not None:
+                    self._windows.observe(endpoint, prompt_chars(messages), reply.usage.prompt_tokens)
+                return _result(reply, endpoint, messages, lost)
+        logger.warning("LLM %s endpoint %s given up: %s", role, endpoint.describe(), "; ".join(reasons))
         raise RetryableError(
-            f"LLM {role} call failed after {attempts} attempt(s) on {len(chain)} endpoint(s): "
-            + " | ".join(failures),
+            f"{endpoint.describe()}: {attempt} attempt(s): " + "; ".join(reasons[-3:]),
             retry_after=last_retry_after,
             usage=lost if lost.calls else None,
+            attempts=attempt + int(refitted),
         )
 
     async def _fit(
-        self, pool: ClientPool, endpoint: Endpoint, messages: list[ChatMessage], body: dict[str, Any]
+        self, http: HTTPClient, endpoint: Endpoint, messages: list[ChatMessage], body: dict[str, Any]
     ) -> None:
         """Cut `max_tokens` to what the prompt leaves of the context; raise `ContextOverflow`
         (unsent) when the prompt itself is too long."""
-        async with pool.client() as client:
-            window = await self._windows.length(endpoint, client)
+        window = await self._windows.length(endpoint, http)
         if window is None:
             return
         estimate = estimate_prompt_tokens(messages, self._ratio(endpoint))
@@ -351,55 +301,42 @@ class OpenAIChatModel:
 
     async def _attempt(
         self,
-        client: httpx.AsyncClient,
+        http: HTTPClient,
         endpoint: Endpoint,
         body: dict[str, Any],
         on_delta: DeltaCallback | None,
     ) -> Reply:
         limit = endpoint.settings.timeout
-        headers = {"Accept": "text/event-stream" if body["stream"] else "application/json"}
+        headers = {
+            "Accept": "text/event-stream" if body["stream"] else "application/json",
+            "Content-Type": "application/json",
+            "User-Agent": USER_AGENT,
+        }
         if endpoint.settings.api_key:
             headers["Authorization"] = f"Bearer {endpoint.settings.api_key}"
         # A streamed reply sends bytes all along: silence for `read_timeout` means the server
         # is gone or stopping. A whole-body reply is silent until done, so only the total applies.
         read = min(limit, endpoint.settings.read_timeout) if body["stream"] else limit
-        # Whether the server answered at all: only then (or when it held the call past a
-        # timeout) is a failed attempt charged. A reset before any answer may be a dead pooled
-        # connection the server never read from.
-        answered = False
+        content = json.dumps(body).encode()
         try:
-            # The deadline covers the whole call; httpx's own timeouts also catch a silent socket.
+            # The deadline covers the whole call, the stream included.
             with anyio.fail_after(limit):
-                async with client.stream(
-                    "POST", endpoint.url, json=body, headers=headers, timeout=httpx.Timeout(limit, read=read)
+                async with http.request(
+                    "POST", endpoint.url, body=content, headers=headers, read_timeout=read
                 ) as response:
-                    answered = True
                     if not response.is_success:
-                        await response.aread()
-                        raise _status_error(endpoint, response)
+                        raise _status_error(
+                            endpoint, response.status, response.headers, await response.read()
+                        )
                     content_type = response.headers.get("content-type", "")
                     # A server that ignores `stream: true` answers with one JSON body: accept it.
                     if body["stream"] and not content_type.startswith("application/json"):
                         return await _read_stream(endpoint, response, on_delta)
-                    await response.aread()
-                    payload = load_object(response.text, "response body")
+                    payload = load_object((await response.read()).decode("utf-8", "replace"), "response body")
                     _raise_for_payload_error(endpoint, payload)
                     return parse_completion(payload)
         except TimeoutError as exc:
             raise RetryableError(f"no complete response within {limit:g}s (timeout)", charged=True) from exc
-        except httpx.ReadTimeout as exc:
-            raise RetryableError(f"ReadTimeout: no data for {read:g}s", charged=True) from exc
-        except httpx.TimeoutException as exc:
-            raise RetryableError(f"{type(exc).__name__} after {limit:g}s") from exc
-        except httpx.UnsupportedProtocol as exc:
-            raise LLMConfigError(
-                f"cannot call {endpoint.url}: {exc}; check {endpoint.env('base_url')}"
-            ) from exc
-        except httpx.TransportError as exc:
-            # Connect errors, resets, and a connection closed mid-stream (RemoteProtocolError).
-            raise RetryableError(
-                f"{type(exc).__name__}: {exc or 'connection failed'}", charged=answered
-            ) from exc
         except WireError as exc:
             raise RetryableError(f"malformed response: {exc}") from exc
 
@@ -426,27 +363,33 @@ class _DeltaTap:
         await self.on_delta(text)
 
 
-async def _read_stream(endpoint: Endpoint, response: httpx.Response, on_delta: DeltaCallback | None) -> Reply:
+async def _read_stream(endpoint: Endpoint, response: Response, on_delta: DeltaCallback | None) -> Reply:
     reply = Reply()
     done = False
-    async with aclosing(iter_sse_data(response.aiter_lines())) as events:
-        async for data in events:
-            if data.strip() == "[DONE]":
-                # Read on to the end of the body: a half-read response cannot go back to the
-                # connection pool, and every call would then pay for a new connection.
-                done = True
-                continue
-            if done:
-                continue
-            chunk = load_object(data, "stream chunk")
-            _raise_for_payload_error(endpoint, chunk)
-            text = add_chunk(reply, chunk)
-            if text and on_delta is not None:
-                await on_delta(text)
+    decoder = SSEDecoder()
+    async for piece in response.iter_bytes():
+        for data in decoder.feed(piece):
+            # Read on to the end of the body after [DONE]: a half-read response cannot go back
+            # to the connection pool, and every call would then pay for a new connection.
+            done = done or await _take(endpoint, reply, data, on_delta)
+    for data in decoder.close():
+        done = done or await _take(endpoint, reply, data, on_delta)
     # Some servers omit [DONE]; a finish_reason is as good. Neither means the stream was cut.
     if not done and reply.finish_reason is None:
         raise RetryableError("stream ended before the completion finished (connection dropped)", charged=True)
     return reply
+
+
+async def _take(endpoint: Endpoint, reply: Reply, data: str, on_delta: DeltaCallback | None) -> bool:
+    """Add one stream event to the reply; True when it was the `[DONE]` marker."""
+    if data.strip() == "[DONE]":
+        return True
+    chunk = load_object(data, "stream chunk")
+    _raise_for_payload_error(endpoint, chunk)
+    text = add_chunk(reply, chunk)
+    if text and on_delta is not None:
+        await on_delta(text)
+    return False
 
 
 def _lost_usage(messages: list[ChatMessage], streamed_chars: int) -> Usage:
@@ -487,14 +430,17 @@ def _raise_for_payload_error(endpoint: Endpoint, payload: dict[str, Any]) -> Non
     raise _classify(endpoint, status, message, None)
 
 
-def _status_error(endpoint: Endpoint, response: httpx.Response) -> HeavyResearchError:
-    overflow = parse_overflow(response.status_code, response.text)
+def _status_error(
+    endpoint: Endpoint, status: int, headers: Mapping[str, str], raw: bytes
+) -> HeavyResearchError:
+    text = raw.decode("utf-8", "replace")
+    overflow = parse_overflow(status, text)
     if overflow is not None:
         return _Overflowed(overflow)
-    detail = error_detail(response.text)
-    if response.is_redirect:
-        detail = f"redirected to {response.headers.get('location', '?')}"
-    return _classify(endpoint, response.status_code, detail, response.headers.get("retry-after"))
+    detail = error_detail(text)
+    if 300 <= status < 400 and "location" in headers:
+        detail = f"redirected to {headers['location']}"
+    return _classify(endpoint, status, detail, headers.get("retry-after"))
 
 
 def _classify(endpoint: Endpoint, status: int, detail: str, retry_after: str | None) -> HeavyResearchError:

@@ -34,9 +34,10 @@ from dataclasses import dataclass
 from typing import Any
 
 import anyio
-import httpx
 
+from workers.errors import RetryableError
 from workers.llm.endpoints import Endpoint
+from workers.llm.http import HTTPClient
 from workers.llm.types import ChatMessage
 
 log = logging.getLogger(__name__)
@@ -154,21 +155,21 @@ class ContextWindows:
         """The length already known (set, discovered or learnt), without asking the server."""
         return endpoint.settings.context_length or self._known.get(endpoint.key)
 
-    async def length(self, endpoint: Endpoint, client: httpx.AsyncClient) -> int | None:
+    async def length(self, endpoint: Endpoint, http: HTTPClient) -> int | None:
         if endpoint.settings.context_length:
             return endpoint.settings.context_length
         if endpoint.key in self._known:
             return self._known[endpoint.key]
         async with self._lock:
             if endpoint.key not in self._known:
-                found = await discover(endpoint, client)
+                found = await discover(endpoint, http)
                 if found is not None:
                     log.info("LLM endpoint %s reports a %d-token context", endpoint.describe(), found)
                 self._known[endpoint.key] = found
         return self._known[endpoint.key]
 
 
-async def discover(endpoint: Endpoint, client: httpx.AsyncClient) -> int | None:
+async def discover(endpoint: Endpoint, http: HTTPClient) -> int | None:
     """Ask the server for its context length; None when it does not say (or cannot be reached:
     a down server is the retry loop's business, not this one's)."""
     base = endpoint.base_url.rstrip("/").removesuffix("/chat/completions")
@@ -177,13 +178,17 @@ async def discover(endpoint: Endpoint, client: httpx.AsyncClient) -> int | None:
     # /props first: llama.cpp's per-slot n_ctx is the real limit; n_ctx_train may be far larger.
     for url, read in ((f"{root}/props", _from_props), (f"{base}/models", _from_models)):
         try:
-            response = await client.get(url, headers=headers, timeout=_DISCOVERY_TIMEOUT)
-        except httpx.HTTPError:
-            continue
-        if not response.is_success:
+            with anyio.fail_after(_DISCOVERY_TIMEOUT):
+                async with http.request(
+                    "GET", url, headers=headers, read_timeout=_DISCOVERY_TIMEOUT
+                ) as response:
+                    if not response.is_success:
+                        continue
+                    raw = await response.read()
+        except (RetryableError, TimeoutError, ValueError):
             continue
         try:
-            payload = response.json()
+            payload = json.loads(raw)
         except ValueError:
             continue
         found = read(payload, endpoint.model)

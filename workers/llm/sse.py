@@ -5,25 +5,55 @@ from __future__ import annotations
 from collections.abc import AsyncGenerator, AsyncIterable
 
 
-async def iter_sse_data(lines: AsyncIterable[str]) -> AsyncGenerator[str, None]:
-    """Yield the `data` of each event in a stream of SSE lines (line endings already removed).
+class SSEDecoder:
+    """Bytes in as they arrive, the `data` of each complete event out.
 
     Comments (`: keep-alive`, as OpenRouter sends while it queues) and other fields are skipped;
-    several `data:` lines in one event are joined with newlines, as the SSE spec says.
+    several `data:` lines in one event are joined with newlines, as the SSE spec says. Lines are
+    decoded whole, so a character split across two reads is never cut.
     """
-    data: list[str] = []
+
+    def __init__(self) -> None:
+        self._partial = b""
+        self._data: list[str] = []
+
+    def feed(self, chunk: bytes) -> list[str]:
+        lines = (self._partial + chunk).split(b"\n")
+        self._partial = lines.pop()
+        return self._lines([line.decode("utf-8", "replace") for line in lines])
+
+    def close(self) -> list[str]:
+        """What is left once the body ended: a server that closes right after its last event
+        without the blank line still meant it."""
+        events = self._lines([self._partial.decode("utf-8", "replace")]) if self._partial else []
+        if self._data:
+            events.append("\n".join(self._data))
+            self._data = []
+        return events
+
+    def _lines(self, lines: list[str]) -> list[str]:
+        events: list[str] = []
+        data = self._data
+        for line in lines:
+            line = line.removesuffix("\r")
+            if not line:
+                if data:
+                    events.append("\n".join(data))
+                    data.clear()
+                continue
+            if line.startswith(":"):
+                continue
+            name, _, value = line.partition(":")
+            if name == "data":
+                data.append(value.removeprefix(" "))
+        return events
+
+
+async def iter_sse_data(lines: AsyncIterable[str]) -> AsyncGenerator[str, None]:
+    """Yield the `data` of each event in a stream of SSE lines (line endings already removed)."""
+    decoder = SSEDecoder()
     async for line in lines:
-        if not line:
-            if data:
-                yield "\n".join(data)
-                data = []
-            continue
-        if line.startswith(":"):
-            continue
-        name, _, value = line.partition(":")
-        if name != "data":
-            continue
-        data.append(value.removeprefix(" "))
-    # A server that closes right after its last event without the blank line still meant it.
-    if data:
-        yield "\n".join(data)
+        for data in decoder.feed(line.encode() + b"\n"):
+            yield data
+    for data in decoder.close():
+        yield data
