@@ -17,6 +17,8 @@ HeavyResearchError
 ├── CorpusError          the local corpus cannot be built or opened: says what to do
 ├── BackendUnavailable   the job store cannot be reached (HTTP 503 with Retry-After)
 ├── BackendBroken        the job store's file is unusable (corrupt, read-only): fails at start
+├── SourceConflict       a round's source ids are taken in the store by other urls: another
+│                        process runs the job now, so this one stops it without writing
 ├── QueueFull            the queue is at capacity (HTTP 429 with Retry-After)
 ├── QuotaExceeded        a tenant is past one of its quotas (HTTP 429 with Retry-After)
 ├── JobNotFound          unknown job id (HTTP 404)
@@ -98,6 +100,13 @@ class BackendUnavailable(HeavyResearchError):
 class BackendBroken(HeavyResearchError):
     """The job store cannot be used as configured (a corrupt or read-only file): raised at
     start with what to do, never retried."""
+
+
+class SourceConflict(HeavyResearchError):
+    """A round's commit carried a source id the store already gives another url (or a url it
+    gives another id). Ids are assigned in the process running the job, so this means a second
+    process runs it too (this one outlived its lease): the commit wrote nothing, and this
+    process stops the job as if its lease were lost."""
 
 
 class QueueFull(HeavyResearchError):

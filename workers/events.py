@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from enum import StrEnum
 from typing import Any
 
@@ -58,3 +59,17 @@ class NewEvent(BaseModel):
     round: int | None = None
     data: dict[str, Any] = Field(default_factory=dict)
     key: str | None = None
+    # When it happened, if not when it is appended: an agent sends a round's events together.
+    ts: float | None = None
+
+    def stamped(self, job_id: str) -> Event:
+        """The event as the log stores it, before the log gives it its `seq`."""
+        return Event(
+            job_id=job_id,
+            seq=0,
+            ts=self.ts if self.ts is not None else time.time(),
+            type=self.type,
+            agent=self.agent,
+            round=self.round,
+            data=self.data,
+        )

@@ -1,16 +1,18 @@
 """The backend seam: job store + event log + job queue + cache, behind one small interface.
 
-Two implementations: `memory` (one process, the embedded default) and `redis` (scale-out).
-The same contract test suite runs against both.
+Three implementations: `sqlite` (the embedded default), `memory` (one process, nothing kept)
+and `redis` (scale-out). The same contract test suite runs against all three.
 """
 
 from __future__ import annotations
 
 import os
 import time
+from collections.abc import Iterable, Sequence
 from contextlib import AbstractAsyncContextManager
 from typing import TYPE_CHECKING, Protocol
 
+from workers.errors import SourceConflict
 from workers.events import Event, NewEvent
 from workers.models import AgentCheckpoint, FileRecord, JobRecord, JobStatus, Source
 
@@ -25,6 +27,20 @@ def new_job_id() -> str:
 
 def new_file_id() -> str:
     return f"file_{int(time.time() * 1000):012x}{os.urandom(6).hex()}"
+
+
+def check_sources(stored: Iterable[Source], given: Iterable[Source]) -> None:
+    """Raise `SourceConflict` when a `given` source's id or url is the store's for another
+    url or id (`commit_round` upserts by both, so anything else is a repeat or new)."""
+    ids = {source.url: source.id for source in stored}
+    urls = {source_id: url for url, source_id in ids.items()}
+    clashes = [
+        f"{source.id} ({source.url})"
+        for source in given
+        if ids.get(source.url, source.id) != source.id or urls.get(source.id, source.url) != source.url
+    ]
+    if clashes:
+        raise SourceConflict(f"source ids already taken by other urls: {', '.join(clashes)}")
 
 
 class Backend(Protocol):
@@ -68,7 +84,9 @@ class Backend(Protocol):
     async def load_checkpoints(self, job_id: str) -> dict[int, AgentCheckpoint]: ...
 
     async def register_source(self, job_id: str, url: str, title: str) -> Source:
-        """Give `url` a stable id (`S1`, `S2`, …) in the job's registry; same url, same id."""
+        """Give `url` a stable id (`S1`, `S2`, …) in the job's registry; same url, same id.
+        A running job assigns ids in its own process (`workers.agent.sources`) and stores
+        them with `commit_round`; this is for callers outside a job run."""
 
     async def get_sources(self, job_id: str) -> dict[str, Source]: ...
 
@@ -78,7 +96,22 @@ class Backend(Protocol):
 
     # -- event log ----------------------------------------------------------------------------
     async def append_event(self, job_id: str, event: NewEvent) -> Event | None:
-        """Append with the next `seq`. Returns None when `event.key` was already appended."""
+        """Append with the next `seq`. Returns None when `event.key` was already appended.
+        The same step as `commit_round` with one event and nothing else."""
+
+    async def commit_round(
+        self,
+        job_id: str,
+        events: Sequence[NewEvent],
+        checkpoint: AgentCheckpoint | None = None,
+        sources: Sequence[Source] = (),
+    ) -> list[Event]:
+        """Store what an agent's round wrote in one atomic step (one round trip): its sources
+        (upserted under the ids given), its events (appended in order with the next seqs; a
+        keyed event already in the log is skipped, as `append_event` does) and its
+        checkpoint (overwriting the agent's last). Returns the events appended. Safe to
+        repeat with keyed events. Raises `SourceConflict`, having written nothing, when a
+        given id or url is already the store's for another url or id."""
 
     async def read_events(self, job_id: str, after: int = 0, limit: int = 1000) -> list[Event]: ...
 

@@ -78,18 +78,47 @@ return 1
 
 # The event log. Entry ids are `<seq>-0`: the stream's own ordering *is* the gapless seq, so
 # `after=N` maps to the id `N-0` with no side index, and XREAD BLOCK from `N-0` is race-free.
-# KEYS: events, event keys, record. ARGV: payload JSON, dedupe key, has key, orphan TTL ms.
-# Returns the new seq, or 0 for a dedupe key already appended.
-APPEND_EVENT = (
+# One round of an agent lands in one step: its sources, its events, its checkpoint (an append
+# is a round of one event). Sources are checked before anything is written, so a clash leaves
+# the store as it was.
+# KEYS: events, event keys, record, checkpoints, source urls, sources.
+# ARGV: orphan TTL ms, event count n, then n × (payload JSON, dedupe key, has key '1'/'0'),
+# then the checkpoint's agent ('' for none) and JSON, then × (source id, url, Source JSON).
+# Returns {1, seq…} (seq 0 for a dedupe key already appended), or {0, clashing id…}.
+COMMIT_ROUND = (
     _INHERIT_TTL
     + """
-if ARGV[3] == '1' and redis.call('SADD', KEYS[2], ARGV[2]) == 0 then return 0 end
-local seq = 1
+local n = tonumber(ARGV[2])
+local cp = 3 + 3 * n
+local clashes = {0}
+for i = cp + 2, #ARGV, 3 do
+  local id = redis.call('HGET', KEYS[5], ARGV[i + 1])
+  if (id and id ~= ARGV[i]) or (not id and redis.call('HEXISTS', KEYS[6], ARGV[i]) == 1) then
+    table.insert(clashes, ARGV[i])
+  end
+end
+if #clashes > 1 then return clashes end
+for i = cp + 2, #ARGV, 3 do
+  if redis.call('HSETNX', KEYS[5], ARGV[i + 1], ARGV[i]) == 1 then
+    redis.call('HSET', KEYS[6], ARGV[i], ARGV[i + 2])
+  end
+end
+local seq = 0
 local last = redis.call('XREVRANGE', KEYS[1], '+', '-', 'COUNT', 1)
-if #last > 0 then seq = tonumber(string.match(last[1][1], '^(%d+)')) + 1 end
-redis.call('XADD', KEYS[1], seq .. '-0', 'e', ARGV[1])
-inherit_ttl(KEYS[3], {KEYS[1], KEYS[2]}, ARGV[4])
-return seq
+if #last > 0 then seq = tonumber(string.match(last[1][1], '^(%d+)')) end
+local seqs = {1}
+for i = 3, cp - 1, 3 do
+  if ARGV[i + 2] == '1' and redis.call('SADD', KEYS[2], ARGV[i + 1]) == 0 then
+    table.insert(seqs, 0)
+  else
+    seq = seq + 1
+    redis.call('XADD', KEYS[1], seq .. '-0', 'e', ARGV[i])
+    table.insert(seqs, seq)
+  end
+end
+if ARGV[cp] ~= '' then redis.call('HSET', KEYS[4], ARGV[cp], ARGV[cp + 1]) end
+inherit_ttl(KEYS[3], {KEYS[1], KEYS[2], KEYS[4], KEYS[5], KEYS[6]}, ARGV[1])
+return seqs
 """
 )
 

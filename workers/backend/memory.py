@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import time
 from collections import deque
+from collections.abc import Sequence
 from contextlib import AbstractAsyncContextManager
 
 import anyio
 
+from workers.backend.base import check_sources
 from workers.errors import QueueFull
 from workers.events import Event, NewEvent
 from workers.llm.limiter import Limiter
@@ -165,24 +167,37 @@ class MemoryBackend:
 
     # -- event log ----------------------------------------------------------------------------
     async def append_event(self, job_id: str, event: NewEvent) -> Event | None:
+        appended = await self.commit_round(job_id, [event])
+        return appended[0] if appended else None
+
+    async def commit_round(
+        self,
+        job_id: str,
+        events: Sequence[NewEvent],
+        checkpoint: AgentCheckpoint | None = None,
+        sources: Sequence[Source] = (),
+    ) -> list[Event]:
+        registry = self._sources.setdefault(job_id, {})
+        check_sources(registry.values(), sources)
+        for source in sources:
+            registry.setdefault(source.id, source.model_copy())
         log = self._logs.setdefault(job_id, _JobLog())
-        if event.key is not None:
-            if event.key in log.keys:
-                return None
-            log.keys.add(event.key)
-        stored = Event(
-            job_id=job_id,
-            seq=len(log.events) + 1,
-            ts=time.time(),
-            type=event.type,
-            agent=event.agent,
-            round=event.round,
-            data=event.data,
-        )
-        log.events.append(stored)
-        changed, log.changed = log.changed, anyio.Event()
-        changed.set()
-        return stored
+        appended: list[Event] = []
+        for event in events:
+            if event.key is not None:
+                if event.key in log.keys:
+                    continue
+                log.keys.add(event.key)
+            stored = event.stamped(job_id)
+            stored.seq = len(log.events) + 1
+            log.events.append(stored)
+            appended.append(stored)
+        if checkpoint is not None:
+            await self.save_checkpoint(job_id, checkpoint)
+        if appended:
+            changed, log.changed = log.changed, anyio.Event()
+            changed.set()
+        return appended
 
     async def read_events(self, job_id: str, after: int = 0, limit: int = 1000) -> list[Event]:
         log = self._logs.get(job_id)

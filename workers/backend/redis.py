@@ -24,7 +24,7 @@ import json
 import logging
 import os
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Any, ParamSpec, TypeVar, cast
 from urllib.parse import urlsplit
@@ -38,7 +38,7 @@ from redis.commands.core import AsyncScript
 
 from workers.backend import lua
 from workers.backend.keys import QUEUE_GROUP, RELEASED_CONSUMER, RedisKeys
-from workers.errors import BackendUnavailable, QueueFull
+from workers.errors import BackendUnavailable, QueueFull, SourceConflict
 from workers.events import Event, NewEvent
 from workers.llm.limiter import Limiter
 from workers.models import AgentCheckpoint, FileRecord, JobRecord, JobStatus, Source
@@ -349,27 +349,45 @@ class RedisBackend:
 
     # -- event log ------------------------------------------------------------------------------
     async def append_event(self, job_id: str, event: NewEvent) -> Event | None:
-        stored = Event(
-            job_id=job_id,
-            seq=0,  # the log assigns it
-            ts=time.time(),
-            type=event.type,
-            agent=event.agent,
-            round=event.round,
-            data=event.data,
-        )
-        payload = stored.model_dump_json(include={"ts", "type", "agent", "round", "data"})
-        keys = [self.keys.events(job_id), self.keys.event_keys(job_id), self.keys.job(job_id)]
-        has_key = event.key is not None
-        args: list[str | int | float] = [payload, event.key or "", "1" if has_key else "0", self._ttl_ms]
-        # A keyed append is safe to repeat (the repeat is dropped as a duplicate of the first);
-        # an unkeyed one could land twice.
-        call = self._call if has_key else self._call_once
-        seq = int(await call(self._script, lua.APPEND_EVENT, keys, args))
-        if seq == 0:
-            return None
-        stored.seq = seq
-        return stored
+        appended = await self.commit_round(job_id, [event])
+        return appended[0] if appended else None
+
+    async def commit_round(
+        self,
+        job_id: str,
+        events: Sequence[NewEvent],
+        checkpoint: AgentCheckpoint | None = None,
+        sources: Sequence[Source] = (),
+    ) -> list[Event]:
+        stored = [event.stamped(job_id) for event in events]
+        args: list[str | int | float] = [self._ttl_ms, len(events)]
+        for event, e in zip(events, stored, strict=True):
+            payload = e.model_dump_json(include={"ts", "type", "agent", "round", "data"})
+            args += [payload, event.key or "", "0" if event.key is None else "1"]
+        args += ["", ""] if checkpoint is None else [checkpoint.agent, checkpoint.model_dump_json()]
+        for source in sources:
+            args += [source.id, source.url, source.model_dump_json()]
+        keys = [
+            self.keys.events(job_id),
+            self.keys.event_keys(job_id),
+            self.keys.job(job_id),
+            self.keys.checkpoints(job_id),
+            self.keys.source_urls(job_id),
+            self.keys.sources(job_id),
+        ]
+        # Keyed events are safe to repeat (the repeat drops them as duplicates of the first;
+        # the checkpoint and sources overwrite themselves); an unkeyed one could land twice.
+        call = self._call if all(event.key is not None for event in events) else self._call_once
+        reply = await call(self._script, lua.COMMIT_ROUND, keys, args)
+        if not int(reply[0]):
+            clashes = ", ".join(reply[1:])
+            raise SourceConflict(f"job {job_id}: source ids already taken by other urls: {clashes}")
+        appended = []
+        for event, seq in zip(stored, reply[1:], strict=True):
+            if int(seq):
+                event.seq = int(seq)
+                appended.append(event)
+        return appended
 
     def _parse_events(self, job_id: str, entries: Any) -> list[Event]:
         """Events from stream entries `[(id, {'e': payload}), …]`."""

@@ -1,8 +1,8 @@
 """A backend wrapper for the engine: rides out short backend outages instead of failing jobs.
 
-Every call the engine makes while running a job is safe to repeat (events and checkpoints
-are keyed, source registration is by url, saves overwrite), so while Redis restarts a worker
-waits and retries, with backoff, up to `patience` seconds. API processes do not use this:
+Every call the engine makes while running a job is safe to repeat (events are keyed, sources
+are registered by url or upserted under their id, saves overwrite), so while Redis restarts
+a worker waits and retries, with backoff, up to `patience` seconds. API processes do not use this:
 they answer 503 at once instead of hanging a client.
 """
 
@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from contextlib import AbstractAsyncContextManager
 from typing import ParamSpec, TypeVar
 
@@ -97,6 +97,15 @@ class RetryingBackend:
 
     async def append_event(self, job_id: str, event: NewEvent) -> Event | None:
         return await self._retry(self.inner.append_event, job_id, event)
+
+    async def commit_round(
+        self,
+        job_id: str,
+        events: Sequence[NewEvent],
+        checkpoint: AgentCheckpoint | None = None,
+        sources: Sequence[Source] = (),
+    ) -> list[Event]:
+        return await self._retry(self.inner.commit_round, job_id, events, checkpoint, sources)
 
     async def read_events(self, job_id: str, after: int = 0, limit: int = 1000) -> list[Event]:
         return await self._retry(self.inner.read_events, job_id, after, limit)

@@ -24,11 +24,13 @@ import json
 import os
 import sqlite3
 import time
+from collections.abc import Sequence
 from contextlib import AbstractAsyncContextManager
 from pathlib import Path
 
 import anyio
 
+from workers.backend.base import check_sources
 from workers.backend.sqlite_db import Database
 from workers.backend.sqlite_schema import JOB_TABLES
 from workers.errors import QueueFull
@@ -230,11 +232,7 @@ class SQLiteBackend:
         raw = checkpoint.model_dump_json()
 
         def save(conn: sqlite3.Connection) -> None:
-            conn.execute(
-                "INSERT INTO checkpoints (job_id, agent, data) VALUES (?, ?, ?) "
-                "ON CONFLICT (job_id, agent) DO UPDATE SET data = excluded.data",
-                (job_id, checkpoint.agent, raw),
-            )
+            _save_checkpoint(conn, job_id, checkpoint.agent, raw)
 
         await self._db.write(save)
 
@@ -286,40 +284,69 @@ class SQLiteBackend:
 
     # -- event log ------------------------------------------------------------------------------
     async def append_event(self, job_id: str, event: NewEvent) -> Event | None:
-        stored = Event(
-            job_id=job_id,
-            seq=0,  # the log assigns it
-            ts=time.time(),
-            type=event.type,
-            agent=event.agent,
-            round=event.round,
-            data=event.data,
-        )
-        payload = stored.model_dump_json(include={"ts", "type", "agent", "round", "data"})
-        key = event.key
+        appended = await self.commit_round(job_id, [event])
+        return appended[0] if appended else None
 
-        def append(conn: sqlite3.Connection) -> int:
-            if key is not None:
-                found = conn.execute(
-                    "SELECT 1 FROM events WHERE job_id = ? AND key = ?", (job_id, key)
-                ).fetchone()
-                if found is not None:
-                    return 0
-            (seq,) = conn.execute(
-                "SELECT coalesce(max(seq), 0) + 1 FROM events WHERE job_id = ?", (job_id,)
-            ).fetchone()
-            conn.execute(
-                "INSERT INTO events (job_id, seq, key, payload) VALUES (?, ?, ?, ?)",
-                (job_id, seq, key, payload),
+    async def commit_round(
+        self,
+        job_id: str,
+        events: Sequence[NewEvent],
+        checkpoint: AgentCheckpoint | None = None,
+        sources: Sequence[Source] = (),
+    ) -> list[Event]:
+        stored = [event.stamped(job_id) for event in events]
+        rows = [
+            (event.key, e.model_dump_json(include={"ts", "type", "agent", "round", "data"}))
+            for event, e in zip(events, stored, strict=True)
+        ]
+        raw_checkpoint = checkpoint.model_dump_json() if checkpoint is not None else None
+        given = [(int(source.id[1:]), source) for source in sources]
+
+        def commit(conn: sqlite3.Connection) -> list[int]:
+            # One transaction: the sources, the events and the checkpoint land together or not.
+            found = []
+            for n, source in given:
+                found += conn.execute(
+                    "SELECT n, url FROM sources WHERE job_id = ? AND (n = ? OR url = ?)",
+                    (job_id, n, source.url),
+                ).fetchall()
+            check_sources((Source(id=f"S{row[0]}", url=row[1]) for row in found), sources)
+            conn.executemany(
+                "INSERT OR IGNORE INTO sources (job_id, n, url, title) VALUES (?, ?, ?, ?)",
+                [(job_id, n, source.url, source.title) for n, source in given],
             )
-            return int(seq)
+            (last,) = conn.execute(
+                "SELECT coalesce(max(seq), 0) FROM events WHERE job_id = ?", (job_id,)
+            ).fetchone()
+            seqs = []
+            for key, payload in rows:
+                if key is not None:
+                    dup = conn.execute(
+                        "SELECT 1 FROM events WHERE job_id = ? AND key = ?", (job_id, key)
+                    ).fetchone()
+                    if dup is not None:
+                        seqs.append(0)
+                        continue
+                last += 1
+                conn.execute(
+                    "INSERT INTO events (job_id, seq, key, payload) VALUES (?, ?, ?, ?)",
+                    (job_id, last, key, payload),
+                )
+                seqs.append(int(last))
+            if raw_checkpoint is not None:
+                assert checkpoint is not None
+                _save_checkpoint(conn, job_id, checkpoint.agent, raw_checkpoint)
+            return seqs
 
-        seq = await self._db.write(append)
-        if seq == 0:
-            return None
-        stored.seq = seq
-        self._wake_job(job_id)
-        return stored
+        seqs = await self._db.write(commit)
+        appended = []
+        for event, seq in zip(stored, seqs, strict=True):
+            if seq:
+                event.seq = seq
+                appended.append(event)
+        if appended:
+            self._wake_job(job_id)
+        return appended
 
     async def read_events(self, job_id: str, after: int = 0, limit: int = 1000) -> list[Event]:
         if limit < 1:
@@ -557,6 +584,14 @@ class SQLiteBackend:
         if amount == 0:
             return await self._db.read(read)
         return await self._db.write(add)
+
+
+def _save_checkpoint(conn: sqlite3.Connection, job_id: str, agent: int, raw: str) -> None:
+    conn.execute(
+        "INSERT INTO checkpoints (job_id, agent, data) VALUES (?, ?, ?) "
+        "ON CONFLICT (job_id, agent) DO UPDATE SET data = excluded.data",
+        (job_id, agent, raw),
+    )
 
 
 def _delete_job(conn: sqlite3.Connection, job_id: str) -> bool:
