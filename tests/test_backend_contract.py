@@ -12,9 +12,9 @@ import pytest
 from tests.backend_contract import BackendMaker, eventually, job
 from tests.redis_server import redis_server  # noqa: F401  (fixture)
 from workers.backend import Backend
-from workers.errors import QueueFull
+from workers.errors import QueueFull, SourceConflict
 from workers.events import Event, EventType, NewEvent
-from workers.models import AgentCheckpoint, AgentStatus, JobStatus
+from workers.models import AgentCheckpoint, AgentStatus, JobStatus, Source
 
 pytestmark = pytest.mark.anyio
 
@@ -214,6 +214,90 @@ async def test_concurrent_source_registration_gives_unique_ids(backend: Backend)
     assert sorted(next(iter(ids)) for ids in seen.values()) == sorted(f"S{i}" for i in range(1, 21))
     sources = await backend.get_sources("job_001")
     assert {s.url: s.id for s in sources.values()} == {url: next(iter(ids)) for url, ids in seen.items()}
+
+
+async def test_commit_round_stores_sources_events_and_checkpoint_together(backend: Backend) -> None:
+    await backend.create_job(job("job_001"))
+    await backend.append_event("job_001", new(key="a0.r1.round.started"))
+    sources = [
+        Source(id="S1", url="https://a.example", title="A"),
+        Source(id="S2", url="https://b.example", title="B"),
+    ]
+    events = [
+        new(EventType.tool_called, key="a0.r1.tool.called", name="search"),
+        new(EventType.tool_result, key="a0.r1.tool.result", sources=["S1", "S2"]),
+        new(EventType.round_started, key="a0.r2.round.started"),
+    ]
+    appended = await backend.commit_round("job_001", events, AgentCheckpoint(agent=0, round=1), sources)
+    assert [e.seq for e in appended] == [2, 3, 4]
+    assert [e.type for e in appended] == [
+        EventType.tool_called,
+        EventType.tool_result,
+        EventType.round_started,
+    ]
+    assert [e.seq for e in await backend.read_events("job_001")] == [1, 2, 3, 4]
+    assert (await backend.load_checkpoints("job_001"))[0].round == 1
+    assert {s.id: s.url for s in (await backend.get_sources("job_001")).values()} == {
+        "S1": "https://a.example",
+        "S2": "https://b.example",
+    }
+    # Ids given by the job's process continue in the registry other callers use.
+    assert (await backend.register_source("job_001", "https://c.example", "C")).id == "S3"
+
+
+async def test_a_repeated_commit_changes_nothing(backend: Backend) -> None:
+    """A retry after a lost reply: keyed events are skipped, sources and checkpoint rewritten."""
+    await backend.create_job(job("job_001"))
+    sources = [Source(id="S1", url="https://a.example", title="A")]
+    events = [
+        new(EventType.usage, key="a1.r1.usage"),
+        new(EventType.round_started, key="a1.r2.round.started"),
+    ]
+    checkpoint = AgentCheckpoint(agent=1, round=1, report="r1")
+    first = await backend.commit_round("job_001", events, checkpoint, sources)
+    again = await backend.commit_round("job_001", events, checkpoint, sources)
+    assert len(first) == 2
+    assert again == []
+    assert [e.seq for e in await backend.read_events("job_001")] == [1, 2]
+    assert list(await backend.get_sources("job_001")) == ["S1"]
+    assert (await backend.load_checkpoints("job_001"))[1].report == "r1"
+
+
+async def test_a_commit_with_a_source_id_another_url_holds_writes_nothing(backend: Backend) -> None:
+    await backend.create_job(job("job_001"))
+    await backend.commit_round("job_001", [], None, [Source(id="S1", url="https://a.example", title="A")])
+    clash = [Source(id="S1", url="https://other.example", title="O")]
+    with pytest.raises(SourceConflict):
+        await backend.commit_round(
+            "job_001", [new(key="a0.r1.round.started")], AgentCheckpoint(agent=0, round=1), clash
+        )
+    assert await backend.read_events("job_001") == []
+    assert await backend.load_checkpoints("job_001") == {}
+    assert {s.url for s in (await backend.get_sources("job_001")).values()} == {"https://a.example"}
+
+
+async def test_concurrent_commits_interleave_whole_and_gapless(backend: Backend) -> None:
+    await backend.create_job(job("job_001"))
+
+    async def agent(index: int) -> None:
+        for round_ in range(1, 11):
+            events = [
+                new(EventType.usage, key=f"a{index}.r{round_}.{kind}", agent=index, round=round_)
+                for kind in "abcde"
+            ]
+            await backend.commit_round("job_001", events, AgentCheckpoint(agent=index, round=round_))
+
+    async with anyio.create_task_group() as tg:
+        for index in range(6):
+            tg.start_soon(agent, index)
+    stored = await backend.read_events("job_001", limit=1000)
+    assert [e.seq for e in stored] == list(range(1, 301))
+    # A round's events are contiguous: nothing of another commit lands between them.
+    for start in range(0, 300, 5):
+        assert len({e.data["agent"] for e in stored[start : start + 5]}) == 1
+    assert {i: cp.round for i, cp in (await backend.load_checkpoints("job_001")).items()} == {
+        i: 10 for i in range(6)
+    }
 
 
 async def test_cancel_flags(backend: Backend) -> None:

@@ -59,15 +59,14 @@ class NewEvent(BaseModel):
     round: int | None = None
     data: dict[str, Any] = Field(default_factory=dict)
     key: str | None = None
-    # When it happened, if not when it is appended: an agent sends a round's events together.
-    ts: float | None = None
 
     def stamped(self, job_id: str) -> Event:
-        """The event as the log stores it, before the log gives it its `seq`."""
+        """The event as the log stores it, before the log gives it its `seq`. `ts` is when the
+        log takes it (an agent's round lands at once), so it never goes back along `seq`."""
         return Event(
             job_id=job_id,
             seq=0,
-            ts=self.ts if self.ts is not None else time.time(),
+            ts=time.time(),
             type=self.type,
             agent=self.agent,
             round=self.round,

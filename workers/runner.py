@@ -20,7 +20,7 @@ from workers.agent.prompts import PromptSet
 from workers.agent.tokens import EstimateCounter, TokenCounter
 from workers.backend.base import Backend
 from workers.budget import TokenBudget, budget_report, plan_time
-from workers.errors import BackendUnavailable, JobFailed, LLMConfigError
+from workers.errors import BackendUnavailable, JobFailed, LLMConfigError, SourceConflict
 from workers.events import EventType, NewEvent
 from workers.heavy import agent_specs, run_agents
 from workers.jobs import TERMINAL_KEY
@@ -33,6 +33,7 @@ from workers.synthesis import synthesize
 from workers.tenancy import count_job_tokens
 from workers.tools.base import Tool
 from workers.tools.parse_file import files_of, question_with_uploads
+from workers.tools.sources import JobSources
 from workers.webhooks import WebhookSender
 
 log = logging.getLogger(__name__)
@@ -97,6 +98,10 @@ class JobRunner:
             except BackendUnavailable:
                 raise
             except Exception as exc:
+                conflict = _leaf(exc)
+                if isinstance(conflict, SourceConflict):
+                    # Another process runs the job: nothing more is written here, not even why.
+                    raise conflict from exc
                 await self._note_crash(job_id, exc)
                 raise
             if outcome is Outcome.finished:
@@ -222,7 +227,11 @@ class JobRunner:
             await self.parts.backend.save_job(record)
 
     def _context(
-        self, record: JobRecord, checkpoints: dict[int, AgentCheckpoint], uploads: list[str]
+        self,
+        record: JobRecord,
+        checkpoints: dict[int, AgentCheckpoint],
+        uploads: list[str],
+        sources: JobSources,
     ) -> JobContext:
         request = record.request
         time_plan = None
@@ -252,6 +261,7 @@ class JobRunner:
             time_plan=time_plan,
             context_tokens=self.parts.react_context_tokens,
             token_counter=self.parts.token_counter,
+            sources=sources,
         )
 
     def _tools(self, wanted: list[str] | None, *, has_files: bool = False) -> dict[str, Tool]:
@@ -266,7 +276,7 @@ class JobRunner:
         backend = self.parts.backend
         checkpoints = await backend.load_checkpoints(record.id)
         uploads = [f.name for f in await files_of(backend, record.request.files)]
-        ctx = self._context(record, checkpoints, uploads)
+        ctx = self._context(record, checkpoints, uploads, await JobSources.load(backend, record.id))
         specs = agent_specs(record.request.agents, record.request.angles)
         try:
             finals = await run_agents(
@@ -328,11 +338,16 @@ class JobRunner:
             await count_job_tokens(self.parts.backend, record)
 
 
-def _describe(exc: BaseException) -> str:
+def _leaf(exc: BaseException) -> BaseException:
     # A crash inside the agents' task group arrives wrapped; the leaf is what went wrong.
     while isinstance(exc, BaseExceptionGroup) and exc.exceptions:
         exc = exc.exceptions[0]
-    return f"{type(exc).__name__}: {exc}"
+    return exc
+
+
+def _describe(exc: BaseException) -> str:
+    leaf = _leaf(exc)
+    return f"{type(leaf).__name__}: {leaf}"
 
 
 def _cancelled(summary: AgentSummary) -> AgentSummary:

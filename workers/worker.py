@@ -13,7 +13,7 @@ import socket
 import anyio
 
 from workers.backend.base import Backend
-from workers.errors import BackendUnavailable
+from workers.errors import BackendUnavailable, SourceConflict
 from workers.runner import JobRunner
 
 log = logging.getLogger(__name__)
@@ -105,6 +105,10 @@ class Worker:
                     tg.cancel_scope.cancel()
         except BackendUnavailable as exc:
             log.warning("job stopped: backend unavailable (%s)", exc, extra={"job_id": job_id})
+        except SourceConflict as exc:
+            # Another worker runs the job (this one outlived its lease): leave it to that one.
+            log.warning("job stopped: %s", exc, extra={"job_id": job_id})
+            lost.set()
         except Exception:
             # A bug, not a job outcome: log it loudly and hand the job back rather than lose it.
             log.exception("job crashed in worker %s", self.worker_id, extra={"job_id": job_id})

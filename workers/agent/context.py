@@ -15,7 +15,9 @@ from workers.budget import TokenBudget as TokenBudget
 from workers.events import Event, NewEvent
 from workers.llm.types import ChatModel
 from workers.metrics import engine_metrics
+from workers.models import AgentCheckpoint
 from workers.tools.base import Tool
+from workers.tools.sources import JobSources
 
 
 @dataclass
@@ -40,6 +42,8 @@ class JobContext:
     outage: OutageClock = field(default_factory=lambda: OutageClock(budget=600.0, pause=10.0))
     # With `max_seconds`: when research, forced answers and the synthesis must be done.
     time_plan: TimePlan | None = None
+    # The job's source registry, loaded from the store when the run starts.
+    sources: JobSources = field(default_factory=JobSources)
 
     def forced_timeout(self) -> float:
         """How long a forced answer may still wait for the model."""
@@ -56,6 +60,15 @@ class JobContext:
         appended = await self.backend.append_event(self.job_id, event)
         if appended is not None:  # None: a resumed job replaying an event already counted
             engine_metrics().event(appended)
+        return appended
+
+    async def commit(self, events: list[NewEvent], checkpoint: AgentCheckpoint | None) -> list[Event]:
+        """Store an agent's round in one step, with every source not yet stored."""
+        sources = self.sources.unconfirmed()
+        appended = await self.backend.commit_round(self.job_id, events, checkpoint, sources)
+        self.sources.confirm(sources)
+        for event in appended:  # a resumed job's replayed events are skipped, already counted
+            engine_metrics().event(event)
         return appended
 
     def seconds_left(self) -> float | None:

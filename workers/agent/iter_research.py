@@ -3,6 +3,14 @@
 The agent's whole state between rounds is its `AgentCheckpoint`, saved after every round, so
 an agent resumes on any worker from where it stopped. Every event it emits carries a key
 derived from (agent, round, kind): a resumed agent that replays a round cannot duplicate one.
+
+A round is stored in one step (`JobContext.commit`): its events wait in the agent until the
+next event viewers must see at once (`COMMIT_ON`: the next round starting, a pause, the end)
+and go with the round's checkpoint and sources, so the store never holds a checkpoint without
+its round's events or the reverse. Round N's commit is therefore sent as round N+1 starts,
+carrying its `round.started`. A run stopped mid-round (cancelled, its lease lost) drops what
+its unfinished round held: the store keeps the last whole round, and a resumed run redoes
+the rest.
 """
 
 from __future__ import annotations
@@ -21,7 +29,7 @@ from workers.agent.observation import wrap
 from workers.agent.outcome import non_answer_reason, prompt_texts
 from workers.agent.parser import ParsedOutput, parse_output
 from workers.budget import CallKind, Hold
-from workers.errors import ContextOverflow, RetryableError, ToolError
+from workers.errors import ContextOverflow, RetryableError, SourceConflict, ToolError
 from workers.events import EventType, NewEvent
 from workers.llm.context import prompt_chars
 from workers.llm.types import ChatMessage, ChatResult
@@ -63,6 +71,18 @@ class Feedback:
 
 NextStep = CallTool | Answer | Feedback
 
+# Events sent as soon as they happen, with everything the agent holds: viewers follow a job by
+# these (a round begins while the model thinks; the agent waits out an outage; it ends).
+COMMIT_ON = frozenset(
+    {
+        EventType.round_started,
+        EventType.agent_paused,
+        EventType.agent_resumed,
+        EventType.agent_finished,
+        EventType.agent_failed,
+    }
+)
+
 # Why an agent stops when the model endpoint stays down past the job's outage budget.
 OUTAGE_REASON = "The model endpoint stayed down past the job's outage budget."
 
@@ -96,16 +116,34 @@ class IterResearchAgent:
         self._pauses = 0
         self._resumes = 0
         self._resume_due = False
+        # What the agent has written since its last commit.
+        self._events: list[NewEvent] = []
+        self._saved: AgentCheckpoint | None = None
 
-    # -- events ---------------------------------------------------------------------------------
+    # -- events and checkpoints ------------------------------------------------------------------
     async def _emit(
         self, type_: EventType, round_: int | None, data: dict[str, object], tag: str = ""
     ) -> None:
         key = f"a{self.spec.index}.r{round_}.{type_.value}{tag}"
-        await self.ctx.emit(NewEvent(type=type_, agent=self.spec.index, round=round_, data=data, key=key))
+        event = NewEvent(type=type_, agent=self.spec.index, round=round_, data=data, key=key, ts=time.time())
+        self._events.append(event)
+        if type_ in COMMIT_ON:
+            await self._commit()
 
-    async def _checkpoint(self, cp: AgentCheckpoint) -> None:
-        await self.ctx.backend.save_checkpoint(self.ctx.job_id, cp)
+    async def _checkpoint(self, cp: AgentCheckpoint, *, commit: bool = False) -> None:
+        """Save `cp` with the round's events, at the next commit (at once with `commit`). It is
+        sent as it is then: between a round's end and the next round's start only `elapsed`
+        moves."""
+        self._saved = cp
+        if commit:
+            await self._commit()
+
+    async def _commit(self) -> None:
+        if not self._events and self._saved is None:
+            return
+        await self.ctx.commit(list(self._events), self._saved)
+        self._events.clear()
+        self._saved = None
 
     # -- workspace ------------------------------------------------------------------------------
     def _question(self) -> str:
@@ -152,8 +190,13 @@ class IterResearchAgent:
         """Run (or resume) until an answer, a limit, or a failure. Cancellation propagates."""
         with job_context(self.ctx.job_id, self.spec.index):
             try:
-                return await self._run(cp)
+                cp = await self._run(cp)
+                await self._commit()  # every way out of `_run` has committed; this is a guard
+                return cp
             finally:
+                if self._events or self._saved is not None:
+                    # Stopped mid-round: the round is dropped whole, events and checkpoint.
+                    self._log.info("run stopped mid-round; %d unsent events dropped", len(self._events))
                 # Done (or stopped) without its forced round: its token reservation is free.
                 self.ctx.budget.release_agent(self.spec.index)
 
@@ -193,6 +236,8 @@ class IterResearchAgent:
                     # The endpoint stayed down for a whole call's retry budget.
                     if not await self._pause(cp, exc):
                         return await self._forced_answer(cp, OUTAGE_REASON, use_model=False)
+        except SourceConflict:
+            raise  # another process runs the job: this one must write nothing more
         except Exception as exc:
             cp.status = AgentStatus.failed
             failed_in = cp.round + 1
@@ -423,15 +468,14 @@ class IterResearchAgent:
         tool = self.ctx.tools.get(call.name)
         data: dict[str, object] = {"name": call.name}
         left = self.ctx.seconds_left()
+        tool_ctx = ToolContext(self.ctx.job_id, self.spec.index, self.ctx.backend, self.ctx.sources)
         if tool is None:
             text = f"Tool error: unknown tool '{call.name}'. Available: {', '.join(self.ctx.tools)}."
             data["error"] = "unknown tool"
         else:
             try:
                 with anyio.fail_after(left if left is not None else float("inf")):
-                    output = await tool(
-                        call.arguments, ToolContext(self.ctx.job_id, self.spec.index, self.ctx.backend)
-                    )
+                    output = await tool(call.arguments, tool_ctx)
             except ToolError as exc:
                 text = f"Tool error: {exc}"
                 data["error"] = str(exc)

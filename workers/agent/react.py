@@ -194,8 +194,9 @@ class ReActAgent(IterResearchAgent):
                 return False
             case CallTool(call, text):
                 cp.last_action = text.strip()
-                # Saved before the tool runs: a crash now resumes at the call, not the model.
-                await self._checkpoint(cp)
+                # Committed before the tool runs (a second write this round): a crash now
+                # resumes at the call, not the model.
+                await self._checkpoint(cp, commit=True)
                 await self._observe(cp, call, round_)
             case Feedback(message):
                 cp.last_action = "(your previous reply could not be used)"

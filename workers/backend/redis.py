@@ -361,9 +361,9 @@ class RedisBackend:
     ) -> list[Event]:
         stored = [event.stamped(job_id) for event in events]
         args: list[str | int | float] = [self._ttl_ms, len(events)]
-        for event, e in zip(events, stored, strict=True):
-            payload = e.model_dump_json(include={"ts", "type", "agent", "round", "data"})
-            args += [payload, event.key or "", "0" if event.key is None else "1"]
+        for new, event in zip(events, stored, strict=True):
+            payload = event.model_dump_json(include={"ts", "type", "agent", "round", "data"})
+            args += [payload, new.key or "", "0" if new.key is None else "1"]
         args += ["", ""] if checkpoint is None else [checkpoint.agent, checkpoint.model_dump_json()]
         for source in sources:
             args += [source.id, source.url, source.model_dump_json()]
@@ -382,7 +382,7 @@ class RedisBackend:
         if not int(reply[0]):
             clashes = ", ".join(reply[1:])
             raise SourceConflict(f"job {job_id}: source ids already taken by other urls: {clashes}")
-        appended = []
+        appended: list[Event] = []
         for event, seq in zip(stored, reply[1:], strict=True):
             if int(seq):
                 event.seq = int(seq)

@@ -296,8 +296,8 @@ class SQLiteBackend:
     ) -> list[Event]:
         stored = [event.stamped(job_id) for event in events]
         rows = [
-            (event.key, e.model_dump_json(include={"ts", "type", "agent", "round", "data"}))
-            for event, e in zip(events, stored, strict=True)
+            (new.key, event.model_dump_json(include={"ts", "type", "agent", "round", "data"}))
+            for new, event in zip(events, stored, strict=True)
         ]
         raw_checkpoint = checkpoint.model_dump_json() if checkpoint is not None else None
         given = [(int(source.id[1:]), source) for source in sources]

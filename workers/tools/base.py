@@ -14,6 +14,7 @@ from pydantic import BaseModel, Field
 from workers.backend.base import Backend
 from workers.errors import ToolError
 from workers.models import Source
+from workers.tools.sources import JobSources
 
 
 @dataclass(frozen=True)
@@ -21,6 +22,15 @@ class ToolContext:
     job_id: str
     agent: int
     backend: Backend
+    # The running job's registry; without one (a tool called outside a job run) sources are
+    # registered in the store directly.
+    sources: JobSources | None = None
+
+    async def register_source(self, url: str, title: str) -> Source:
+        """The url's stable id in the job's source registry (same url, same id)."""
+        if self.sources is not None:
+            return self.sources.register(url, title)
+        return await self.backend.register_source(self.job_id, url, title)
 
 
 class ToolOutput(BaseModel):

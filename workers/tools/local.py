@@ -61,7 +61,7 @@ async def render_hits(query: str, hits: Iterable[HitLike], ctx: ToolContext, sou
     added to `sources`). Shared by every search tool, so they all read alike to the model."""
     items: list[SearchItem] = []
     for hit in hits:
-        source = await ctx.backend.register_source(ctx.job_id, hit.url, hit.title)
+        source = await ctx.register_source(hit.url, hit.title)
         add_source(sources, source)
         items.append(SearchItem(source.id, hit.title, hit.url, hit.snippet))
     return render_search(query, items)
@@ -125,7 +125,7 @@ class VisitTool:
             if doc is None:
                 missing.append(i)
                 continue
-            source = await ctx.backend.register_source(ctx.job_id, doc.url, doc.title)
+            source = await ctx.register_source(doc.url, doc.title)
             found[i] = [source]
             blocks[i] = render_page(source.id, doc.title, doc.url, goal, trim_text(doc.text, budget))
 

@@ -102,7 +102,7 @@ class ParseFileTool:
             except ToolError as exc:
                 blocks.append(f"[unreadable] {file.name}: {exc}")
                 continue
-            source = await ctx.backend.register_source(ctx.job_id, source_url(file), file.name)
+            source = await ctx.register_source(source_url(file), file.name)
             add_source(sources, source)
             header = f"[{source.id}] {file.name} ({LABELS.get(file.kind, file.kind)}, {file.size} bytes)"
             body = trim_text(text, budget) if text else "(no text found in the file)"

@@ -60,7 +60,7 @@ class WebVisitTool:
         budget = budget if isinstance(budget, int) and budget > 0 else self.max_chars
 
         read, cached = await self._summary(url, goal)
-        source = await ctx.backend.register_source(ctx.job_id, url, read["title"])
+        source = await ctx.register_source(url, read["title"])
         if read["degraded"]:
             body = trim_text(read["evidence"], budget)
         else:
