@@ -169,6 +169,7 @@ async def run_level(
             tg.start_soon(client_loop, api, host, port, index, level, level.measure_to)
 
         await anyio.sleep_until(level.measure_from)
+        tg.start_soon(sample_running, level)
         before = {name: cpu_seconds(pid) for name, pid in pids.items()}
         load_before = time.process_time()
         await anyio.sleep_until(level.measure_to)
