@@ -85,7 +85,7 @@ class Backend(Protocol):
 
     async def register_source(self, job_id: str, url: str, title: str) -> Source:
         """Give `url` a stable id (`S1`, `S2`, …) in the job's registry; same url, same id.
-        A running job assigns ids in its own process (`workers.agent.sources`) and stores
+        A running job assigns ids in its own process (`workers.tools.sources`) and stores
         them with `commit_round`; this is for callers outside a job run."""
 
     async def get_sources(self, job_id: str) -> dict[str, Source]: ...

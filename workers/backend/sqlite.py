@@ -299,7 +299,7 @@ class SQLiteBackend:
             (new.key, event.model_dump_json(include={"ts", "type", "agent", "round", "data"}))
             for new, event in zip(events, stored, strict=True)
         ]
-        raw_checkpoint = checkpoint.model_dump_json() if checkpoint is not None else None
+        saved = (checkpoint.agent, checkpoint.model_dump_json()) if checkpoint is not None else None
         given = [(int(source.id[1:]), source) for source in sources]
 
         def commit(conn: sqlite3.Connection) -> list[int]:
@@ -333,9 +333,8 @@ class SQLiteBackend:
                     (job_id, last, key, payload),
                 )
                 seqs.append(int(last))
-            if raw_checkpoint is not None:
-                assert checkpoint is not None
-                _save_checkpoint(conn, job_id, checkpoint.agent, raw_checkpoint)
+            if saved is not None:
+                _save_checkpoint(conn, job_id, *saved)
             return seqs
 
         seqs = await self._db.write(commit)
