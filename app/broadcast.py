@@ -10,9 +10,15 @@ arrive is dropped (it reconnects with Last-Event-ID and loses nothing), so a slo
 slow the others, the reader, or the engine. When the backend fails, the reader stops and every
 stream ends with a `retry:` hint instead of an error.
 
-The per-client path is kept to plain asyncio futures (no cancel scope or timer per client per
-event): with 2000 clients every event costs 2000 wake-ups, so each must be a few µs. Timed work
-(keep-alives, the send timeout) is done by one ticker per job, not one timer per client.
+New events are written by the reader itself, on behalf of every client whose own task is idle
+(caught up and waiting): it starts the client's ASGI `send` coroutine and, when the socket takes
+the bytes at once (the usual case), that is the whole delivery, with no task woken per client.
+With 2000 clients, waking each client's task (whose coroutine stack runs through every
+middleware) cost about 50 µs a client a batch; a direct write costs a few. A write that has to
+wait (the socket is full) is handed, still pending, to the client's own task, which finishes it;
+replays, keep-alives and catching up after a full socket are also the client task's. Each
+batch is joined once for all the clients at the same point. Timed work (keep-alives, the send
+timeout) is done by one ticker per job, not one timer per client.
 """
 
 from __future__ import annotations
@@ -22,9 +28,10 @@ import enum
 import logging
 import time
 import weakref
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from typing import Any
 
 from workers.backend.base import Backend
 from workers.errors import BackendUnavailable
@@ -46,6 +53,9 @@ MAX_FRAMES_PER_WRITE = 256
 # event. So fan-out takes at most about half of the loop under load, and the engine, on the
 # same loop in `serve`, gets its turn between fan-outs instead of after each of many.
 COALESCE_SECONDS = 0.005
+# How often the events sent are added to the Prometheus counter (one `inc()` per event per
+# client was a third of the per-client cost).
+COUNT_FLUSH_SECONDS = 1.0
 # A client whose socket accepts nothing for this long is dropped even when no new events
 # arrive (a dead peer must not hold its connection forever).
 SEND_TIMEOUT_SECONDS = 30.0
@@ -59,6 +69,24 @@ class Frame:
     type: str
     data: bytes
     terminal: bool
+
+
+@dataclass(slots=True)
+class Batch:
+    """The frames after one cursor, joined once for every client at that cursor."""
+
+    body: bytes
+    last: int  # seq of its last frame
+    types: dict[str, int]  # events by type, for the sent counter
+    deliveries: int = 0
+
+
+@dataclass(slots=True)
+class Blocked:
+    """A write the reader began for a client whose socket was full; the client's task ends it."""
+
+    coro: Coroutine[Any, Any, None]
+    awaiting: Any  # what the coroutine is waiting on (an asyncio future; None for a bare yield)
 
 
 def encode(event: Event) -> Frame:
@@ -79,15 +107,25 @@ class End(enum.Enum):
 class Broadcaster:
     """Follows one job's log from its first event; frames[i] is the event with seq i + 1."""
 
-    def __init__(self, backend: Backend, job_id: str, keepalive: float) -> None:
+    def __init__(
+        self,
+        backend: Backend,
+        job_id: str,
+        keepalive: float,
+        count_sent: Callable[[dict[str, int]], None] | None = None,
+    ) -> None:
         self.backend = backend
         self.job_id = job_id
         self.keepalive = keepalive
+        self.count_sent = count_sent  # takes events sent by type since its last call
         self.frames: list[Frame] = []
         self.end: End | None = None
         self.detail = ""
         self.subscribers: set[Subscription] = set()
         self._tasks: list[asyncio.Task[None]] = []
+        self._batches: dict[int, Batch] = {}  # this publish's batches, by cursor
+        self._sent: dict[str, int] = {}
+        self._flush_at = time.monotonic() + COUNT_FLUSH_SECONDS
 
     def start(self) -> None:
         # Plain tasks, not a request's: they outlive the client that started them and are
@@ -101,6 +139,30 @@ class Broadcaster:
     def close(self) -> None:
         for task in self._tasks:
             task.cancel()
+        self.flush_counts()
+
+    def batch(self, cursor: int) -> Batch:
+        """The frames after `cursor` (at most MAX_FRAMES_PER_WRITE); call only when there are some."""
+        batch = self._batches.get(cursor)
+        if batch is None:
+            frames = self.frames[cursor : cursor + MAX_FRAMES_PER_WRITE]
+            types: dict[str, int] = {}
+            for frame in frames:
+                types[frame.type] = types.get(frame.type, 0) + 1
+            batch = self._batches[cursor] = Batch(b"".join([f.data for f in frames]), frames[-1].seq, types)
+        return batch
+
+    def count(self, batch: Batch) -> None:
+        """Adds a batch's deliveries to the sent counts (the reader's own are added per publish)."""
+        for type_, n in batch.types.items():
+            self._sent[type_] = self._sent.get(type_, 0) + n * batch.deliveries
+        batch.deliveries = 0
+
+    def flush_counts(self) -> None:
+        self._flush_at = time.monotonic() + COUNT_FLUSH_SECONDS
+        if self._sent and self.count_sent is not None:
+            sent, self._sent = self._sent, {}
+            self.count_sent(sent)
 
     async def _tick(self) -> None:
         """Wakes idle clients for their keep-alives; drops those stuck in one write too long."""
@@ -110,6 +172,7 @@ class Broadcaster:
             for subscriber in list(self.subscribers):
                 subscriber.check_stuck(now)
             self._wake()
+            self.flush_counts()
 
     async def _run(self) -> None:
         try:
@@ -153,14 +216,21 @@ class Broadcaster:
                 terminal = True
                 break
         head = len(self.frames)
+        self._batches.clear()
         for subscriber in list(self.subscribers):
             subscriber.check_lag(head)
-        self._wake()
+            subscriber.push()
+        for batch in self._batches.values():
+            self.count(batch)
+        self._batches.clear()
+        if time.monotonic() >= self._flush_at:
+            self.flush_counts()
         return terminal
 
     def _finish(self, end: End, detail: str) -> None:
         self.end, self.detail = end, detail
         self._wake()
+        self.flush_counts()
 
     def _wake(self) -> None:
         for subscriber in self.subscribers:
@@ -185,8 +255,10 @@ class Subscription:
         # Called to end this client's stream at once, wherever it is (set by the response).
         self.on_interrupt: Callable[[], None] = lambda: None
         self.ping_at = time.monotonic() + broadcaster.keepalive
+        # Writes bytes to this client (set by the response); until set, only its task writes.
+        self.write_fn: Callable[[bytes], Coroutine[Any, Any, None]] | None = None
         self._hub = hub
-        self._waiter: asyncio.Future[None] | None = None
+        self._waiter: asyncio.Future[Blocked | None] | None = None
         self._sending_since: int | None = None  # the head when the current write began
         self._sending_at = 0.0
 
@@ -207,13 +279,59 @@ class Subscription:
                 return []
             self._waiter = asyncio.get_running_loop().create_future()
             try:
-                await self._waiter
+                blocked = await self._waiter
             finally:
                 self._waiter = None
+            if blocked is not None:
+                await self._complete(blocked)
 
     def wake(self) -> None:
         if self._waiter is not None and not self._waiter.done():
             self._waiter.set_result(None)
+
+    def push(self) -> None:
+        """Writes the new frames from the reader's task while this client's own task is idle;
+        otherwise wakes it (or leaves it to find them when its current write ends)."""
+        waiter = self._waiter
+        b = self.broadcaster
+        if waiter is None or waiter.done() or self.dropped is not None or self.cursor >= len(b.frames):
+            return
+        if self.write_fn is None:
+            waiter.set_result(None)
+            return
+        batch = b.batch(self.cursor)
+        self.cursor = batch.last
+        batch.deliveries += 1
+        coro = self.write_fn(batch.body)
+        try:
+            awaiting = coro.send(None)
+        except StopIteration:
+            if self.cursor < len(b.frames):
+                waiter.set_result(None)  # more than one write's worth: its task goes on
+            return
+        except Exception as exc:  # the client's task raises it, as if its own write had failed
+            waiter.set_exception(exc)
+            return
+        self._sending_since = len(b.frames)
+        self._sending_at = time.monotonic()
+        waiter.set_result(Blocked(coro, awaiting))
+
+    async def _complete(self, blocked: Blocked) -> None:
+        """Drives a write the reader began to its end, in this client's task."""
+        coro, awaiting = blocked.coro, blocked.awaiting
+        try:
+            while True:
+                if awaiting is None:
+                    await asyncio.sleep(0)
+                else:
+                    # Waits without taking the future's outcome: the coroutine takes it.
+                    await asyncio.wait([awaiting])
+                awaiting = coro.send(None)
+        except StopIteration:
+            pass
+        finally:
+            coro.close()  # a no-op once it ended; otherwise (cancelled) ends it here
+            self._sending_since = None
 
     async def write(self, send: Callable[[bytes], Awaitable[None]], body: bytes) -> None:
         """`send(body)`; a drop meanwhile interrupts it (through `on_interrupt`)."""
@@ -275,14 +393,21 @@ class Hub:
 
     @asynccontextmanager
     async def subscribe(
-        self, backend: Backend, job_id: str, after: int, *, buffer: int, keepalive: float
+        self,
+        backend: Backend,
+        job_id: str,
+        after: int,
+        *,
+        buffer: int,
+        keepalive: float,
+        count_sent: Callable[[dict[str, int]], None] | None = None,
     ) -> AsyncIterator[Subscription]:
         self._watch_exit()
         broadcaster = self.jobs.get(job_id)
         # An ended reader is reused only when it ended with the job: after an outage or a
         # delete, a new client gets a fresh look at the backend.
         if broadcaster is None or broadcaster.end not in (None, End.terminal):
-            broadcaster = Broadcaster(backend, job_id, keepalive)
+            broadcaster = Broadcaster(backend, job_id, keepalive, count_sent)
             self.jobs[job_id] = broadcaster
             broadcaster.start()
         subscription = Subscription(broadcaster, after, buffer, self)

@@ -19,6 +19,7 @@ from typing import Any
 import httpx
 from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
+from starlette.types import Receive, Scope, Send
 
 from app import errors
 from app.auth import Keyring, ProtectedPaths
@@ -28,6 +29,7 @@ from app.middleware import BodyLimit, JsonBodies, TraceRequests
 from app.routes import chat, files, ops, research, tenants
 from app.routes.ops import WEB_PAGE, version
 from app.schemas import MAX_AGENTS, MAX_ROUNDS
+from app.sse import SERVER_SEND
 from app.stream_tokens import StreamTokens
 from workers.backend import backend_location
 from workers.engine import open_engine
@@ -49,6 +51,16 @@ Submit with `POST /v1/research`, then follow `GET /v1/research/{id}/events` (Ser
 or poll `GET /v1/research/{id}`. When the server has no LLM configured it runs on a SIMULATED
 model; `/healthz` and every job say so.
 """
+
+
+class HeavyResearchAPI(FastAPI):
+    """FastAPI that keeps the server's own `send` in each request's scope, for the event
+    streams' body (`app.sse`): it is the only place the unwrapped `send` can be had."""
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            scope[SERVER_SEND] = send
+        await super().__call__(scope, receive, send)
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -96,7 +108,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 lifecycle.begin_shutdown()
                 log.info("API shutting down: no new jobs; draining the in-process worker")
 
-    app = FastAPI(
+    app = HeavyResearchAPI(
         title="heavyresearch",
         version=version(),
         description=DESCRIPTION,

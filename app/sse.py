@@ -11,13 +11,14 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Coroutine, Mapping
+from typing import Any
 
 import anyio
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
-from app.broadcast import TERMINAL_GRACE_SECONDS, WAIT_SECONDS, Subscription, hub_for
+from app.broadcast import TERMINAL_GRACE_SECONDS, WAIT_SECONDS, Batch, Subscription, hub_for
 from app.metrics import Metrics
 from workers.backend.base import Backend
 from workers.errors import BackendUnavailable
@@ -31,10 +32,11 @@ DEFAULT_CLIENT_BUFFER = 1000
 # How long the last message of a stream that ends early may take to go out.
 CLOSING_SECONDS = 1.0
 KEEPALIVE = b": keep-alive\n\n"
-METRICS_FLUSH_SECONDS = 1.0
+# Where the app puts the server's own `send` in a request's scope (`app.main.HeavyResearchAPI`).
+SERVER_SEND = "heavyresearch.server_send"
 UNAVAILABLE = b": event log unavailable: reconnect with Last-Event-ID to resume\nretry: 3000\n\n"
 
-_Write = Callable[[bytes], Awaitable[None]]
+_Write = Callable[[bytes], Coroutine[Any, Any, None]]
 
 
 class EventStreamResponse(Response):
@@ -63,7 +65,6 @@ class EventStreamResponse(Response):
         self.keepalive = keepalive
         self.buffer = buffer
         self.metrics = metrics
-        self._sent = 0
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         await send({"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers})
@@ -71,8 +72,13 @@ class EventStreamResponse(Response):
             await send({"type": "http.response.body", "body": b"", "more_body": False})
             return
 
+        # The events go straight to the server's `send`: the middleware's send wrappers only
+        # watch a response's start (status, timing, the trace), which went through them above,
+        # and each layer costs a coroutine per client per batch (2000 clients: 2000 a batch).
+        body_send: Send = scope.get(SERVER_SEND, send)
+
         async def write(body: bytes) -> None:
-            await send({"type": "http.response.body", "body": body, "more_body": True})
+            await body_send({"type": "http.response.body", "body": body, "more_body": True})
 
         self.metrics.sse_clients.inc()
         try:
@@ -96,7 +102,12 @@ class EventStreamResponse(Response):
         left = False
         hub = hub_for(self.backend)
         subscribe = hub.subscribe(
-            self.backend, self.job_id, self.after, buffer=self.buffer, keepalive=self.keepalive
+            self.backend,
+            self.job_id,
+            self.after,
+            buffer=self.buffer,
+            keepalive=self.keepalive,
+            count_sent=self._count,
         )
         async with subscribe as subscription:
             # One task group per connection (not per event): a disconnect, or a drop decided
@@ -117,7 +128,7 @@ class EventStreamResponse(Response):
             closing = subscription.closing()
             log.debug(
                 "event stream closed after %d events (%s)",
-                self._sent,
+                subscription.cursor - self.after,
                 "client left" if left else _why(subscription),
                 extra={"job_id": self.job_id},
             )
@@ -126,32 +137,28 @@ class EventStreamResponse(Response):
         return await _closing(write, closing) if closing else True
 
     async def _pump(self, subscription: Subscription, write: _Write) -> None:
-        # Events sent are counted here and added to the Prometheus counter about once a
-        # second: an `inc()` per event per client was a third of this loop's cost.
-        unsent_counts: dict[str, int] = {}
-        flush_at = time.monotonic() + METRICS_FLUSH_SECONDS
-        try:
-            while (batch := await subscription.next()) is not None:
-                body = b"".join([frame.data for frame in batch])
-                now = time.monotonic()
-                # Keep-alives go out on a fixed period, busy or not, as proxies expect.
-                if now >= subscription.ping_at:
-                    body += KEEPALIVE
-                    subscription.ping_at = now + self.keepalive
-                await subscription.write(write, body)
-                self._sent += len(batch)
+        # New events usually reach this client without this task: the broadcaster writes them
+        # while it waits here (`Subscription.push`). This loop does the rest: the replay,
+        # keep-alives, catching up after a full socket, and the writes that had to wait.
+        subscription.write_fn = write
+        broadcaster = subscription.broadcaster
+        while (batch := await subscription.next()) is not None:
+            body = b"".join([frame.data for frame in batch])
+            now = time.monotonic()
+            # Keep-alives go out on a fixed period, busy or not, as proxies expect.
+            if now >= subscription.ping_at:
+                body += KEEPALIVE
+                subscription.ping_at = now + self.keepalive
+            await subscription.write(write, body)
+            if batch:
+                counted = Batch(b"", batch[-1].seq, {}, deliveries=1)
                 for frame in batch:
-                    unsent_counts[frame.type] = unsent_counts.get(frame.type, 0) + 1
-                if now >= flush_at:
-                    self._count(unsent_counts)
-                    flush_at = now + METRICS_FLUSH_SECONDS
-        finally:
-            self._count(unsent_counts)
+                    counted.types[frame.type] = counted.types.get(frame.type, 0) + 1
+                broadcaster.count(counted)
 
     def _count(self, counts: dict[str, int]) -> None:
         for type_, count in counts.items():
             self.metrics.events_sent.labels(type_).inc(count)
-        counts.clear()
 
 
 async def _closing(write: _Write, body: bytes) -> bool:

@@ -11,13 +11,20 @@ Usage: python bench/bench_sse_fanout.py [--clients 500,1000,2000] [--serve-clien
        [--agents 8] [--latency 1.0]
 Prints figures only; it asserts nothing. The clients, Redis, the API, the worker and the
 simulated model all share this machine's cores, so the clients' own CPU is in the figures.
+First it prints the socket floor: the kernel CPU of one send to each of N loopback
+connections, which bounds how fast any server can do one fan-out pass on this machine.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
+import bisect
+import itertools
 import os
 import re
+import selectors
+import socket
 import sys
 import tempfile
 import time
@@ -87,48 +94,117 @@ def pct(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, round(q / 100 * (len(ordered) - 1)))]
 
 
+class Watcher(asyncio.Protocol):
+    """One SSE client on a bare socket (HTTP/1.0). `data_received` only stamps and keeps each
+    chunk; the events are parsed after the row, so the load generator (on the same two cores)
+    does little while the server fans out, and a chunk's arrival time is the moment the loop
+    read it rather than after the other clients' parsing."""
+
+    def __init__(self, request: bytes, result: Fanout) -> None:
+        self.request = request
+        self.result = result
+        self.chunks: list[bytes] = []
+        self.arrivals: list[float] = []
+        self.opened = 0.0
+        self.subscribed = False
+        self.done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        transport.write(self.request)  # type: ignore[attr-defined]  # a TCP transport (uvloop's is no asyncio.Transport subclass)
+        self.opened = time.time()
+        self.result.connected += 1
+
+    def data_received(self, data: bytes) -> None:
+        arrived = time.time()
+        self.chunks.append(data)
+        self.arrivals.append(arrived)
+        if not self.subscribed and b"\n\n" in data:
+            self.subscribed = True
+            result = self.result
+            result.subscribed += 1
+            if result.subscribed == result.clients:
+                result.steady_from = arrived
+            result.settle()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if not self.done.done():
+            self.done.set_result(None)
+
+    def tally(self) -> None:
+        """Parses the stream once it is over: each event's delay is from its `ts` to the arrival
+        of the chunk that completed its `data:` line."""
+        body = b"".join(self.chunks)
+        ends = list(itertools.accumulate(len(c) for c in self.chunks))
+        seqs: list[int] = []
+        terminal = False
+        for match in EVENT.finditer(body):
+            seqs.append(int(match[1]))
+            ts = float(match[2])
+            line_end = body.find(b"\n", match.end())
+            arrived = self.arrivals[bisect.bisect_left(ends, line_end + 1)]
+            if ts >= self.opened:
+                self.result.samples.append((ts, arrived - ts, match[3]))
+            else:
+                self.result.replayed += 1
+            terminal = terminal or match[3] in TERMINAL
+        if not terminal:
+            self.result.errors.append(f"stream ended before the job did, after {len(seqs)} events")
+        self.result.streams.append(tuple(seqs))
+
+
 async def watch(host: str, port: int, job_id: str, result: Fanout) -> None:
-    """One SSE client on a bare socket (HTTP/1.0: the body is the plain event stream)."""
     request = (
         f"GET /v1/research/{job_id}/events HTTP/1.0\r\nHost: {host}\r\nAccept: text/event-stream\r\n\r\n"
-    )
-    seqs: list[int] = []
-    terminal = False
+    ).encode()
+    loop = asyncio.get_running_loop()
     try:
-        async with await anyio.connect_tcp(host, port) as sock:
-            await sock.send(request.encode())
-            opened = time.time()
-            result.connected += 1
-            buffer = b""
-            while True:
-                try:
-                    buffer += await sock.receive(1 << 16)
-                except (anyio.EndOfStream, anyio.BrokenResourceError):
-                    break
-                arrived = time.time()
-                cut = buffer.rfind(b"\n\n")
-                if cut < 0:
-                    continue
-                ready, buffer = buffer[: cut + 2], buffer[cut + 2 :]
-                if not seqs:
-                    result.subscribed += 1
-                    if result.subscribed == result.clients:
-                        result.steady_from = arrived
-                    result.settle()
-                for match in EVENT.finditer(ready):
-                    seqs.append(int(match[1]))
-                    ts = float(match[2])
-                    if ts >= opened:
-                        result.samples.append((ts, arrived - ts, match[3]))
-                    else:
-                        result.replayed += 1
-                    terminal = terminal or match[3] in TERMINAL
+        _, watcher = await loop.create_connection(lambda: Watcher(request, result), host, port)
     except OSError as exc:
         result.errors.append(f"{type(exc).__name__}: {exc}")
-    if not terminal:
-        result.errors.append(f"stream ended before the job did, after {len(seqs)} events")
-    result.streams.append(tuple(seqs))
+        result.streams.append(())
+        result.settle()
+        return
+    await watcher.done
+    watcher.tally()
     result.settle()
+
+
+def socket_floor(clients: int, size: int) -> float:
+    """CPU µs of one `send` of `size` bytes to each of `clients` loopback TCP connections, a
+    reader process draining them: the kernel's share of one fan-out pass, which no server code
+    can go below (on loopback the sender's CPU also runs the receiving side)."""
+    listener = socket.create_server(("127.0.0.1", 0), backlog=clients)
+    port = listener.getsockname()[1]
+    reader = os.fork()
+    if reader == 0:  # the child: connect them all, then read until they close
+        selector = selectors.DefaultSelector()
+        for _ in range(clients):
+            conn = socket.create_connection(("127.0.0.1", port))
+            conn.setblocking(False)
+            selector.register(conn, selectors.EVENT_READ)
+        open_ = clients
+        while open_:
+            for key, _ in selector.select(10):
+                sock = key.fileobj
+                assert isinstance(sock, socket.socket)
+                if not sock.recv(1 << 16):
+                    selector.unregister(sock)
+                    open_ -= 1
+        os._exit(0)
+    conns = [listener.accept()[0] for _ in range(clients)]
+    message = b"x" * size
+    passes = []
+    for _ in range(5):
+        began = time.thread_time()
+        for conn in conns:
+            conn.send(message)
+        passes.append((time.thread_time() - began) / clients * 1e6)
+        time.sleep(0.2)  # the reader drains between passes, as clients do between events
+    for conn in conns:
+        conn.close()
+    listener.close()
+    os.waitpid(reader, 0)
+    return sorted(passes)[len(passes) // 2]
 
 
 async def submit(client: httpx.AsyncClient, agents: int) -> str:
@@ -289,6 +365,14 @@ def main() -> int:
     parser.add_argument("--latency", type=float, default=1.0, help="simulated seconds per model call")
     args = parser.parse_args()
     args.clients = [int(x) for x in args.clients.split(",") if x]
+    if args.clients:
+        n = max(args.clients)
+        small, large = socket_floor(n, 600), socket_floor(n, 20_000)
+        print(
+            f"socket floor, {n} loopback connections: one send costs {small:.1f} µs of CPU (600 B, one"
+            f" event) / {large:.1f} µs (20 kB, a round's burst): {n * small / 1000:.0f}"
+            f"-{n * large / 1000:.0f} ms of kernel CPU per fan-out pass"
+        )
     anyio.run(main_async, args, backend_options={"use_uvloop": True})
     return 0
 

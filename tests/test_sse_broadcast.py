@@ -129,12 +129,13 @@ async def test_many_clients_share_one_reader_and_get_identical_streams(
     assert reads <= 2 * events + 10, reads
 
 
-def _open_slow_client(port: int, path: str) -> socket.socket:
-    """A raw HTTP client with a tiny receive buffer that never reads (until told to)."""
+def _open_slow_client(port: int, path: str, http: str = "1.1") -> socket.socket:
+    """A raw HTTP client with a tiny receive buffer that never reads (until told to). Over
+    HTTP/1.0 the server closes the connection when the stream ends."""
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
     sock.connect(("127.0.0.1", port))
-    request = f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nAccept: text/event-stream\r\n\r\n"
+    request = f"GET {path} HTTP/{http}\r\nHost: 127.0.0.1:{port}\r\nAccept: text/event-stream\r\n\r\n"
     sock.sendall(request.encode())
     return sock
 
@@ -197,6 +198,48 @@ async def test_a_client_that_never_reads_is_dropped_without_holding_up_the_other
     assert len(got) < total
     drops = [r for r in caplog.records if "SSE client dropped" in r.getMessage()]
     assert len(drops) == 1 and getattr(drops[0], "job_id", None) == job_id
+
+
+async def test_a_client_whose_socket_fills_gets_the_whole_stream_once_it_reads(
+    mini_corpus: Path,
+    redis_servers: Callable[..., RedisServer],  # noqa: F811
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The broadcaster writes new events itself while a client's task is idle; when the socket
+    is full that write cannot finish at once and is handed to the client's task. With a buffer
+    larger than the job, the client is never dropped: once it reads, that write ends and the
+    client catches up, getting every event once, in order."""
+    server = redis_servers(appendonly=False)
+    prefix = f"t{os.urandom(4).hex()}"
+    # As in the test above: 8 MiB overflow the slow client's socket buffers, so writes stall.
+    total, batch, size = 2000, 50, 4096
+    writer = RedisBackend(server.url, prefix=prefix)
+    caplog.set_level(logging.INFO, logger="app.broadcast")
+    try:
+        with live_server(redis_api(mini_corpus, server, prefix, sse_client_buffer=10 * total)) as api:
+            async with api.client(limits=UNLIMITED) as client:
+                job_id = await create_job(client)
+                path = f"/v1/research/{job_id}/events"
+                slow = _open_slow_client(api.port, path, http="1.0")
+                watchers = Watchers(client, path, 2)
+                with anyio.fail_after(120):
+                    async with anyio.create_task_group() as tg:
+                        for stream in watchers.streams:
+                            tg.start_soon(watchers.watch, stream)
+                        await watchers.reached(1)
+                        for start in range(0, total, batch):
+                            await append(writer, job_id, start, batch, size)
+                            await watchers.reached(1 + start + batch)
+                        assert (await client.post(f"/v1/research/{job_id}/cancel")).status_code in (200, 202)
+                    raw = await anyio.to_thread.run_sync(_drain, slow)
+    finally:
+        await writer.close()
+
+    assert _ids(raw) == list(range(1, total + 3))
+    assert b"event: job.cancelled" in raw
+    for stream in watchers.streams:
+        assert [e["seq"] for e in stream.events] == list(range(1, total + 3))
+    assert not [r for r in caplog.records if "SSE client dropped" in r.getMessage()]
 
 
 async def test_redis_outage_ends_the_stream_with_a_retry_hint_and_it_resumes_losslessly(
