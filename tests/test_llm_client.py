@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import AsyncIterator, Callable, Iterator
 from datetime import UTC, datetime
@@ -301,6 +302,46 @@ async def test_error_inside_a_200_stream_and_garbled_body_are_retried(fake: Fake
 
     assert result.content == "fine"
     assert fake.count("main") == 3
+
+
+def _chunk(content: str) -> str:
+    return json.dumps({"choices": [{"index": 0, "delta": {"content": content}, "finish_reason": None}]})
+
+
+@pytest.mark.anyio
+async def test_an_event_holding_two_chunks_is_malformed_even_among_good_ones(fake: FakeOpenAI) -> None:
+    # The chunks of one read are parsed together; an event that is two JSON objects must not
+    # pass as two chunks.
+    two = f"{_chunk('b')},{_chunk('c')}"
+    stream = f"data: {_chunk('a')}\n\ndata: {two}\n\ndata: {_chunk('d')}\n\ndata: [DONE]\n\n"
+    fake.script("main", Step(raw=stream, raw_content_type="text/event-stream"), Step(content="fine"))
+    async with OpenAIChatModel.from_settings(make_settings(fake)) as model:
+        result = await model.chat("research", MESSAGES)
+
+    assert result.content == "fine"
+    assert fake.count("main") == 2
+
+
+@pytest.mark.anyio
+async def test_what_streamed_before_an_error_chunk_is_shown_then_reset(fake: FakeOpenAI) -> None:
+    error = json.dumps({"error": {"message": "Provider returned error", "code": 502}})
+    stream = f"data: {_chunk('half an ')}\n\ndata: {_chunk('answer')}\n\ndata: {error}\n\n"
+    fake.script("main", Step(raw=stream, raw_content_type="text/event-stream"), Step(content="whole"))
+    shown: list[str] = []
+    seen_before_reset: list[str] = []
+
+    async def on_delta(piece: str) -> None:
+        shown.append(piece)
+
+    async def on_reset() -> None:
+        seen_before_reset.append("".join(shown))
+        shown.clear()
+
+    async with OpenAIChatModel.from_settings(make_settings(fake)) as model:
+        result = await model.chat("research", MESSAGES, on_delta=on_delta, on_reset=on_reset)
+
+    assert seen_before_reset == ["half an answer"]
+    assert "".join(shown) == result.content == "whole"
 
 
 @pytest.mark.anyio

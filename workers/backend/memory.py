@@ -36,7 +36,9 @@ class MemoryBackend:
         self._jobs: dict[str, JobRecord] = {}
         self._idem: dict[str, str] = {}
         self._logs: dict[str, _JobLog] = {}
-        self._checkpoints: dict[str, dict[int, AgentCheckpoint]] = {}
+        # Kept as JSON, as the other backends store them: the caller's object stays its own, and
+        # one dump per round costs a fraction of a deep copy.
+        self._checkpoints: dict[str, dict[int, str]] = {}
         self._sources: dict[str, dict[str, Source]] = {}
         self._cancelled: set[str] = set()
         self._queue: deque[str] = deque()
@@ -142,10 +144,13 @@ class MemoryBackend:
         return True
 
     async def save_checkpoint(self, job_id: str, checkpoint: AgentCheckpoint) -> None:
-        self._checkpoints.setdefault(job_id, {})[checkpoint.agent] = checkpoint.model_copy(deep=True)
+        self._checkpoints.setdefault(job_id, {})[checkpoint.agent] = checkpoint.model_dump_json()
 
     async def load_checkpoints(self, job_id: str) -> dict[int, AgentCheckpoint]:
-        return {a: c.model_copy(deep=True) for a, c in self._checkpoints.get(job_id, {}).items()}
+        return {
+            a: AgentCheckpoint.model_validate_json(raw)
+            for a, raw in self._checkpoints.get(job_id, {}).items()
+        }
 
     async def register_source(self, job_id: str, url: str, title: str) -> Source:
         registry = self._sources.setdefault(job_id, {})

@@ -56,7 +56,6 @@ from workers.llm.sse import SSEDecoder
 from workers.llm.types import ChatMessage, ChatResult, DeltaCallback, ResetCallback, Role
 from workers.llm.wire import (
     Reply,
-    add_chunk,
     error_detail,
     error_in_payload,
     estimate_tokens,
@@ -368,28 +367,60 @@ async def _read_stream(endpoint: Endpoint, response: Response, on_delta: DeltaCa
     done = False
     decoder = SSEDecoder()
     async for piece in response.iter_bytes():
-        for data in decoder.feed(piece):
-            # Read on to the end of the body after [DONE]: a half-read response cannot go back
-            # to the connection pool, and every call would then pay for a new connection.
-            done = done or await _take(endpoint, reply, data, on_delta)
-    for data in decoder.close():
-        done = done or await _take(endpoint, reply, data, on_delta)
+        events = decoder.feed(piece)
+        # Read on to the end of the body after [DONE]: a half-read response cannot go back
+        # to the connection pool, and every call would then pay for a new connection.
+        if events and not done:
+            done = await _take(endpoint, reply, events, on_delta)
+    events = decoder.close()
+    if events and not done:
+        done = await _take(endpoint, reply, events, on_delta)
     # Some servers omit [DONE]; a finish_reason is as good. Neither means the stream was cut.
     if not done and reply.finish_reason is None:
         raise RetryableError("stream ended before the completion finished (connection dropped)", charged=True)
     return reply
 
 
-async def _take(endpoint: Endpoint, reply: Reply, data: str, on_delta: DeltaCallback | None) -> bool:
-    """Add one stream event to the reply; True when it was the `[DONE]` marker."""
-    if data.strip() == "[DONE]":
-        return True
-    chunk = load_object(data, "stream chunk")
-    _raise_for_payload_error(endpoint, chunk)
-    text = add_chunk(reply, chunk)
-    if text and on_delta is not None:
-        await on_delta(text)
-    return False
+async def _take(endpoint: Endpoint, reply: Reply, events: list[str], on_delta: DeltaCallback | None) -> bool:
+    """Adds the stream events of one read to the reply, up to a `[DONE]` marker (True when
+    there was one). Their content goes to `on_delta` as one delta: a server sends a chunk per
+    token, and a callback per chunk was a large part of a call's cost."""
+    done = False
+    for i, data in enumerate(events):
+        if len(data) < 16 and data.strip() == "[DONE]":
+            events, done = events[:i], True
+            break
+    chunks, bad = _load_chunks(events)
+    failed = next((i for i, chunk in enumerate(chunks) if chunk.get("error") is not None), None)
+    texts = reply.add_chunks(chunks if failed is None else chunks[:failed])
+    # What came before a bad or error chunk was streamed, and counts.
+    if texts and on_delta is not None:
+        await on_delta("".join(texts))
+    if failed is not None:
+        _raise_for_payload_error(endpoint, chunks[failed])
+    if bad is not None:
+        raise bad
+    return done
+
+
+def _load_chunks(events: list[str]) -> tuple[list[dict[str, Any]], WireError | None]:
+    """The events' JSON objects, parsed in one call when they are well formed (one call per
+    chunk costs more than the parsing); else one by one up to the first bad one, and its error."""
+    if len(events) > 1:
+        try:
+            values = json.loads("[" + ",".join(events) + "]")
+        except ValueError:
+            values = None
+        # An event holding two objects (`{…},{…}`) would parse too: the count tells.
+        if isinstance(values, list) and len(values) == len(events) and all(type(v) is dict for v in values):
+            return values, None
+    chunks: list[dict[str, Any]] = []
+    for data in events:
+        try:
+            chunks.append(load_object(data, "stream chunk"))
+        except WireError as exc:
+            return chunks, exc
+    return chunks, None
 
 
 def _lost_usage(messages: list[ChatMessage], streamed_chars: int) -> Usage:

@@ -18,9 +18,15 @@ class SSEDecoder:
         self._data: list[str] = []
 
     def feed(self, chunk: bytes) -> list[str]:
-        lines = (self._partial + chunk).split(b"\n")
-        self._partial = lines.pop()
-        return self._lines([line.decode("utf-8", "replace") for line in lines])
+        buffer = self._partial + chunk
+        cut = buffer.rfind(b"\n")
+        if cut < 0:
+            self._partial = buffer
+            return []
+        # Decoded up to the last newline in one go: a newline byte is never part of a
+        # multi-byte character, so no character is cut.
+        self._partial = buffer[cut + 1 :]
+        return self._lines(buffer[:cut].decode("utf-8", "replace").split("\n"))
 
     def close(self) -> list[str]:
         """What is left once the body ended: a server that closes right after its last event
@@ -35,17 +41,18 @@ class SSEDecoder:
         events: list[str] = []
         data = self._data
         for line in lines:
-            line = line.removesuffix("\r")
-            if not line:
+            if line.endswith("\r"):
+                line = line[:-1]
+            if line.startswith("data:"):  # by far the most common line: tested first
+                value = line[5:]
+                data.append(value[1:] if value.startswith(" ") else value)
+            elif not line:
                 if data:
-                    events.append("\n".join(data))
+                    events.append(data[0] if len(data) == 1 else "\n".join(data))
                     data.clear()
-                continue
-            if line.startswith(":"):
-                continue
-            name, _, value = line.partition(":")
-            if name == "data":
-                data.append(value.removeprefix(" "))
+            elif line == "data":  # a field with no colon has an empty value
+                data.append("")
+            # Anything else is a comment (`:`) or a field chat streams do not use.
         return events
 
 

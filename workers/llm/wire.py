@@ -60,6 +60,34 @@ class Reply:
             self.finish_reason = reason
         return choice
 
+    def add_chunks(self, chunks: list[dict[str, Any]]) -> list[str]:
+        """Take one read's `chat.completion.chunk`s; return the content deltas they carry.
+        One loop for them all: a server sends a chunk per token, and a few calls per chunk
+        were most of a streamed call's cost."""
+        texts: list[str] = []
+        for chunk in chunks:
+            usage = chunk.get("usage")
+            if usage is not None:
+                parsed = parse_usage(usage)
+                if parsed is not None:
+                    self.usage = parsed
+            model = chunk.get("model")
+            if isinstance(model, str) and model:
+                self.model = model
+            choices = chunk.get("choices")
+            if not isinstance(choices, list) or not choices or not isinstance(choices[0], dict):
+                continue
+            choice = choices[0]
+            reason = choice.get("finish_reason")
+            if isinstance(reason, str) and reason:
+                self.finish_reason = reason
+            delta = choice.get("delta")
+            if isinstance(delta, dict):
+                text = self.add_message(delta)
+                if text:
+                    texts.append(text)
+        return texts
+
 
 def load_object(text: str, what: str) -> dict[str, Any]:
     try:
@@ -81,15 +109,6 @@ def parse_completion(payload: dict[str, Any]) -> Reply:
     if isinstance(message, dict):
         reply.add_message(message)
     return reply
-
-
-def add_chunk(reply: Reply, chunk: dict[str, Any]) -> str:
-    """One `chat.completion.chunk`; returns its content delta ("" when it carries none)."""
-    choice = reply.add_envelope(chunk)
-    if choice is None:
-        return ""
-    delta = choice.get("delta")
-    return reply.add_message(delta) if isinstance(delta, dict) else ""
 
 
 def error_in_payload(payload: dict[str, Any]) -> tuple[int | None, str] | None:
