@@ -18,6 +18,7 @@ from hypothesis import strategies as st
 
 from workers.corpus import Corpus, build_corpus, fts_query, wiki_data_path
 from workers.corpus import sources as corpus_sources
+from workers.corpus.index import Doc, Hit
 from workers.corpus.schema import query_terms, url_key
 from workers.errors import CorpusError
 
@@ -299,22 +300,26 @@ async def test_cheap_searches_run_in_the_event_loop_once_measured(tmp_path: Path
     # A generous limit, so the machine's load cannot push the mini corpus over it.
     with Corpus.open(tmp_path / "c.sqlite", inline_below=5.0) as corpus:
         first = await corpus.search("Merrowgate metro", 3)  # measured in a thread
-        doc = await corpus.get(first[0].url)
+        await corpus.get(first[0].url)
+        # Other queries and urls than the first (those would come from the cache).
+        expected = corpus.search_sync("Halvard Observatory", 3)
+        doc = corpus.get_sync(expected[0].url)
         async with no_worker_threads():
             with anyio.fail_after(5):
-                assert await corpus.search("Merrowgate metro", 3) == first
-                assert await corpus.get(first[0].url) == doc
+                assert await corpus.search("Halvard Observatory", 3) == expected
+                assert await corpus.get(expected[0].url) == doc
 
 
 @pytest.mark.anyio
 async def test_searches_over_the_limit_go_to_a_thread(tmp_path: Path) -> None:
     build_corpus(tmp_path / "c.sqlite", [MINI], wiki=False)
     with Corpus.open(tmp_path / "c.sqlite", inline_below=0.0) as corpus:
-        expected = await corpus.search("Merrowgate metro", 3)
+        await corpus.search("Merrowgate metro", 3)
+        expected = corpus.search_sync("Halvard Observatory", 3)
         got: list[object] = []
 
         async def search() -> None:
-            got.extend(await corpus.search("Merrowgate metro", 3))
+            got.extend(await corpus.search("Halvard Observatory", 3))
 
         async with anyio.create_task_group() as tg, no_worker_threads() as limiter:
             tg.start_soon(search)
@@ -323,6 +328,44 @@ async def test_searches_over_the_limit_go_to_a_thread(tmp_path: Path) -> None:
             assert limiter.statistics().tasks_waiting == 1
             assert got == []
     assert got == expected
+
+
+@pytest.mark.anyio
+async def test_repeated_searches_and_visits_are_answered_from_memory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    build_corpus(tmp_path / "c.sqlite", [MINI], wiki=False)
+    monkeypatch.setattr("workers.corpus.index.SEARCH_CACHE", 2)
+    with Corpus.open(tmp_path / "c.sqlite") as corpus:
+        reads: list[object] = []
+        search_sync, get_sync = corpus.search_sync, corpus.get_sync
+
+        def counted_search(query: str, k: int) -> list[Hit]:
+            reads.append((query, k))
+            return search_sync(query, k)
+
+        def counted_get(url: str) -> Doc | None:
+            reads.append(url)
+            return get_sync(url)
+
+        monkeypatch.setattr(corpus, "search_sync", counted_search)
+        monkeypatch.setattr(corpus, "get_sync", counted_get)
+        first = await corpus.search("Merrowgate metro", 3)
+        first.clear()  # the caller's list: the remembered one is untouched
+        again = await corpus.search("Merrowgate metro", 3)
+        assert again and again == search_sync("Merrowgate metro", 3)
+        assert reads == [("Merrowgate metro", 3)]
+        # Another k is another query; past the size, the least recently used one goes.
+        await corpus.search("Merrowgate metro", 1)
+        await corpus.search("Halvard Observatory", 3)
+        await corpus.search("Merrowgate metro", 3)
+        assert reads[-1] == ("Merrowgate metro", 3) and len(reads) == 4
+        # Documents, and urls the corpus lacks, are remembered too.
+        url = again[0].url
+        assert await corpus.get(url) == await corpus.get(url) == get_sync(url)
+        assert await corpus.get("https://nowhere.example/x") is None
+        assert await corpus.get("https://nowhere.example/x") is None
+        assert reads[4:] == [url, "https://nowhere.example/x"]
 
 
 # -- query safety -------------------------------------------------------------------------------------
