@@ -62,13 +62,14 @@ class NewEvent(BaseModel):
 
     def stamped(self, job_id: str) -> Event:
         """The event as the log stores it, before the log gives it its `seq`. `ts` is when the
-        log takes it (an agent's round lands at once), so it never goes back along `seq`."""
-        return Event(
+        log takes it (an agent's round lands at once), so it never goes back along `seq`.
+        Built without validation: every field comes from this validated event."""
+        return Event.model_construct(
             job_id=job_id,
             seq=0,
             ts=time.time(),
             type=self.type,
             agent=self.agent,
             round=self.round,
-            data=self.data,
+            data=dict(self.data),  # its own top level, as validation would have made it
         )

@@ -119,13 +119,15 @@ class IterResearchAgent:
         # What the agent has written since its last commit.
         self._events: list[NewEvent] = []
         self._saved: AgentCheckpoint | None = None
+        # The prompts' static text, that an answer must not merely copy (fixed for the job).
+        self._prompt_text = prompt_texts(ctx.prompts)
 
     # -- events and checkpoints ------------------------------------------------------------------
     async def _emit(
         self, type_: EventType, round_: int | None, data: dict[str, object], tag: str = ""
     ) -> None:
         key = f"a{self.spec.index}.r{round_}.{type_.value}{tag}"
-        event = NewEvent(type=type_, agent=self.spec.index, round=round_, data=data, key=key, ts=time.time())
+        event = NewEvent(type=type_, agent=self.spec.index, round=round_, data=data, key=key)
         self._events.append(event)
         if type_ in COMMIT_ON:
             await self._commit()
@@ -459,9 +461,7 @@ class IterResearchAgent:
         return step
 
     def _non_answer(self, answer: str | None) -> str | None:
-        return non_answer_reason(
-            answer, question=self.ctx.question, prompt_text=prompt_texts(self.ctx.prompts)
-        )
+        return non_answer_reason(answer, question=self.ctx.question, prompt_text=self._prompt_text)
 
     async def _act(self, call: ToolCall, round_: int) -> str:
         await self._emit(EventType.tool_called, round_, {"name": call.name, "arguments": call.arguments})

@@ -14,6 +14,7 @@ as answers made jobs "succeed" with nothing in them, so an answer is checked bef
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Iterable
 from string import Template
@@ -55,6 +56,10 @@ def normalise(text: str) -> str:
     return " ".join(_WORDS.findall(text.lower()))
 
 
+# The prompts' and the question's words, asked for on every answer: a job has only a few.
+_normalised_static = functools.lru_cache(maxsize=128)(normalise)
+
+
 def template_text(template: Template) -> str:
     """A template's own words, with its `${placeholders}` cut out (they are filled per call)."""
     return template.pattern.sub(" ", template.template)
@@ -88,11 +93,11 @@ def non_answer_reason(
         return "no answer given"
     if words in _PLACEHOLDERS:
         return "a placeholder, not an answer"
-    if question and words == normalise(question):
+    if question and words == _normalised_static(question):
         return "the question repeated"
     if len(words.split()) >= _MIN_COPY_WORDS:
         for text in prompt_text:
-            if words in normalise(text):
+            if words in _normalised_static(text):
                 return "a copy of the prompt's own text"
     return None
 

@@ -38,6 +38,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 import anyio
+import pydantic_core
 
 from workers.errors import ContextOverflow, HeavyResearchError, LLMConfigError, RetryableError, WireError
 from workers.llm.context import (
@@ -405,10 +406,12 @@ async def _take(endpoint: Endpoint, reply: Reply, events: list[str], on_delta: D
 
 def _load_chunks(events: list[str]) -> tuple[list[dict[str, Any]], WireError | None]:
     """The events' JSON objects, parsed in one call when they are well formed (one call per
-    chunk costs more than the parsing); else one by one up to the first bad one, and its error."""
+    chunk costs more than the parsing; pydantic's parser takes a third less time than `json`);
+    else one by one up to the first bad one, and its error. What pydantic refuses and `json`
+    takes (a lone surrogate escape) goes the slow way, so the two read the same streams."""
     if len(events) > 1:
         try:
-            values = json.loads("[" + ",".join(events) + "]")
+            values = pydantic_core.from_json("[" + ",".join(events) + "]")
         except ValueError:
             values = None
         # An event holding two objects (`{…},{…}`) would parse too: the count tells.
