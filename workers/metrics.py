@@ -18,6 +18,7 @@ The registry is made on first use, not at import (`engine_metrics()`).
 from __future__ import annotations
 
 from functools import lru_cache
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 
@@ -32,6 +33,7 @@ _WAIT_BUCKETS = (0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5, 10, 30, 60)
 class EngineMetrics:
     def __init__(self) -> None:
         self.registry = r = CollectorRegistry()
+        self._children: dict[tuple[int, tuple[str, ...]], Any] = {}
         self.llm_attempts = Counter(
             "hr_llm_attempts",
             "HTTP attempts at a model endpoint (ok, retryable_error, overflow, config_error).",
@@ -115,15 +117,24 @@ class EngineMetrics:
             registry=r,
         )
 
+    def _child(self, metric: Any, *labels: str) -> Any:
+        """`metric.labels(*labels)`, remembered: `labels()` validates and locks on every call,
+        and the engine counts several things per round."""
+        key = (id(metric), labels)
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = metric.labels(*labels)
+        return child
+
     # -- feeds ----------------------------------------------------------------------------------
     def llm_attempt(
         self, endpoint: str, role: str, outcome: str, seconds: float, usage: Usage | None = None
     ) -> None:
-        self.llm_attempts.labels(endpoint, role, outcome).inc()
-        self.llm_seconds.labels(endpoint, role).observe(seconds)
+        self._child(self.llm_attempts, endpoint, role, outcome).inc()
+        self._child(self.llm_seconds, endpoint, role).observe(seconds)
         if usage is not None:
-            self.llm_tokens.labels(endpoint, role, "prompt").inc(usage.prompt_tokens)
-            self.llm_tokens.labels(endpoint, role, "completion").inc(usage.completion_tokens)
+            self._child(self.llm_tokens, endpoint, role, "prompt").inc(usage.prompt_tokens)
+            self._child(self.llm_tokens, endpoint, role, "completion").inc(usage.completion_tokens)
 
     def sandbox_run(self, sandbox: str, exit_code: int | None, limit: str | None, seconds: float) -> None:
         outcome = f"limit_{limit}" if limit else ("ok" if exit_code == 0 else "exit_error")
@@ -134,9 +145,10 @@ class EngineMetrics:
         """Count what an appended agent event says happened."""
         data = event.data
         if event.type == EventType.round_started:
-            self.rounds.labels("true" if data.get("forced") else "false").inc()
+            self._child(self.rounds, "true" if data.get("forced") else "false").inc()
         elif event.type == EventType.tool_result:
-            self.tool_calls.labels(
+            self._child(
+                self.tool_calls,
                 str(data.get("name", "")),
                 str(data.get("provider") or ""),
                 "true" if data.get("cached") else "false",
@@ -147,7 +159,7 @@ class EngineMetrics:
             if isinstance(recoveries, list) and recoveries:
                 self.format_recoveries.inc(len(recoveries))
         elif event.type in (EventType.agent_finished, EventType.agent_failed):
-            self.agents_ended.labels(event.type.value).inc()
+            self._child(self.agents_ended, event.type.value).inc()
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

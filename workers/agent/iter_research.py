@@ -121,6 +121,7 @@ class IterResearchAgent:
         self._saved: AgentCheckpoint | None = None
         # The prompts' static text, that an answer must not merely copy (fixed for the job).
         self._prompt_text = prompt_texts(ctx.prompts)
+        self._system: str | None = None
 
     # -- events and checkpoints ------------------------------------------------------------------
     async def _emit(
@@ -156,7 +157,11 @@ class IterResearchAgent:
     def workspace(self, cp: AgentCheckpoint) -> list[ChatMessage]:
         """The whole prompt of the next round; its size does not depend on the round number."""
         prompts = self.ctx.prompts
-        system = prompts.research_system.safe_substitute(date=self.ctx.date, tools=self.ctx.tool_list())
+        if self._system is None:  # the job's date and tools: the same every round
+            self._system = prompts.research_system.safe_substitute(
+                date=self.ctx.date, tools=self.ctx.tool_list()
+            )
+        system = self._system
         user = prompts.research_round.safe_substitute(
             question=self._question(),
             # Empty in round 1: a placeholder text here is what small models copy into reports.
