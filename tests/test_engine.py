@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import re
 import time
 from collections.abc import Iterator
@@ -172,3 +173,40 @@ async def test_job_resumes_from_checkpoints_at_the_right_round(mini_corpus: Path
         assert seen[-1] > done_rounds[agent]
     # Resumed agents were not restarted.
     assert sum(1 for e in events if e.type == EventType.agent_started) == 3
+
+
+async def test_a_worker_whose_source_ids_are_taken_lets_the_job_go(
+    mini_corpus: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Source ids taken in the store by other urls mean another process runs the job too (this
+    one outlived its lease): the worker stops it and lets it go as a lost lease, with no crash
+    note and no release, and the job is taken over once the lease lapses."""
+    caplog.set_level(logging.INFO, logger="workers.worker")
+    with SimServer(SimConfig(min_rounds=6, latency=0.05)) as sim:
+        async with harness(
+            mini_corpus, sim.base_url, worker={"lease_seconds": 2.0, "heartbeat_seconds": 0.5}
+        ) as h:
+            worker = h.engine.worker
+            assert worker is not None
+            job = await h.submit("What is the capital of France?", agents=2, max_rounds=12)
+            await h.events_until(job.id, lambda ev: any(e.type == EventType.round_started for e in ev))
+            # "Another holder" of the job stores sources under the ids this run hands out next.
+            for n in range(40):
+                await h.backend.register_source(job.id, f"https://elsewhere.example/{n}", "taken")
+            with anyio.fail_after(30):
+                while job.id in worker.running_jobs:  # noqa: ASYNC110 - polls observable state
+                    await anyio.sleep(0.01)
+            let_go = await h.backend.get_job(job.id)
+            # Not handed back to the queue: its lease is still held, until it lapses.
+            assert await h.backend.claim("another-worker", 0.05) is None
+            events = await h.run_to_end(job.id, timeout=60)
+            record = await h.backend.get_job(job.id)
+    assert let_go is not None and not let_go.status.terminal, let_go
+    assert let_go.last_error is None  # no crash note
+    worker_lines = [r.getMessage() for r in caplog.records if getattr(r, "job_id", None) == job.id]
+    assert any("source ids already taken" in line for line in worker_lines), worker_lines
+    assert any("job lost to another worker" in line for line in worker_lines), worker_lines
+    assert not any("job released" in line or "crashed" in line for line in worker_lines), worker_lines
+    # Taken over after the lease lapsed, the job finishes from the store's sources.
+    assert record is not None and record.status == JobStatus.succeeded, record
+    assert events[-1].type == EventType.job_succeeded

@@ -14,8 +14,11 @@ from pathlib import Path
 
 import anyio
 import pytest
+from redis.asyncio import Redis
 
 from tests.redis_server import RedisServer, redis_server, redis_servers  # noqa: F401  (fixtures)
+from workers.backend.held_slots import LINGER
+from workers.backend.keys import RedisKeys
 from workers.backend.redis import RedisBackend
 from workers.backend.redis_limiter import RedisLimiter
 from workers.errors import BackendUnavailable, RetryableError
@@ -198,5 +201,149 @@ async def test_unavailable_when_redis_is_down(redis_servers: Callable[..., Redis
             with anyio.fail_after(10), pytest.raises(BackendUnavailable):
                 async with limiter.slot("x", 1, 0):
                     pass
+    finally:
+        await backend.close()
+
+
+# -- reuse of a released slot within the process ---------------------------------------------------
+
+
+@pytest.fixture
+async def quiet(redis_servers: Callable[..., RedisServer]) -> AsyncIterator[tuple[RedisBackend, Redis]]:  # noqa: F811
+    """A private server, so its command counts are this test's only; a backend and a probe client."""
+    server = redis_servers(appendonly=False)
+    backend = RedisBackend(server.url, prefix="hr")
+    probe = Redis.from_url(server.url)
+    try:
+        yield backend, probe
+    finally:
+        await probe.aclose()
+        await backend.close()
+
+
+async def limiter_calls(probe: Redis) -> dict[str, int]:
+    """Calls per command since the last `CONFIG RESETSTAT`, without the probe's own."""
+    stats = await probe.info("commandstats")
+    own = {"info", "config", "zcard", "client", "hello", "ping"}
+    counts = {name.removeprefix("cmdstat_"): int(s["calls"]) for name, s in stats.items()}
+    return {name: n for name, n in counts.items() if name.split("|")[0] not in own}
+
+
+async def holders(probe: Redis, endpoint: str) -> int:
+    return int(await probe.zcard(RedisKeys("hr").limiter_slots(endpoint)))
+
+
+async def test_a_released_slot_is_reused_without_a_redis_call(quiet: tuple[RedisBackend, Redis]) -> None:
+    backend, probe = quiet
+    async with RedisLimiter.from_backend(backend, linger=30.0) as limiter:
+        async with limiter.slot("reuse", 1, 0):
+            pass
+        await probe.config_resetstat()
+        for _ in range(5):
+            with anyio.fail_after(5):
+                async with limiter.slot("reuse", 1, 0):
+                    assert await holders(probe, "reuse") == 1
+        assert await limiter_calls(probe) == {}
+        # Pace is still booked per call: its script (and the commands it runs) once per call,
+        # nothing for the slot. (A first paced call loads the script.)
+        async with limiter.slot("reuse", 1, 6000):
+            pass
+        await probe.config_resetstat()
+        for _ in range(3):
+            async with limiter.slot("reuse", 1, 6000):
+                pass
+        assert await limiter_calls(probe) == {"evalsha": 3, "time": 3, "get": 3, "set": 3}
+
+
+async def test_idle_slots_go_back_after_the_linger_in_one_call(quiet: tuple[RedisBackend, Redis]) -> None:
+    backend, probe = quiet
+    linger = 0.5
+    async with RedisLimiter.from_backend(backend, linger=linger) as limiter:
+        async with limiter.slot("idle", 3, 0), limiter.slot("idle", 3, 0), limiter.slot("idle", 3, 0):
+            await probe.config_resetstat()
+        released = time.monotonic()
+        # Still this process's, and still counted.
+        assert await holders(probe, "idle") == 3
+        with anyio.fail_after(10):
+            while await holders(probe, "idle") > 0:  # noqa: ASYNC110 - polls the store, which has no event
+                await anyio.sleep(0.01)
+        assert time.monotonic() - released > linger - 0.1
+        assert await limiter_calls(probe) == {"zrem": 1}
+
+
+async def test_another_process_gets_the_slot_after_the_linger(
+    limiters: tuple[RedisLimiter, RedisLimiter],
+) -> None:
+    idle, waiter = limiters
+    async with idle.slot("handover", 1, 0):
+        pass
+    released = time.monotonic()
+    with anyio.fail_after(10):
+        async with waiter.slot("handover", 1, 0):
+            admitted = time.monotonic()
+    # The idle process kept the slot for about its linger (the sweep may start a little early).
+    assert admitted - released > LINGER - 0.1
+
+
+async def test_the_cap_holds_across_processes_while_both_reuse(
+    limiters: tuple[RedisLimiter, RedisLimiter],
+) -> None:
+    in_flight = peak = calls = 0
+
+    async def agent(limiter: RedisLimiter) -> None:
+        nonlocal in_flight, peak, calls
+        for _ in range(6):
+            async with limiter.slot("busy", 3, 0):
+                in_flight += 1
+                peak = max(peak, in_flight)
+                await anyio.sleep(0.01)  # the request in flight
+                in_flight -= 1
+                calls += 1
+            await anyio.sleep(0.005)  # parse, act, checkpoint: well within the linger
+
+    with anyio.fail_after(60):
+        async with anyio.create_task_group() as tg:
+            for i in range(10):
+                tg.start_soon(agent, limiters[i % 2])
+    assert calls == 60
+    assert peak == 3
+
+
+async def test_exit_gives_back_idle_slots(quiet: tuple[RedisBackend, Redis]) -> None:
+    backend, probe = quiet
+    async with RedisLimiter.from_backend(backend, linger=30.0) as limiter:
+        async with limiter.slot("exit", 2, 0), limiter.slot("exit", 2, 0):
+            pass
+        assert await holders(probe, "exit") == 2
+    assert await holders(probe, "exit") == 0
+
+
+async def test_a_cancelled_call_keeps_no_slot_from_others(quiet: tuple[RedisBackend, Redis]) -> None:
+    backend, probe = quiet
+    async with RedisLimiter.from_backend(backend, linger=30.0) as limiter:
+        with anyio.move_on_after(0.05) as cancelled:
+            async with limiter.slot("cancel", 1, 0):
+                await anyio.sleep_forever()
+        assert cancelled.cancelled_caught
+        # Parked, not lost: this process takes it again at once, and exit gives it back.
+        await probe.config_resetstat()
+        with anyio.fail_after(5):
+            async with limiter.slot("cancel", 1, 0):
+                pass
+        assert await limiter_calls(probe) == {}
+    assert await holders(probe, "cancel") == 0
+
+
+async def test_a_failed_give_back_is_logged_and_not_raised(
+    redis_servers: Callable[..., RedisServer],  # noqa: F811
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    server = redis_servers(appendonly=False)
+    backend = RedisBackend(server.url, prefix="hr", connect_timeout=1.0)
+    try:
+        with anyio.fail_after(30):
+            async with RedisLimiter.from_backend(backend, linger=30.0) as limiter, limiter.slot("down", 1, 0):
+                server.kill()
+        assert "could not release 1 LLM slot(s)" in caplog.text
     finally:
         await backend.close()

@@ -4,6 +4,7 @@ frees its places (the same checks as the Redis limiter's, on a file in a tempora
 from __future__ import annotations
 
 import itertools
+import sqlite3
 import subprocess
 import sys
 import textwrap
@@ -139,5 +140,52 @@ async def test_a_killed_process_frees_its_slot(holder: tuple[subprocess.Popen[st
             with anyio.fail_after(10):
                 async with limiter.slot("shared", 1, 0):
                     pass
+    finally:
+        await backend.close()
+
+
+# -- reuse of a released place within the process --------------------------------------------------
+
+
+def holders(path: Path, endpoint: str) -> list[str]:
+    """The holder tokens of `endpoint`, read on a connection of the test's own."""
+    with sqlite3.connect(path) as conn:
+        return [
+            row[0] for row in conn.execute("SELECT token FROM limiter_slots WHERE endpoint = ?", (endpoint,))
+        ]
+
+
+async def test_a_released_place_is_reused_then_given_back(tmp_path: Path) -> None:
+    path = tmp_path / "heavyresearch.sqlite"
+    backend = SQLiteBackend(path)
+    await backend.open()
+    try:
+        async with SQLiteLimiter.from_backend(backend, linger=0.5) as limiter:
+            async with limiter.slot("reuse", 1, 0):
+                (first,) = holders(path, "reuse")
+            released = time.monotonic()
+            for _ in range(3):
+                with anyio.fail_after(5):
+                    async with limiter.slot("reuse", 1, 0):
+                        # The same record, neither dropped nor added again.
+                        assert holders(path, "reuse") == [first]
+            with anyio.fail_after(10):
+                while holders(path, "reuse"):  # noqa: ASYNC110 - polls the file, which has no event
+                    await anyio.sleep(0.01)
+            assert time.monotonic() - released > 0.5 - 0.1
+    finally:
+        await backend.close()
+
+
+async def test_exit_gives_back_idle_places(tmp_path: Path) -> None:
+    path = tmp_path / "heavyresearch.sqlite"
+    backend = SQLiteBackend(path)
+    await backend.open()
+    try:
+        async with SQLiteLimiter.from_backend(backend, linger=30.0) as limiter:
+            async with limiter.slot("exit", 2, 0), limiter.slot("exit", 2, 0):
+                pass
+            assert len(holders(path, "exit")) == 2
+        assert holders(path, "exit") == []
     finally:
         await backend.close()

@@ -97,12 +97,20 @@ class Worker:
         finished = False
         lost = anyio.Event()
         try:
+            failure: Exception | None = None
             with scope:
                 async with anyio.create_task_group() as tg:
                     tg.start_soon(self._heartbeat, job_id, lost, scope)
-                    await self.runner.run(job_id)
-                    finished = True
+                    try:
+                        await self.runner.run(job_id)
+                        finished = True
+                    except Exception as exc:
+                        # Kept out of the task group, which would wrap it in an ExceptionGroup
+                        # that none of the handlers below matches (all went to "crashed").
+                        failure = exc
                     tg.cancel_scope.cancel()
+            if failure is not None:
+                raise failure
         except BackendUnavailable as exc:
             log.warning("job stopped: backend unavailable (%s)", exc, extra={"job_id": job_id})
         except SourceConflict as exc:

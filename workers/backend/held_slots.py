@@ -2,21 +2,34 @@
 
 A slot is a holder record with an expiry in the shared store: admitted when fewer than
 `max_concurrency` live holders remain, kept alive by a keeper task every `hold_seconds / 3`
-while the call runs, dropped after it (or left to lapse, if the drop fails or the process
-dies). Pace is a booked admission time the caller sleeps until, still holding its slot. A
-subclass says how its store does the four steps; waiting for a free slot, waiting out a store
-outage (`patience`) and the keeper's lifecycle are here.
+while the call runs. Pace is a booked admission time the caller sleeps until, still holding
+its slot. A subclass says how its store does the steps; waiting for a free slot, waiting out
+a store outage (`patience`), reuse and the background tasks are here.
+
+Reuse: an agent calls the model again a few ms after its last call ended (parse, act,
+checkpoint), and a store call costs about as much CPU as the rest of the round. So a released
+holder record is not dropped at once: it stays in the process's idle pool for `LINGER`
+seconds, still counted as a holder and still kept alive, and the next `slot()` for that
+endpoint in this process takes it without a store call. A sweeper gives back records idle
+for longer, several in one store call. The cap stays exact (an idle record is a holder like
+any other), but what a waiter in another process sees changes: it may wait up to `LINGER`
+longer for a slot a now-idle process holds, and a process that calls an endpoint back to back
+keeps its slots until it pauses. Pace is still booked per call. A record is given back at
+exit, and left to lapse by itself (within `hold_seconds`) if the store fails to take it back
+or the process dies.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import os
 import random
 import time
 from abc import ABC, abstractmethod
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from types import TracebackType
 from typing import Self, TypeVar
 
@@ -33,17 +46,38 @@ _POLL_MIN = 0.005
 _POLL_MAX = 0.25
 _OUTAGE_DELAY_MAX = 2.0
 
+# How long a released slot stays this process's, for its next call to the same endpoint. Long
+# enough to span one agent's gap between two model calls (parse, tools, checkpoint: a few ms to
+# a local search's ~100 ms), short enough that a slot an idle process holds frees soon for
+# waiters elsewhere, who poll at most every `_POLL_MAX` anyway.
+LINGER = 0.2
+# Records whose linger ends this soon after the sweep's go back with it, in the same store call.
+_SWEEP_SLACK = 0.05
+
+
+@dataclass(slots=True)
+class _Holder:
+    endpoint: str
+    live_until: float  # anyio clock: the store keeps the record at least until then
+    idle_since: float | None = None  # None while a call uses it
+
 
 class HeldSlots(ABC):
-    def __init__(self, *, hold_seconds: float, burst: int, patience: float) -> None:
+    def __init__(self, *, hold_seconds: float, burst: int, patience: float, linger: float = LINGER) -> None:
         if burst < 1:
             raise ValueError("burst must be at least 1")
         if hold_seconds <= 0:
             raise ValueError("hold_seconds must be positive")
+        if linger < 0:
+            raise ValueError("linger must not be negative")
         self._hold = hold_seconds
         self._burst = burst
         self._patience = patience
-        self._held: dict[str, str] = {}  # token -> endpoint key
+        self._linger = linger
+        self._holders: dict[str, _Holder] = {}  # token -> every record this process keeps alive
+        self._idle: dict[str, list[str]] = {}  # endpoint key -> idle tokens, oldest first
+        self._parked: dict[str, anyio.Event] = {}  # endpoint key -> set when a token goes idle
+        self._swept: anyio.Event | None = None  # set when the sweeper has something to do
         self._task_group: TaskGroup | None = None
 
     # -- what a store does ------------------------------------------------------------------------
@@ -56,11 +90,12 @@ class HeldSlots(ABC):
         """Book the endpoint's next admission at `rpm`; the seconds to wait for it."""
 
     @abstractmethod
-    async def _release(self, endpoint: str, token: str) -> None: ...
+    async def _release_many(self, held: list[tuple[str, str]]) -> None:
+        """Drop these (token, endpoint) holders, in as few store calls as the store allows."""
 
     @abstractmethod
-    async def _extend(self, held: list[tuple[str, str]]) -> int:
-        """Extend these (token, endpoint) holders by a hold period; how many were still there."""
+    async def _extend(self, held: list[tuple[str, str]]) -> Collection[str]:
+        """Extend these (token, endpoint) holders by a hold period; the tokens still there."""
 
     # -- lifecycle ------------------------------------------------------------------------------
     async def __aenter__(self) -> Self:
@@ -69,7 +104,9 @@ class HeldSlots(ABC):
         task_group = anyio.create_task_group()
         await task_group.__aenter__()
         self._task_group = task_group
+        self._swept = anyio.Event()
         task_group.start_soon(self._keep_alive)
+        task_group.start_soon(self._sweep)
         return self
 
     async def __aexit__(
@@ -85,19 +122,19 @@ class HeldSlots(ABC):
         # The block's own exception is not handed to the task group: it would come back
         # wrapped in an ExceptionGroup, and callers expect it unchanged.
         await task_group.__aexit__(None, None, None)
+        idle = self._take_idle(math.inf)
+        if idle:
+            with anyio.CancelScope(shield=True):
+                await self._give_back(idle)
 
     # -- the Limiter protocol ---------------------------------------------------------------------
     @asynccontextmanager
     async def slot(self, endpoint_key: str, max_concurrency: int, rpm: int) -> AsyncIterator[None]:
         if self._task_group is None:
             raise RuntimeError(f"{type(self).__name__} is not running: use `async with limiter:`")
-        token = os.urandom(8).hex()
-        delay = _POLL_MIN
-        while not await self._patiently(self._try_acquire, endpoint_key, token, max_concurrency):
-            # Jittered, so waiters in many processes do not poll in lockstep.
-            await anyio.sleep(delay * random.uniform(0.5, 1.0))
-            delay = min(delay * 2, _POLL_MAX)
-        self._held[token] = endpoint_key
+        token = self._reuse(endpoint_key)
+        if token is None:
+            token = await self._acquire(endpoint_key, max_concurrency)
         try:
             if rpm > 0:
                 # Paced while holding the place, so a burst never overshoots the cap. A caller
@@ -107,17 +144,92 @@ class HeldSlots(ABC):
                     await anyio.sleep(wait)
             yield
         finally:
-            self._held.pop(token, None)
-            with anyio.CancelScope(shield=True):
-                try:
-                    await self._release(endpoint_key, token)
-                except BackendUnavailable as exc:
-                    # Nothing is lost: the holder expires by itself within `hold_seconds`.
-                    log.warning(
-                        "could not release an LLM slot (%s); it frees itself when its hold lapses", exc
-                    )
+            # Parking takes no await, so a caller cancelled here cannot lose the token.
+            if not self._park(token):
+                holder = self._holders.pop(token, None)
+                if holder is not None:
+                    with anyio.CancelScope(shield=True):
+                        await self._give_back([(token, holder.endpoint)])
 
     # -- internals --------------------------------------------------------------------------------
+    async def _acquire(self, endpoint_key: str, max_concurrency: int) -> str:
+        token = os.urandom(8).hex()
+        delay = _POLL_MIN
+        while True:
+            asked = anyio.current_time()
+            if await self._patiently(self._try_acquire, endpoint_key, token, max_concurrency):
+                self._holders[token] = _Holder(endpoint_key, asked + self._hold)
+                return token
+            # Woken early when a call in this process parks its token, so local waiters take it
+            # before any store poll. Jittered, so waiters in many processes do not poll in lockstep.
+            parked = self._parked.setdefault(endpoint_key, anyio.Event())
+            with anyio.move_on_after(delay * random.uniform(0.5, 1.0)):
+                await parked.wait()
+            delay = min(delay * 2, _POLL_MAX)
+            reused = self._reuse(endpoint_key)
+            if reused is not None:
+                return reused
+
+    def _reuse(self, endpoint_key: str) -> str | None:
+        """An idle token of this endpoint the store surely still holds (the newest first), now in use."""
+        pool = self._idle.get(endpoint_key)
+        if not pool:
+            return None
+        # At least one keeper period left: a record the store may have let lapse (a process
+        # stalled past its hold) is never reused, or the cap would be overshot. The sweeper
+        # gives such a record back.
+        fresh_after = anyio.current_time() + self._hold / 3
+        for i in range(len(pool) - 1, -1, -1):
+            holder = self._holders[pool[i]]
+            if holder.live_until > fresh_after:
+                token = pool.pop(i)
+                holder.idle_since = None
+                return token
+        return None
+
+    def _park(self, token: str) -> bool:
+        """Put a token no call uses any more in its endpoint's idle pool; False when not running."""
+        holder = self._holders.get(token)
+        if holder is None or self._task_group is None or self._linger == 0:
+            return False
+        holder.idle_since = anyio.current_time()
+        self._idle.setdefault(holder.endpoint, []).append(token)
+        parked = self._parked.pop(holder.endpoint, None)
+        if parked is not None:
+            parked.set()
+        if self._swept is not None:
+            self._swept.set()
+        return True
+
+    def _take_idle(self, since: float) -> list[tuple[str, str]]:
+        """Take the tokens idle since `since` or earlier out of the pools and this process's holders."""
+        taken: list[tuple[str, str]] = []
+        for endpoint, pool in list(self._idle.items()):
+            kept = []
+            for token in pool:
+                holder = self._holders[token]
+                if holder.idle_since is not None and holder.idle_since <= since:
+                    del self._holders[token]
+                    taken.append((token, endpoint))
+                else:
+                    kept.append(token)
+            if kept:
+                self._idle[endpoint] = kept
+            else:
+                del self._idle[endpoint]
+        return taken
+
+    async def _give_back(self, held: list[tuple[str, str]]) -> None:
+        try:
+            await self._release_many(held)
+        except BackendUnavailable as exc:
+            # Nothing is lost: a holder expires by itself within `hold_seconds`.
+            log.warning(
+                "could not release %d LLM slot(s) (%s); they free themselves when their hold lapses",
+                len(held),
+                exc,
+            )
+
     async def _patiently(self, fn: Callable[..., Awaitable[T]], *args: object) -> T:
         """`fn(*args)`, waiting out a store outage (with backoff) for up to `patience` seconds.
         Only admission waits: a release that fails is logged and its hold lapses by itself."""
@@ -133,19 +245,46 @@ class HeldSlots(ABC):
                 await anyio.sleep(delay)
                 delay = min(delay * 2, _OUTAGE_DELAY_MAX)
 
+    async def _sweep(self) -> None:
+        """Give back the tokens idle for longer than the linger."""
+        while True:
+            linger = self._linger
+            released = self._take_idle(anyio.current_time() + _SWEEP_SLACK - linger)
+            if released:
+                # Shielded, so the limiter's exit waits for the records to be dropped.
+                with anyio.CancelScope(shield=True):
+                    await self._give_back(released)
+                continue
+            ends = [self._holders[t].idle_since for pool in self._idle.values() for t in pool]
+            next_at = min((since + linger for since in ends if since is not None), default=math.inf)
+            if next_at == math.inf:
+                swept = self._swept = anyio.Event()
+                await swept.wait()
+            else:
+                await anyio.sleep_until(next_at)
+
     async def _keep_alive(self) -> None:
-        """Extend every slot this process holds, a few times per hold period."""
+        """Extend every slot this process holds, in use or idle, a few times per hold period."""
         while True:
             await anyio.sleep(self._hold / 3)
-            held = list(self._held.items())
+            held = [(token, holder.endpoint) for token, holder in self._holders.items()]
             if not held:
                 continue
+            asked = anyio.current_time()
             try:
-                extended = await self._extend(held)
+                found = set(await self._extend(held))
             except BackendUnavailable as exc:
                 log.warning("could not extend LLM slots (%s); retrying in %.1fs", exc, self._hold / 3)
                 continue
-            lapsed = sum(1 for token, _ in held if token in self._held) - extended
+            lapsed = 0
+            for token, _ in held:
+                holder = self._holders.get(token)
+                if holder is None:
+                    continue  # given back meanwhile
+                if token in found:
+                    holder.live_until = asked + self._hold
+                elif holder.idle_since is None:
+                    lapsed += 1
             if lapsed > 0:
                 log.warning(
                     "%d LLM slot(s) lapsed before they were extended (stalled for over %.0fs?)",

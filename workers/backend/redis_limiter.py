@@ -16,7 +16,12 @@ asks first, not strictly first come, first served. Redis being unreachable raise
 that many seconds (workers use it like their `RetryingBackend`, so that an agent about to call
 the model does not fail because Redis is restarting).
 
-Use it as `async with RedisLimiter(...)`: the keeper task lives between enter and exit.
+A released slot stays this process's for `LINGER` seconds (see `workers.backend.held_slots`):
+the next call to that endpoint takes it with no Redis call, and a waiter in another process
+may wait up to that much longer for a slot an idle process holds. The cap stays exact.
+
+Use it as `async with RedisLimiter(...)`: the keeper and sweeper tasks live between enter and
+exit, and exit gives back the idle slots.
 """
 
 from __future__ import annotations
@@ -26,7 +31,7 @@ from typing import Any
 from redis.asyncio import Redis
 from redis.commands.core import AsyncScript
 
-from workers.backend.held_slots import HeldSlots
+from workers.backend.held_slots import LINGER, HeldSlots
 from workers.backend.keys import RedisKeys
 from workers.backend.redis import RedisBackend, unavailable_on_failure
 
@@ -83,8 +88,9 @@ class RedisLimiter(HeldSlots):
         burst: int = 1,
         where: str = "redis",
         patience: float = 0.0,
+        linger: float = LINGER,
     ) -> None:
-        super().__init__(hold_seconds=hold_seconds, burst=burst, patience=patience)
+        super().__init__(hold_seconds=hold_seconds, burst=burst, patience=patience, linger=linger)
         self._client = client
         self._keys = keys
         self._hold_ms = max(1, int(hold_seconds * 1000))
@@ -93,7 +99,13 @@ class RedisLimiter(HeldSlots):
 
     @classmethod
     def from_backend(
-        cls, backend: RedisBackend, *, hold_seconds: float = 30.0, burst: int = 1, patience: float = 0.0
+        cls,
+        backend: RedisBackend,
+        *,
+        hold_seconds: float = 30.0,
+        burst: int = 1,
+        patience: float = 0.0,
+        linger: float = LINGER,
     ) -> RedisLimiter:
         """Share the backend's connection pool and key prefix."""
         return cls(
@@ -103,6 +115,7 @@ class RedisLimiter(HeldSlots):
             burst=burst,
             where=backend.where,
             patience=patience,
+            linger=linger,
         )
 
     # -- the store's steps ----------------------------------------------------------------------
@@ -123,13 +136,24 @@ class RedisLimiter(HeldSlots):
         wait_us = int(await self._script(_RESERVE, [pace], [interval_us, self._burst]))
         return wait_us / 1_000_000
 
-    async def _release(self, endpoint: str, token: str) -> None:
+    async def _release_many(self, held: list[tuple[str, str]]) -> None:
+        by_endpoint: dict[str, list[str]] = {}
+        for token, endpoint in held:
+            by_endpoint.setdefault(endpoint, []).append(token)
         async with unavailable_on_failure(self._where):
-            await self._client.zrem(self._keys.limiter_slots(endpoint), token)
+            if len(by_endpoint) == 1:
+                ((endpoint, tokens),) = by_endpoint.items()
+                await self._client.zrem(self._keys.limiter_slots(endpoint), *tokens)
+                return
+            async with self._client.pipeline(transaction=False) as pipe:
+                for endpoint, tokens in by_endpoint.items():
+                    pipe.zrem(self._keys.limiter_slots(endpoint), *tokens)
+                await pipe.execute()
 
-    async def _extend(self, held: list[tuple[str, str]]) -> int:
-        extended = 0
+    async def _extend(self, held: list[tuple[str, str]]) -> list[str]:
+        found = []
         for token, endpoint in held:
             holders = self._keys.limiter_slots(endpoint)
-            extended += int(await self._script(_EXTEND, [holders], [token, self._hold_ms]))
-        return extended
+            if int(await self._script(_EXTEND, [holders], [token, self._hold_ms])):
+                found.append(token)
+        return found

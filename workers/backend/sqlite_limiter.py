@@ -13,7 +13,12 @@ The processes share one machine, so the wall clock is shared too. Waiting for a 
 with capped, jittered exponential backoff. `BackendUnavailable` (a locked or full file) is
 raised at once unless `patience` is set: then admission waits up to that many seconds.
 
-Use it as `async with SQLiteLimiter(...)`: the keeper task lives between enter and exit.
+A released place stays this process's for `LINGER` seconds (see `workers.backend.held_slots`):
+the next call to that endpoint takes it with no write to the file, and a waiter in another
+process may wait up to that much longer for a place an idle process holds. The cap stays exact.
+
+Use it as `async with SQLiteLimiter(...)`: the keeper and sweeper tasks live between enter and
+exit, and exit gives back the idle places.
 """
 
 from __future__ import annotations
@@ -21,23 +26,35 @@ from __future__ import annotations
 import sqlite3
 import time
 
-from workers.backend.held_slots import HeldSlots
+from workers.backend.held_slots import LINGER, HeldSlots
 from workers.backend.sqlite import SQLiteBackend
 from workers.backend.sqlite_db import Database
 
 
 class SQLiteLimiter(HeldSlots):
     def __init__(
-        self, db: Database, *, hold_seconds: float = 30.0, burst: int = 1, patience: float = 0.0
+        self,
+        db: Database,
+        *,
+        hold_seconds: float = 30.0,
+        burst: int = 1,
+        patience: float = 0.0,
+        linger: float = LINGER,
     ) -> None:
-        super().__init__(hold_seconds=hold_seconds, burst=burst, patience=patience)
+        super().__init__(hold_seconds=hold_seconds, burst=burst, patience=patience, linger=linger)
         self._db = db
 
     @classmethod
     def from_backend(
-        cls, backend: SQLiteBackend, *, hold_seconds: float = 30.0, burst: int = 1, patience: float = 0.0
+        cls,
+        backend: SQLiteBackend,
+        *,
+        hold_seconds: float = 30.0,
+        burst: int = 1,
+        patience: float = 0.0,
+        linger: float = LINGER,
     ) -> SQLiteLimiter:
-        return cls(backend.database, hold_seconds=hold_seconds, burst=burst, patience=patience)
+        return cls(backend.database, hold_seconds=hold_seconds, burst=burst, patience=patience, linger=linger)
 
     # -- the store's steps ----------------------------------------------------------------------
     async def _try_acquire(self, endpoint: str, token: str, max_concurrency: int) -> bool:
@@ -74,22 +91,26 @@ class SQLiteLimiter(HeldSlots):
 
         return await self._db.write(book)
 
-    async def _release(self, endpoint: str, token: str) -> None:
+    async def _release_many(self, held: list[tuple[str, str]]) -> None:
         def drop(conn: sqlite3.Connection) -> None:
-            conn.execute("DELETE FROM limiter_slots WHERE endpoint = ? AND token = ?", (endpoint, token))
+            conn.executemany(
+                "DELETE FROM limiter_slots WHERE endpoint = ? AND token = ?",
+                [(endpoint, token) for token, endpoint in held],
+            )
 
         await self._db.write(drop)
 
-    async def _extend(self, held: list[tuple[str, str]]) -> int:
-        def extend(conn: sqlite3.Connection) -> int:
+    async def _extend(self, held: list[tuple[str, str]]) -> list[str]:
+        def extend(conn: sqlite3.Connection) -> list[str]:
             until = time.time() + self._hold
-            found = 0
+            found = []
             for token, endpoint in held:
                 cur = conn.execute(
                     "UPDATE limiter_slots SET expires_at = ? WHERE endpoint = ? AND token = ?",
                     (until, endpoint, token),
                 )
-                found += cur.rowcount
+                if cur.rowcount:
+                    found.append(token)
             return found
 
         return await self._db.write(extend)
