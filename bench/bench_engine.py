@@ -28,6 +28,7 @@ import httpx
 from bench._common import (
     Recorder,
     corpus_file,
+    read_log,
     request_body,
     round_messages,
     run_job,
@@ -56,17 +57,18 @@ async def engine_cpu_per_round(settings: Settings) -> tuple[float, int, float]:
         await run_job(
             engine, ResearchRequest(query="What is the capital of Valdoria?", agents=4, max_rounds=12)
         )
-        rounds = 0
         cpu = time.process_time()
         wall = time.perf_counter()
-        for i in range(5):
-            events = await run_unwatched(
+        jobs = [
+            await run_unwatched(
                 engine,
                 ResearchRequest(query=f"Which river flows through Valdoria? ({i})", agents=8, max_rounds=12),
             )
-            rounds += agent_rounds(events)
+            for i in range(5)
+        ]
         cpu = time.process_time() - cpu
         wall = time.perf_counter() - wall
+        rounds = sum([agent_rounds(await read_log(engine, job)) for job in jobs])
     return 1000 * cpu / rounds, rounds, wall
 
 
