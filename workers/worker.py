@@ -11,19 +11,12 @@ import os
 import socket
 
 import anyio
-from anyio.abc import TaskGroup
 
 from workers.backend.base import Backend
 from workers.errors import BackendUnavailable, SourceConflict
 from workers.runner import JobRunner
 
 log = logging.getLogger(__name__)
-
-# Claims a worker has in flight at once (at most its job slots). A claim takes a few round trips
-# to the backend, each waiting its turn on a loop busy with the running jobs: one at a time,
-# a burst of submissions (jobs ending together, their clients sending the next) waited in the
-# queue for seconds while a worker had free slots.
-CLAIMERS = 4
 
 
 def default_worker_id() -> str:
@@ -67,34 +60,30 @@ class Worker:
         """Claim and run jobs until drained."""
         slots = anyio.Semaphore(self.max_jobs)
         log.info("worker %s started (max %d jobs)", self.worker_id, self.max_jobs)
-        async with anyio.create_task_group() as tg, anyio.create_task_group() as claimers:
-            for _ in range(min(self.max_jobs, CLAIMERS)):
-                claimers.start_soon(self._claim_loop, slots, tg)
+        async with anyio.create_task_group() as tg:
+            while not self._draining.is_set():
+                await slots.acquire()
+                if self._draining.is_set():
+                    slots.release()
+                    break
+                try:
+                    job_id = await self._claim()
+                except BackendUnavailable as exc:
+                    # A worker outlives a backend outage: it keeps trying to claim.
+                    slots.release()
+                    log.warning("worker %s cannot claim jobs: %s", self.worker_id, exc)
+                    await anyio.sleep(self.claim_timeout)
+                    continue
+                except BaseException:
+                    slots.release()
+                    raise
+                if job_id is None:
+                    slots.release()
+                    continue
+                scope = anyio.CancelScope()
+                self._running[job_id] = scope
+                tg.start_soon(self._run_job, job_id, scope, slots)
         log.info("worker %s stopped", self.worker_id)
-
-    async def _claim_loop(self, slots: anyio.Semaphore, tg: TaskGroup) -> None:
-        while not self._draining.is_set():
-            await slots.acquire()
-            if self._draining.is_set():
-                slots.release()
-                break
-            try:
-                job_id = await self._claim()
-            except BackendUnavailable as exc:
-                # A worker outlives a backend outage: it keeps trying to claim.
-                slots.release()
-                log.warning("worker %s cannot claim jobs: %s", self.worker_id, exc)
-                await anyio.sleep(self.claim_timeout)
-                continue
-            except BaseException:
-                slots.release()
-                raise
-            if job_id is None:
-                slots.release()
-                continue
-            scope = anyio.CancelScope()
-            self._running[job_id] = scope
-            tg.start_soon(self._run_job, job_id, scope, slots)
 
     async def _claim(self) -> str | None:
         # A short claim timeout bounds how long a drain waits for the claim loop to notice.
