@@ -154,48 +154,60 @@ def _ids(raw: bytes) -> list[int]:
     return [int(line[4:]) for line in raw.split(b"\n") if line.startswith(b"id: ")]
 
 
+# 2000 events of 4 KiB (8 MiB) overflow any socket buffers the slow client has (the kernel's
+# send buffer tops out at a few MiB), so the server's writes to it stall.
+TOTAL, BATCH, SIZE = 2000, 50, 4096
+
+
+async def _beside_a_slow_client(
+    corpus: Path, server: RedisServer, *, buffer: int, watchers: int, http: str
+) -> tuple[str, bytes, list[SSEStream]]:
+    """A job of TOTAL events, then cancelled, streamed to `watchers` clients that keep up and
+    pace the appends, and to one raw client that reads nothing until the job has ended: (the
+    job's id, all the raw client then got, the other streams)."""
+    prefix = f"t{os.urandom(4).hex()}"
+    writer = RedisBackend(server.url, prefix=prefix)
+    try:
+        with live_server(redis_api(corpus, server, prefix, sse_client_buffer=buffer)) as api:
+            async with api.client(limits=UNLIMITED) as client:
+                job_id = await create_job(client)
+                path = f"/v1/research/{job_id}/events"
+                slow = _open_slow_client(api.port, path, http=http)
+                fast = Watchers(client, path, watchers)
+                with anyio.fail_after(120):
+                    async with anyio.create_task_group() as tg:
+                        for stream in fast.streams:
+                            tg.start_soon(fast.watch, stream)
+                        await fast.reached(1)
+                        # Paced by the readers that keep up: they are never `buffer` behind,
+                        # while the one that never reads falls ever further back.
+                        for start in range(0, TOTAL, BATCH):
+                            await append(writer, job_id, start, BATCH, SIZE)
+                            await fast.reached(1 + start + BATCH)
+                        assert (await client.post(f"/v1/research/{job_id}/cancel")).status_code in (200, 202)
+                    raw = await anyio.to_thread.run_sync(_drain, slow)
+    finally:
+        await writer.close()
+    for stream in fast.streams:
+        assert stream.ended
+        assert [e["seq"] for e in stream.events] == list(range(1, TOTAL + 3))
+        assert stream.events[-1]["type"] == "job.cancelled"
+    return job_id, raw, fast.streams
+
+
 async def test_a_client_that_never_reads_is_dropped_without_holding_up_the_others(
     mini_corpus: Path,
     redis_servers: Callable[..., RedisServer],  # noqa: F811
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    server = redis_servers(appendonly=False)
-    prefix = f"t{os.urandom(4).hex()}"
-    # 2000 events of 4 KiB (8 MiB) overflow any socket buffers the slow client has (the
-    # kernel's send buffer tops out at a few MiB), so its writes stall and it falls behind.
-    total, batch, size, buffer = 2000, 50, 4096, 200
-    writer = RedisBackend(server.url, prefix=prefix)
     caplog.set_level(logging.INFO, logger="app.broadcast")
-    try:
-        with live_server(redis_api(mini_corpus, server, prefix, sse_client_buffer=buffer)) as api:
-            async with api.client(limits=UNLIMITED) as client:
-                job_id = await create_job(client)
-                path = f"/v1/research/{job_id}/events"
-                slow = _open_slow_client(api.port, path)
-                watchers = Watchers(client, path, 3)
-                with anyio.fail_after(120):
-                    async with anyio.create_task_group() as tg:
-                        for stream in watchers.streams:
-                            tg.start_soon(watchers.watch, stream)
-                        await watchers.reached(1)
-                        # Paced by the readers that keep up: they are never `buffer` behind,
-                        # while the one that never reads falls ever further back.
-                        for start in range(0, total, batch):
-                            await append(writer, job_id, start, batch, size)
-                            await watchers.reached(1 + start + batch)
-                        assert (await client.post(f"/v1/research/{job_id}/cancel")).status_code in (200, 202)
-                    raw = await anyio.to_thread.run_sync(_drain, slow)
-    finally:
-        await writer.close()
-
-    for stream in watchers.streams:
-        assert stream.ended
-        assert [e["seq"] for e in stream.events] == list(range(1, total + 3))
-        assert stream.events[-1]["type"] == "job.cancelled"
+    job_id, raw, _ = await _beside_a_slow_client(
+        mini_corpus, redis_servers(appendonly=False), buffer=200, watchers=3, http="1.1"
+    )
     # The slow client got a gapless prefix, then the server closed its connection.
     got = _ids(raw)
     assert got == list(range(1, len(got) + 1))
-    assert len(got) < total
+    assert len(got) < TOTAL
     drops = [r for r in caplog.records if "SSE client dropped" in r.getMessage()]
     assert len(drops) == 1 and getattr(drops[0], "job_id", None) == job_id
 
@@ -209,36 +221,12 @@ async def test_a_client_whose_socket_fills_gets_the_whole_stream_once_it_reads(
     is full that write cannot finish at once and is handed to the client's task. With a buffer
     larger than the job, the client is never dropped: once it reads, that write ends and the
     client catches up, getting every event once, in order."""
-    server = redis_servers(appendonly=False)
-    prefix = f"t{os.urandom(4).hex()}"
-    # As in the test above: 8 MiB overflow the slow client's socket buffers, so writes stall.
-    total, batch, size = 2000, 50, 4096
-    writer = RedisBackend(server.url, prefix=prefix)
     caplog.set_level(logging.INFO, logger="app.broadcast")
-    try:
-        with live_server(redis_api(mini_corpus, server, prefix, sse_client_buffer=10 * total)) as api:
-            async with api.client(limits=UNLIMITED) as client:
-                job_id = await create_job(client)
-                path = f"/v1/research/{job_id}/events"
-                slow = _open_slow_client(api.port, path, http="1.0")
-                watchers = Watchers(client, path, 2)
-                with anyio.fail_after(120):
-                    async with anyio.create_task_group() as tg:
-                        for stream in watchers.streams:
-                            tg.start_soon(watchers.watch, stream)
-                        await watchers.reached(1)
-                        for start in range(0, total, batch):
-                            await append(writer, job_id, start, batch, size)
-                            await watchers.reached(1 + start + batch)
-                        assert (await client.post(f"/v1/research/{job_id}/cancel")).status_code in (200, 202)
-                    raw = await anyio.to_thread.run_sync(_drain, slow)
-    finally:
-        await writer.close()
-
-    assert _ids(raw) == list(range(1, total + 3))
+    _, raw, _ = await _beside_a_slow_client(
+        mini_corpus, redis_servers(appendonly=False), buffer=10 * TOTAL, watchers=2, http="1.0"
+    )
+    assert _ids(raw) == list(range(1, TOTAL + 3))
     assert b"event: job.cancelled" in raw
-    for stream in watchers.streams:
-        assert [e["seq"] for e in stream.events] == list(range(1, total + 3))
     assert not [r for r in caplog.records if "SSE client dropped" in r.getMessage()]
 
 

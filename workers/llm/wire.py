@@ -62,26 +62,12 @@ class Reply:
 
     def add_chunks(self, chunks: list[dict[str, Any]]) -> list[str]:
         """Take one read's `chat.completion.chunk`s; return the content deltas they carry.
-        One loop for them all: a server sends a chunk per token, and a few calls per chunk
-        were most of a streamed call's cost."""
+        One loop for them all: a server sends a chunk per token, and the layers of calls per
+        chunk were a large part of a streamed call's cost."""
         texts: list[str] = []
         for chunk in chunks:
-            usage = chunk.get("usage")
-            if usage is not None:
-                parsed = parse_usage(usage)
-                if parsed is not None:
-                    self.usage = parsed
-            model = chunk.get("model")
-            if isinstance(model, str) and model:
-                self.model = model
-            choices = chunk.get("choices")
-            if not isinstance(choices, list) or not choices or not isinstance(choices[0], dict):
-                continue
-            choice = choices[0]
-            reason = choice.get("finish_reason")
-            if isinstance(reason, str) and reason:
-                self.finish_reason = reason
-            delta = choice.get("delta")
+            choice = self.add_envelope(chunk)
+            delta = choice.get("delta") if choice is not None else None
             if isinstance(delta, dict):
                 text = self.add_message(delta)
                 if text:
