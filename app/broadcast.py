@@ -89,6 +89,14 @@ class Blocked:
     awaiting: Any  # what the coroutine is waiting on (an asyncio future; None for a bare yield)
 
 
+def types_of(frames: list[Frame]) -> dict[str, int]:
+    """How many of `frames` there are of each event type."""
+    types: dict[str, int] = {}
+    for frame in frames:
+        types[frame.type] = types.get(frame.type, 0) + 1
+    return types
+
+
 def encode(event: Event) -> Frame:
     # `id:` is the seq, so a browser's reconnect sends it back as Last-Event-ID. The JSON is
     # compact (newlines inside strings are escaped), so one `data:` line carries it.
@@ -146,17 +154,14 @@ class Broadcaster:
         batch = self._batches.get(cursor)
         if batch is None:
             frames = self.frames[cursor : cursor + MAX_FRAMES_PER_WRITE]
-            types: dict[str, int] = {}
-            for frame in frames:
-                types[frame.type] = types.get(frame.type, 0) + 1
-            batch = self._batches[cursor] = Batch(b"".join([f.data for f in frames]), frames[-1].seq, types)
+            batch = Batch(b"".join([f.data for f in frames]), frames[-1].seq, types_of(frames))
+            self._batches[cursor] = batch
         return batch
 
-    def count(self, batch: Batch) -> None:
-        """Adds a batch's deliveries to the sent counts (the reader's own are added per publish)."""
-        for type_, n in batch.types.items():
-            self._sent[type_] = self._sent.get(type_, 0) + n * batch.deliveries
-        batch.deliveries = 0
+    def count(self, types: dict[str, int], deliveries: int = 1) -> None:
+        """Adds `deliveries` sendings of events of these `types` to the sent counts."""
+        for type_, n in types.items():
+            self._sent[type_] = self._sent.get(type_, 0) + n * deliveries
 
     def flush_counts(self) -> None:
         self._flush_at = time.monotonic() + COUNT_FLUSH_SECONDS
@@ -216,12 +221,11 @@ class Broadcaster:
                 terminal = True
                 break
         head = len(self.frames)
-        self._batches.clear()
         for subscriber in list(self.subscribers):
             subscriber.check_lag(head)
             subscriber.push()
         for batch in self._batches.values():
-            self.count(batch)
+            self.count(batch.types, batch.deliveries)
         self._batches.clear()
         if time.monotonic() >= self._flush_at:
             self.flush_counts()

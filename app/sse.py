@@ -18,7 +18,7 @@ import anyio
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
-from app.broadcast import TERMINAL_GRACE_SECONDS, WAIT_SECONDS, Batch, Subscription, hub_for
+from app.broadcast import TERMINAL_GRACE_SECONDS, WAIT_SECONDS, Subscription, hub_for, types_of
 from app.metrics import Metrics
 from workers.backend.base import Backend
 from workers.errors import BackendUnavailable
@@ -150,11 +150,7 @@ class EventStreamResponse(Response):
                 body += KEEPALIVE
                 subscription.ping_at = now + self.keepalive
             await subscription.write(write, body)
-            if batch:
-                counted = Batch(b"", batch[-1].seq, {}, deliveries=1)
-                for frame in batch:
-                    counted.types[frame.type] = counted.types.get(frame.type, 0) + 1
-                broadcaster.count(counted)
+            broadcaster.count(types_of(batch))
 
     def _count(self, counts: dict[str, int]) -> None:
         for type_, count in counts.items():

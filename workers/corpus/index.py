@@ -12,8 +12,8 @@ search takes ~4 ms and stays in threads.
 
 The file never changes while open, so the async `search` and `get` remember their last answers
 (`SEARCH_CACHE` queries, `DOC_CACHE` documents, least recently used out): the agents of one
-Heavy job research one question and repeat each other's queries and urls (in the engine
-benchmark, 22 distinct searches in 269 and 12 urls in 353 visits). Only the loop's thread
+Heavy job research one question and repeat each other's queries and urls (counted once on
+the engine benchmark's jobs: 22 distinct searches in 269, 12 urls in 353 visits). Only the loop's thread
 touches these, so they need no lock.
 
 Connections are pooled rather than tied to threads: a call borrows an idle read-only connection
