@@ -87,7 +87,7 @@ async def httpx_floor(settings: Settings, sim: str, calls: int = 1000) -> float:
         return 1000 * (time.process_time() - cpu) / calls
 
 
-async def overhead(trials: int = 3) -> None:
+async def overhead(trials: int = 5) -> None:
     """Floor, memory and Redis measured in turn, `trials` times: this VM's speed drifts by a
     third within minutes, so each ratio is taken within one trial and the median is printed."""
     with (

@@ -39,7 +39,8 @@ class Usage(BaseModel):
         return self.prompt_tokens + self.completion_tokens
 
     def add(self, other: Usage) -> Usage:
-        return Usage(
+        # Sums of validated ints need no validation: this runs several times a round.
+        return Usage.model_construct(
             prompt_tokens=self.prompt_tokens + other.prompt_tokens,
             completion_tokens=self.completion_tokens + other.completion_tokens,
             calls=self.calls + other.calls,
