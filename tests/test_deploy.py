@@ -11,6 +11,8 @@ import fnmatch
 import json
 import re
 import shlex
+import subprocess
+import sys
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
@@ -478,3 +480,20 @@ def test_no_secret_in_compose_has_a_known_default() -> None:
     settings_file = yaml.safe_load((DEPLOY / "searxng" / "settings.yml").read_text())
     # SearXNG's own placeholder, which it refuses to start with.
     assert settings_file["server"]["secret_key"] == "ultrasecretkey"
+
+
+def test_the_readme_python_examples_compile_and_are_formatted() -> None:
+    """What users copy from the README is code `make lint` would pass (it only checks .py files)."""
+    blocks = re.findall(r"^```python\n(.*?)^```", (ROOT / "README.md").read_text(), re.M | re.S)
+    assert blocks, "the README has no python example"
+    for block in blocks:
+        compile(block, "README.md", "exec")
+        formatted = subprocess.run(
+            [sys.executable, "-m", "ruff", "format", "--stdin-filename", "example.py", "-"],
+            input=block,
+            capture_output=True,
+            text=True,
+            check=True,
+            cwd=ROOT,
+        ).stdout
+        assert formatted == block, f"ruff format would change this README example:\n{block}"
