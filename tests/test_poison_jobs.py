@@ -16,7 +16,7 @@ import anyio
 import pytest
 
 from tests.backend_contract import eventually
-from tests.engine_harness import engine_settings
+from tests.engine_harness import engine_settings, harness
 from workers.backend import MemoryBackend
 from workers.engine import open_engine
 from workers.events import EventType
@@ -25,6 +25,7 @@ from workers.metrics import engine_metrics
 from workers.models import AgentCheckpoint, JobStatus, ResearchRequest
 from workers.sim.app import SimConfig
 from workers.sim.server import SimServer
+from workers.worker import Worker
 
 pytestmark = pytest.mark.anyio
 
@@ -90,3 +91,39 @@ async def test_a_job_that_crashes_every_run_fails_after_max_attempts(mini_corpus
     assert [e.type for e in events].count(EventType.job_started) == 1
     assert sample("hr_job_attempts_total") - attempts_before == 3  # three runs, no fourth
     assert sample("hr_jobs_poisoned_total") - poisoned_before == 1
+
+
+async def test_runs_stopped_by_a_drain_give_their_attempt_back(mini_corpus: Path) -> None:
+    """A graceful stop (a deploy's rolling restart) is not the job's fault: a job drained from
+    more workers than `max_attempts` still finishes, its record counting only the run that did."""
+    with SimServer(SimConfig(min_rounds=8, latency=0.02)) as sim:
+        async with (
+            harness(mini_corpus, sim.base_url, worker={"max_attempts": 2}) as h,
+            anyio.create_task_group() as tg,
+        ):
+            worker, runner = h.engine.worker, h.engine.runner
+            assert worker is not None and runner is not None
+            job = await h.submit("What is the capital of France?", agents=2, max_rounds=20)
+            rounds = 0
+            for drain in range(3):
+                # Each worker gets further before its drain, so every run is a real one.
+                rounds += 2
+                await h.events_until(
+                    job.id, lambda ev, n=rounds: sum(e.type == EventType.round_started for e in ev) >= n
+                )
+                running = await h.backend.get_job(job.id)
+                assert running is not None and running.attempts == 1, (drain, running)
+                worker.drain()
+                with anyio.fail_after(10):
+                    while job.id in worker.running_jobs:  # noqa: ASYNC110 - polls observable state
+                        await anyio.sleep(0.01)
+                handed_back = await h.backend.get_job(job.id)
+                assert handed_back is not None and handed_back.attempts == 0, (drain, handed_back)
+                worker = Worker(h.backend, runner, max_jobs=1, heartbeat_seconds=1)
+                tg.start_soon(worker.run)
+            events = await h.run_to_end(job.id)
+            record = await h.backend.get_job(job.id)
+            worker.drain()
+    assert events[-1].type == EventType.job_succeeded, events[-1]
+    assert record is not None and record.status == JobStatus.succeeded
+    assert record.attempts == 1

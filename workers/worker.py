@@ -96,8 +96,8 @@ class Worker:
     async def _run_job(self, job_id: str, scope: anyio.CancelScope, slots: anyio.Semaphore) -> None:
         finished = False
         lost = anyio.Event()
+        failure: Exception | None = None
         try:
-            failure: Exception | None = None
             with scope:
                 async with anyio.create_task_group() as tg:
                     tg.start_soon(self._heartbeat, job_id, lost, scope)
@@ -121,15 +121,19 @@ class Worker:
             # A bug, not a job outcome: log it loudly and hand the job back rather than lose it.
             log.exception("job crashed in worker %s", self.worker_id, extra={"job_id": job_id})
         finally:
+            # A run the drain stopped was not the job's fault: its attempt is given back, or a
+            # long job would fail as poisoned after a few deploys.
+            drained = not finished and failure is None and self._draining.is_set()
             with anyio.CancelScope(shield=True):
-                await self._settle(job_id, finished=finished, lost=lost.is_set())
+                await self._settle(job_id, finished=finished, lost=lost.is_set(), drained=drained)
             self._running.pop(job_id, None)
             slots.release()
 
-    async def _settle(self, job_id: str, *, finished: bool, lost: bool) -> None:
+    async def _settle(self, job_id: str, *, finished: bool, lost: bool, drained: bool = False) -> None:
         """Ack a finished job, hand back an unfinished one; a lost job is another worker's now.
         A job stopped after its end but before its webhook call (a drain) counts as unfinished:
-        the worker that claims it next makes the call."""
+        the worker that claims it next makes the call. A `drained` run's attempt is given back
+        (`worker.max_attempts` counts the runs that crashed or were killed)."""
         if lost:
             log.warning("job lost to another worker (lease lapsed)", extra={"job_id": job_id})
             return
@@ -138,6 +142,9 @@ class Worker:
             if finished or record is None or (record.status.terminal and not record.webhook_due):
                 await self.backend.ack(job_id)
             else:
+                if drained and record is not None and not record.status.terminal and record.attempts > 0:
+                    record.attempts -= 1
+                    await self.backend.save_job(record)
                 await self.backend.release(job_id)
                 log.info("job released by worker %s", self.worker_id, extra={"job_id": job_id})
         except BackendUnavailable as exc:
