@@ -347,3 +347,35 @@ async def test_a_failed_give_back_is_logged_and_not_raised(
         assert "could not release 1 LLM slot(s)" in caplog.text
     finally:
         await backend.close()
+
+
+async def test_a_waiter_is_queued_in_redis_and_leaves_the_queue_when_cancelled(
+    quiet: tuple[RedisBackend, Redis],
+) -> None:
+    backend, probe = quiet
+    queue = RedisKeys("hr").limiter_queue("queue")
+    async with (
+        RedisLimiter.from_backend(backend) as one,
+        RedisLimiter.from_backend(backend) as other,
+        one.slot("queue", 1, 0),
+    ):
+        with anyio.move_on_after(0.3):
+            async with other.slot("queue", 1, 0):
+                pytest.fail("admitted past the cap")
+        # Queued while it waited (so a freed slot would have been its), and gone once it stopped.
+        assert await probe.zcard(queue) == 0
+        async with anyio.create_task_group() as tg:
+            waiting = anyio.Event()
+
+            async def wait_for_slot() -> None:
+                waiting.set()
+                async with other.slot("queue", 1, 0):
+                    pass
+
+            tg.start_soon(wait_for_slot)
+            await waiting.wait()
+            with anyio.fail_after(5):
+                while await probe.zcard(queue) == 0:  # noqa: ASYNC110 - polls observable state
+                    await anyio.sleep(0.01)
+            tg.cancel_scope.cancel()
+        assert await probe.zcard(queue) == 0

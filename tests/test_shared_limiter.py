@@ -46,3 +46,37 @@ async def test_two_processes_on_one_store_share_one_concurrency_budget(make: Bac
         with anyio.fail_after(5):
             async with b.slot("endpoint-x", 1, 0):
                 pass
+
+
+async def test_a_process_calling_back_to_back_lets_a_waiter_elsewhere_in(make: BackendMaker) -> None:  # noqa: F811
+    """A process whose agents call again as soon as a call ends would keep its lingering slots
+    for ever, and win every freed one over a waiter polling with backoff: the store's queue
+    and the queue watch hand the slot over."""
+    if make.kind == "memory":
+        pytest.skip("the memory backend lives in one process")
+    first, second = make(), make()
+    for backend in (first, second):
+        await backend.open()
+    one, other = first.shared_limiter(patience=5.0), second.shared_limiter(patience=5.0)
+    assert one is not None and other is not None
+    async with one as a, other as b:
+        let_in = anyio.Event()
+        calls = 0
+
+        async def back_to_back() -> None:
+            nonlocal calls
+            while not let_in.is_set():
+                async with a.slot("endpoint-x", 1, 0):
+                    calls += 1
+                    await anyio.sleep(0.005)  # the model call
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(back_to_back)
+            with anyio.fail_after(5):
+                while calls < 3:  # noqa: ASYNC110 - polls observable state
+                    await anyio.sleep(0.01)
+            before = calls
+            with anyio.fail_after(10):
+                async with b.slot("endpoint-x", 1, 0):
+                    let_in.set()
+        assert calls > before, "the busy process kept calling until the other got in"

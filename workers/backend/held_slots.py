@@ -17,6 +17,14 @@ longer for a slot a now-idle process holds, and a process that calls an endpoint
 keeps its slots until it pauses. Pace is still booked per call. A record is given back at
 exit, and left to lapse by itself (within `hold_seconds`) if the store fails to take it back
 or the process dies.
+
+Fairness: a caller the store refuses joins the endpoint's queue in the store, and a freed slot
+goes to the queue's head, not to whoever asks first (a caller asking again at once would
+otherwise win it over a waiter polling with backoff, every time). A waiter that stops asking
+leaves the queue within `QUEUE_TTL`. While it holds slots, a process looks at its endpoints'
+queues every `linger` seconds: when a waiter it does not own is there, it stops reusing
+(released slots go back to the store at once, the idle ones with them) until the queue is
+empty, so a busy process cannot keep its slots from the others for ever.
 """
 
 from __future__ import annotations
@@ -53,6 +61,9 @@ _OUTAGE_DELAY_MAX = 2.0
 LINGER = 0.2
 # Records whose linger ends this soon after the sweep's go back with it, in the same store call.
 _SWEEP_SLACK = 0.05
+# How long a waiter stays in an endpoint's queue after its last ask: well over the longest
+# poll interval, short enough that one that vanished (a killed process) holds nobody up long.
+QUEUE_TTL = 2.0
 
 
 @dataclass(slots=True)
@@ -78,12 +89,24 @@ class HeldSlots(ABC):
         self._idle: dict[str, list[str]] = {}  # endpoint key -> idle tokens, oldest first
         self._parked: dict[str, anyio.Event] = {}  # endpoint key -> set when a token goes idle
         self._swept: anyio.Event | None = None  # set when the sweeper has something to do
+        self._waiting: dict[str, set[str]] = {}  # endpoint key -> this process's queued tokens
+        self._contended: set[str] = set()  # endpoints whose queue holds others' waiters
         self._task_group: TaskGroup | None = None
 
     # -- what a store does ------------------------------------------------------------------------
     @abstractmethod
     async def _try_acquire(self, endpoint: str, token: str, max_concurrency: int) -> bool:
-        """Drop lapsed holders, then add `token` if fewer than `max_concurrency` remain."""
+        """Drop lapsed holders and queued waiters, then add `token` as a holder if fewer than
+        `max_concurrency` remain and no more waiters are queued ahead of it than the places
+        left (it leaves the queue then); else queue it (keeping its place) for `QUEUE_TTL`."""
+
+    @abstractmethod
+    async def _leave(self, endpoint: str, token: str) -> None:
+        """Take `token` out of the endpoint's queue (it stopped waiting)."""
+
+    @abstractmethod
+    async def _queued(self, endpoints: list[str]) -> dict[str, int]:
+        """How many waiters each endpoint's queue holds."""
 
     @abstractmethod
     async def _reserve(self, endpoint: str, rpm: int) -> float:
@@ -107,6 +130,7 @@ class HeldSlots(ABC):
         self._swept = anyio.Event()
         task_group.start_soon(self._keep_alive)
         task_group.start_soon(self._sweep)
+        task_group.start_soon(self._watch_queues)
         return self
 
     async def __aexit__(
@@ -155,20 +179,47 @@ class HeldSlots(ABC):
     async def _acquire(self, endpoint_key: str, max_concurrency: int) -> str:
         token = os.urandom(8).hex()
         delay = _POLL_MIN
-        while True:
-            asked = anyio.current_time()
-            if await self._patiently(self._try_acquire, endpoint_key, token, max_concurrency):
-                self._holders[token] = _Holder(endpoint_key, asked + self._hold)
-                return token
-            # Woken early when a call in this process parks its token, so local waiters take it
-            # before any store poll. Jittered, so waiters in many processes do not poll in lockstep.
-            parked = self._parked.setdefault(endpoint_key, anyio.Event())
-            with anyio.move_on_after(delay * random.uniform(0.5, 1.0)):
-                await parked.wait()
-            delay = min(delay * 2, _POLL_MAX)
-            reused = self._reuse(endpoint_key)
-            if reused is not None:
-                return reused
+        queued = False
+        try:
+            while True:
+                asked = anyio.current_time()
+                if await self._patiently(self._try_acquire, endpoint_key, token, max_concurrency):
+                    if queued:  # admission took it out of the store's queue
+                        queued = False
+                        self._forget_waiter(endpoint_key, token)
+                    self._holders[token] = _Holder(endpoint_key, asked + self._hold)
+                    return token
+                if not queued:
+                    queued = True
+                    self._waiting.setdefault(endpoint_key, set()).add(token)
+                # Woken early when a call in this process parks its token, so local waiters take
+                # it before any store poll. Jittered, so many processes do not poll in lockstep.
+                parked = self._parked.setdefault(endpoint_key, anyio.Event())
+                with anyio.move_on_after(delay * random.uniform(0.5, 1.0)):
+                    await parked.wait()
+                delay = min(delay * 2, _POLL_MAX)
+                reused = self._reuse(endpoint_key)
+                if reused is not None:
+                    return reused
+        finally:
+            if queued:
+                await self._stop_waiting(endpoint_key, token)
+
+    def _forget_waiter(self, endpoint_key: str, token: str) -> None:
+        mine = self._waiting.get(endpoint_key)
+        if mine is not None:
+            mine.discard(token)
+            if not mine:
+                del self._waiting[endpoint_key]
+
+    async def _stop_waiting(self, endpoint_key: str, token: str) -> None:
+        self._forget_waiter(endpoint_key, token)
+        # Shielded: a cancelled waiter still leaves the queue (or the others wait out its TTL).
+        with anyio.CancelScope(shield=True):
+            try:
+                await self._leave(endpoint_key, token)
+            except BackendUnavailable as exc:
+                log.warning("could not leave the LLM limiter's queue (%s); it lapses by itself", exc)
 
     def _reuse(self, endpoint_key: str) -> str | None:
         """An idle token of this endpoint the store surely still holds (the newest first), now in use."""
@@ -190,7 +241,12 @@ class HeldSlots(ABC):
     def _park(self, token: str) -> bool:
         """Put a token no call uses any more in its endpoint's idle pool; False when not running."""
         holder = self._holders.get(token)
-        if holder is None or self._task_group is None or self._linger == 0:
+        if (
+            holder is None
+            or self._task_group is None
+            or self._linger == 0
+            or holder.endpoint in self._contended
+        ):
             return False
         holder.idle_since = anyio.current_time()
         self._idle.setdefault(holder.endpoint, []).append(token)
@@ -262,6 +318,36 @@ class HeldSlots(ABC):
                 await swept.wait()
             else:
                 await anyio.sleep_until(next_at)
+
+    async def _watch_queues(self) -> None:
+        """Every `linger` seconds while this process holds slots: which of their endpoints have
+        waiters elsewhere. Their idle slots go back at once, and reuse stops until none wait."""
+        if self._linger == 0:
+            return  # nothing is ever kept for reuse
+        while True:
+            await anyio.sleep(self._linger)
+            endpoints = sorted({holder.endpoint for holder in self._holders.values()} | self._contended)
+            if not endpoints:
+                continue
+            try:
+                counts = await self._queued(endpoints)
+            except BackendUnavailable as exc:
+                log.warning("could not read the LLM limiter's queues (%s)", exc)
+                continue
+            self._contended = {
+                endpoint
+                for endpoint in endpoints
+                if counts.get(endpoint, 0) > len(self._waiting.get(endpoint, ()))
+            }
+            idle = [
+                (token, endpoint)
+                for endpoint in self._contended
+                for token in self._idle.pop(endpoint, [])
+                if self._holders.pop(token, None) is not None
+            ]
+            if idle:
+                with anyio.CancelScope(shield=True):
+                    await self._give_back(idle)
 
     async def _keep_alive(self) -> None:
         """Extend every slot this process holds, in use or idle, a few times per hold period."""

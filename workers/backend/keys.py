@@ -133,3 +133,11 @@ class RedisKeys:
 
     def limiter_pace(self, endpoint_key: str) -> str:
         return f"{self.prefix}:limiter:{endpoint_key}:pace"
+
+    def limiter_queue(self, endpoint_key: str) -> str:
+        """Waiters refused a slot, by first ask (ms): the order slots are handed out in."""
+        return f"{self.prefix}:limiter:{endpoint_key}:queue"
+
+    def limiter_queue_ttl(self, endpoint_key: str) -> str:
+        """The same waiters by when they lapse (ms) unless they ask again."""
+        return f"{self.prefix}:limiter:{endpoint_key}:queue-ttl"

@@ -10,15 +10,17 @@
   overshoots the concurrency cap.
 
 Both use Redis' clock (`TIME`), so processes on machines with skewed clocks agree. Waiting
-for a free slot polls with capped exponential backoff: a freed slot goes to whichever waiter
-asks first, not strictly first come, first served. Redis being unreachable raises
+for a free slot polls with capped exponential backoff, from a queue: a refused caller is
+queued in a sorted set by its first ask (with a second one of when it lapses unless it asks
+again), and a freed slot goes to the queue's head, not to whoever asks first. Redis being unreachable raises
 `BackendUnavailable` at once, unless `patience` is set: then admission waits for Redis up to
 that many seconds (workers use it like their `RetryingBackend`, so that an agent about to call
 the model does not fail because Redis is restarting).
 
 A released slot stays this process's for `LINGER` seconds (see `workers.backend.held_slots`):
 the next call to that endpoint takes it with no Redis call, and a waiter in another process
-may wait up to that much longer for a slot an idle process holds. The cap stays exact.
+may wait up to that much longer for a slot an idle process holds; a process that sees others
+queued stops keeping slots. The cap stays exact.
 
 Use it as `async with RedisLimiter(...)`: the keeper and sweeper tasks live between enter and
 exit, and exit gives back the idle slots.
@@ -31,24 +33,43 @@ from typing import Any
 from redis.asyncio import Redis
 from redis.commands.core import AsyncScript
 
-from workers.backend.held_slots import LINGER, HeldSlots
+from workers.backend.held_slots import LINGER, QUEUE_TTL, HeldSlots
 from workers.backend.keys import RedisKeys
 from workers.backend.redis import RedisBackend, unavailable_on_failure
+
+_QUEUE_TTL_MS = int(QUEUE_TTL * 1000)
 
 _NOW_MS = (
     "local t = redis.call('TIME')\nlocal now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)\n"
 )
 
-# KEYS: holders. ARGV: token, max concurrency, hold ms. Returns 1 when admitted.
-# The set itself expires a hold after its last change: every holder's expiry is sooner.
+# KEYS: holders, queue (by first ask), queue TTLs. ARGV: token, max concurrency, hold ms,
+# queue TTL ms. Returns 1 when admitted. A caller is admitted when a place is free for it
+# after the waiters queued ahead of it (all of them, for a newcomer); else it is queued, and
+# keeps its place while it asks again within the TTL. Every set expires a hold or TTL after
+# its last change: every member's own expiry is sooner.
 _ACQUIRE = (
     _NOW_MS
     + """
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
-if redis.call('ZCARD', KEYS[1]) >= tonumber(ARGV[2]) then return 0 end
-redis.call('ZADD', KEYS[1], now + tonumber(ARGV[3]), ARGV[1])
-redis.call('PEXPIRE', KEYS[1], ARGV[3])
-return 1
+local gone = redis.call('ZRANGEBYSCORE', KEYS[3], '-inf', now, 'LIMIT', 0, 256)
+if #gone > 0 then
+  redis.call('ZREM', KEYS[2], unpack(gone))
+  redis.call('ZREM', KEYS[3], unpack(gone))
+end
+local ahead = redis.call('ZRANK', KEYS[2], ARGV[1])
+if not ahead then ahead = redis.call('ZCARD', KEYS[2]) end
+if tonumber(ARGV[2]) - redis.call('ZCARD', KEYS[1]) > ahead then
+  redis.call('ZADD', KEYS[1], now + tonumber(ARGV[3]), ARGV[1])
+  redis.call('PEXPIRE', KEYS[1], ARGV[3])
+  if redis.call('ZREM', KEYS[2], ARGV[1]) == 1 then redis.call('ZREM', KEYS[3], ARGV[1]) end
+  return 1
+end
+redis.call('ZADD', KEYS[2], 'NX', now, ARGV[1])
+redis.call('ZADD', KEYS[3], now + tonumber(ARGV[4]), ARGV[1])
+redis.call('PEXPIRE', KEYS[2], ARGV[4])
+redis.call('PEXPIRE', KEYS[3], ARGV[4])
+return 0
 """
 )
 
@@ -127,8 +148,29 @@ class RedisLimiter(HeldSlots):
             return await script(keys=keys, args=args)
 
     async def _try_acquire(self, endpoint: str, token: str, max_concurrency: int) -> bool:
-        holders = self._keys.limiter_slots(endpoint)
-        return bool(int(await self._script(_ACQUIRE, [holders], [token, max_concurrency, self._hold_ms])))
+        keys = [
+            self._keys.limiter_slots(endpoint),
+            self._keys.limiter_queue(endpoint),
+            self._keys.limiter_queue_ttl(endpoint),
+        ]
+        args: list[str | int] = [token, max_concurrency, self._hold_ms, _QUEUE_TTL_MS]
+        return bool(int(await self._script(_ACQUIRE, keys, args)))
+
+    async def _leave(self, endpoint: str, token: str) -> None:
+        async with unavailable_on_failure(self._where), self._client.pipeline(transaction=True) as pipe:
+            pipe.zrem(self._keys.limiter_queue(endpoint), token)
+            pipe.zrem(self._keys.limiter_queue_ttl(endpoint), token)
+            await pipe.execute()
+
+    async def _queued(self, endpoints: list[str]) -> dict[str, int]:
+        async with unavailable_on_failure(self._where):
+            if len(endpoints) == 1:
+                return {endpoints[0]: int(await self._client.zcard(self._keys.limiter_queue(endpoints[0])))}
+            async with self._client.pipeline(transaction=False) as pipe:
+                for endpoint in endpoints:
+                    pipe.zcard(self._keys.limiter_queue(endpoint))
+                counts = await pipe.execute()
+        return {endpoint: int(n) for endpoint, n in zip(endpoints, counts, strict=True)}
 
     async def _reserve(self, endpoint: str, rpm: int) -> float:
         interval_us = max(1, round(60_000_000 / rpm))

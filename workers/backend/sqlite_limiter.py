@@ -10,12 +10,14 @@ The same design as `RedisLimiter`, on the backend's file and database thread:
   admission and sleeps until it, still holding its place, so a burst never overshoots the cap.
 
 The processes share one machine, so the wall clock is shared too. Waiting for a place polls
-with capped, jittered exponential backoff. `BackendUnavailable` (a locked or full file) is
+with capped, jittered exponential backoff, from a queue (`limiter_queue`, by first ask): a freed
+place goes to the queue's head. `BackendUnavailable` (a locked or full file) is
 raised at once unless `patience` is set: then admission waits up to that many seconds.
 
 A released place stays this process's for `LINGER` seconds (see `workers.backend.held_slots`):
 the next call to that endpoint takes it with no write to the file, and a waiter in another
-process may wait up to that much longer for a place an idle process holds. The cap stays exact.
+process may wait up to that much longer for a place an idle process holds; a process that sees
+others queued stops keeping places. The cap stays exact.
 
 Use it as `async with SQLiteLimiter(...)`: the keeper and sweeper tasks live between enter and
 exit, and exit gives back the idle places.
@@ -26,7 +28,7 @@ from __future__ import annotations
 import sqlite3
 import time
 
-from workers.backend.held_slots import LINGER, HeldSlots
+from workers.backend.held_slots import LINGER, QUEUE_TTL, HeldSlots
 from workers.backend.sqlite import SQLiteBackend
 from workers.backend.sqlite_db import Database
 
@@ -61,18 +63,55 @@ class SQLiteLimiter(HeldSlots):
         def admit(conn: sqlite3.Connection) -> bool:
             now = time.time()
             conn.execute("DELETE FROM limiter_slots WHERE endpoint = ? AND expires_at <= ?", (endpoint, now))
+            conn.execute("DELETE FROM limiter_queue WHERE endpoint = ? AND expires_at <= ?", (endpoint, now))
             (held,) = conn.execute(
                 "SELECT count(*) FROM limiter_slots WHERE endpoint = ?", (endpoint,)
             ).fetchone()
-            if held >= max_concurrency:
-                return False
+            mine = conn.execute(
+                "SELECT asked_at FROM limiter_queue WHERE endpoint = ? AND token = ?", (endpoint, token)
+            ).fetchone()
+            # The waiters ahead: all of them for a newcomer, the earlier ones for a waiter.
+            (ahead,) = conn.execute(
+                "SELECT count(*) FROM limiter_queue WHERE endpoint = ?"
+                + ("" if mine is None else " AND (asked_at, token) < (?, ?)"),
+                (endpoint,) if mine is None else (endpoint, mine[0], token),
+            ).fetchone()
+            if max_concurrency - held > ahead:
+                conn.execute(
+                    "INSERT INTO limiter_slots (endpoint, token, expires_at) VALUES (?, ?, ?)",
+                    (endpoint, token, now + self._hold),
+                )
+                if mine is not None:
+                    conn.execute(
+                        "DELETE FROM limiter_queue WHERE endpoint = ? AND token = ?", (endpoint, token)
+                    )
+                return True
             conn.execute(
-                "INSERT INTO limiter_slots (endpoint, token, expires_at) VALUES (?, ?, ?)",
-                (endpoint, token, now + self._hold),
+                "INSERT INTO limiter_queue (endpoint, token, asked_at, expires_at) VALUES (?, ?, ?, ?) "
+                "ON CONFLICT (endpoint, token) DO UPDATE SET expires_at = excluded.expires_at",
+                (endpoint, token, now, now + QUEUE_TTL),
             )
-            return True
+            return False
 
         return await self._db.write(admit)
+
+    async def _leave(self, endpoint: str, token: str) -> None:
+        def leave(conn: sqlite3.Connection) -> None:
+            conn.execute("DELETE FROM limiter_queue WHERE endpoint = ? AND token = ?", (endpoint, token))
+
+        await self._db.write(leave)
+
+    async def _queued(self, endpoints: list[str]) -> dict[str, int]:
+        def count(conn: sqlite3.Connection) -> dict[str, int]:
+            marks = ",".join("?" * len(endpoints))
+            rows = conn.execute(
+                f"SELECT endpoint, count(*) FROM limiter_queue WHERE endpoint IN ({marks}) "
+                "AND expires_at > ? GROUP BY endpoint",
+                (*endpoints, time.time()),
+            ).fetchall()
+            return {endpoint: int(n) for endpoint, n in rows}
+
+        return await self._db.read(count)
 
     async def _reserve(self, endpoint: str, rpm: int) -> float:
         interval = 60.0 / rpm

@@ -94,6 +94,14 @@ CREATE TABLE IF NOT EXISTS limiter_pace (
     endpoint TEXT PRIMARY KEY,
     tat REAL NOT NULL
 );
+-- Callers refused a place, in the order places go to them (first ask), until they lapse.
+CREATE TABLE IF NOT EXISTS limiter_queue (
+    endpoint TEXT NOT NULL,
+    token TEXT NOT NULL,
+    asked_at REAL NOT NULL,
+    expires_at REAL NOT NULL,
+    PRIMARY KEY (endpoint, token)
+);
 -- Uploaded files (POST /v1/files): the FileRecord as JSON beside the bytes; created by this
 -- statement on the next open of an older file too (no schema change for what was there).
 CREATE TABLE IF NOT EXISTS files (
