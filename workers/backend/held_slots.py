@@ -20,7 +20,8 @@ or the process dies.
 
 Fairness: a caller the store refuses joins the endpoint's queue in the store, and a freed slot
 goes to the queue's head, not to whoever asks first (a caller asking again at once would
-otherwise win it over a waiter polling with backoff, every time). A waiter that stops asking
+otherwise win it over a waiter polling with backoff, every time). The head asks every
+`_HEAD_POLL` seconds, so a freed slot does not idle for a backed-off interval. A waiter that stops asking
 leaves the queue within `QUEUE_TTL`. While it holds slots, a process looks at its endpoints'
 queues every `linger` seconds: when a waiter it does not own is there, it stops reusing
 (released slots go back to the store at once, the idle ones with them) until the queue is
@@ -64,6 +65,10 @@ _SWEEP_SLACK = 0.05
 # How long a waiter stays in an endpoint's queue after its last ask: well over the longest
 # poll interval, short enough that one that vanished (a killed process) holds nobody up long.
 QUEUE_TTL = 2.0
+# The waiter at the queue's head asks this often, so a freed slot is not left idle for a
+# backed-off poll interval; the others back off as before.
+_HEAD_POLL = 0.02
+ADMITTED = -1
 
 
 @dataclass(slots=True)
@@ -95,10 +100,11 @@ class HeldSlots(ABC):
 
     # -- what a store does ------------------------------------------------------------------------
     @abstractmethod
-    async def _try_acquire(self, endpoint: str, token: str, max_concurrency: int) -> bool:
+    async def _try_acquire(self, endpoint: str, token: str, max_concurrency: int) -> int:
         """Drop lapsed holders and queued waiters, then add `token` as a holder if fewer than
         `max_concurrency` remain and no more waiters are queued ahead of it than the places
-        left (it leaves the queue then); else queue it (keeping its place) for `QUEUE_TTL`."""
+        left (it leaves the queue then), and return `ADMITTED`; else queue it (keeping its
+        place) for `QUEUE_TTL` and return how many waiters are ahead of it."""
 
     @abstractmethod
     async def _leave(self, endpoint: str, token: str) -> None:
@@ -183,7 +189,8 @@ class HeldSlots(ABC):
         try:
             while True:
                 asked = anyio.current_time()
-                if await self._patiently(self._try_acquire, endpoint_key, token, max_concurrency):
+                ahead = await self._patiently(self._try_acquire, endpoint_key, token, max_concurrency)
+                if ahead == ADMITTED:
                     if queued:  # admission took it out of the store's queue
                         queued = False
                         self._forget_waiter(endpoint_key, token)
@@ -195,7 +202,8 @@ class HeldSlots(ABC):
                 # Woken early when a call in this process parks its token, so local waiters take
                 # it before any store poll. Jittered, so many processes do not poll in lockstep.
                 parked = self._parked.setdefault(endpoint_key, anyio.Event())
-                with anyio.move_on_after(delay * random.uniform(0.5, 1.0)):
+                pause = min(delay, _HEAD_POLL) if ahead == 0 else delay
+                with anyio.move_on_after(pause * random.uniform(0.5, 1.0)):
                     await parked.wait()
                 delay = min(delay * 2, _POLL_MAX)
                 reused = self._reuse(endpoint_key)

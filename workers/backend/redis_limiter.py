@@ -44,10 +44,10 @@ _NOW_MS = (
 )
 
 # KEYS: holders, queue (by first ask), queue TTLs. ARGV: token, max concurrency, hold ms,
-# queue TTL ms. Returns 1 when admitted. A caller is admitted when a place is free for it
-# after the waiters queued ahead of it (all of them, for a newcomer); else it is queued, and
-# keeps its place while it asks again within the TTL. Every set expires a hold or TTL after
-# its last change: every member's own expiry is sooner.
+# queue TTL ms. Returns -1 when admitted, else the waiters ahead of the caller. A caller is
+# admitted when a place is free for it after the waiters queued ahead of it (all of them, for
+# a newcomer); else it is queued, and keeps its place while it asks again within the TTL.
+# Every set expires a hold or TTL after its last change: every member's own expiry is sooner.
 _ACQUIRE = (
     _NOW_MS
     + """
@@ -63,13 +63,13 @@ if tonumber(ARGV[2]) - redis.call('ZCARD', KEYS[1]) > ahead then
   redis.call('ZADD', KEYS[1], now + tonumber(ARGV[3]), ARGV[1])
   redis.call('PEXPIRE', KEYS[1], ARGV[3])
   if redis.call('ZREM', KEYS[2], ARGV[1]) == 1 then redis.call('ZREM', KEYS[3], ARGV[1]) end
-  return 1
+  return -1
 end
 redis.call('ZADD', KEYS[2], 'NX', now, ARGV[1])
 redis.call('ZADD', KEYS[3], now + tonumber(ARGV[4]), ARGV[1])
 redis.call('PEXPIRE', KEYS[2], ARGV[4])
 redis.call('PEXPIRE', KEYS[3], ARGV[4])
-return 0
+return ahead
 """
 )
 
@@ -147,14 +147,14 @@ class RedisLimiter(HeldSlots):
         async with unavailable_on_failure(self._where):
             return await script(keys=keys, args=args)
 
-    async def _try_acquire(self, endpoint: str, token: str, max_concurrency: int) -> bool:
+    async def _try_acquire(self, endpoint: str, token: str, max_concurrency: int) -> int:
         keys = [
             self._keys.limiter_slots(endpoint),
             self._keys.limiter_queue(endpoint),
             self._keys.limiter_queue_ttl(endpoint),
         ]
         args: list[str | int] = [token, max_concurrency, self._hold_ms, _QUEUE_TTL_MS]
-        return bool(int(await self._script(_ACQUIRE, keys, args)))
+        return int(await self._script(_ACQUIRE, keys, args))
 
     async def _leave(self, endpoint: str, token: str) -> None:
         async with unavailable_on_failure(self._where), self._client.pipeline(transaction=True) as pipe:

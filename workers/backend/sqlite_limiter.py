@@ -28,7 +28,7 @@ from __future__ import annotations
 import sqlite3
 import time
 
-from workers.backend.held_slots import LINGER, QUEUE_TTL, HeldSlots
+from workers.backend.held_slots import ADMITTED, LINGER, QUEUE_TTL, HeldSlots
 from workers.backend.sqlite import SQLiteBackend
 from workers.backend.sqlite_db import Database
 
@@ -59,8 +59,8 @@ class SQLiteLimiter(HeldSlots):
         return cls(backend.database, hold_seconds=hold_seconds, burst=burst, patience=patience, linger=linger)
 
     # -- the store's steps ----------------------------------------------------------------------
-    async def _try_acquire(self, endpoint: str, token: str, max_concurrency: int) -> bool:
-        def admit(conn: sqlite3.Connection) -> bool:
+    async def _try_acquire(self, endpoint: str, token: str, max_concurrency: int) -> int:
+        def admit(conn: sqlite3.Connection) -> int:
             now = time.time()
             conn.execute("DELETE FROM limiter_slots WHERE endpoint = ? AND expires_at <= ?", (endpoint, now))
             conn.execute("DELETE FROM limiter_queue WHERE endpoint = ? AND expires_at <= ?", (endpoint, now))
@@ -85,13 +85,13 @@ class SQLiteLimiter(HeldSlots):
                     conn.execute(
                         "DELETE FROM limiter_queue WHERE endpoint = ? AND token = ?", (endpoint, token)
                     )
-                return True
+                return ADMITTED
             conn.execute(
                 "INSERT INTO limiter_queue (endpoint, token, asked_at, expires_at) VALUES (?, ?, ?, ?) "
                 "ON CONFLICT (endpoint, token) DO UPDATE SET expires_at = excluded.expires_at",
                 (endpoint, token, now, now + QUEUE_TTL),
             )
-            return False
+            return int(ahead)
 
         return await self._db.write(admit)
 
