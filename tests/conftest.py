@@ -15,11 +15,16 @@ from typing import Any
 import pytest
 
 from tests.fake_search_apis import SearchAPIs, Website
+from workers.llm.proxy import VARIABLES as PROXY_VARIABLES
 
 DATA = Path(__file__).parent / "data"
 
 # Settings come from the environment; a developer's own HR_* variables must not leak into tests.
 for _name in [n for n in os.environ if n.startswith("HR_")]:
+    del os.environ[_name]
+# So is a proxy: the model client honours HTTPS_PROXY & co., and every test endpoint is on
+# loopback (the proxy tests set their own).
+for _name in [n for n in os.environ if n.lower() in PROXY_VARIABLES]:
     del os.environ[_name]
 
 # The sqlite backend's default file lives in the user's data folder: tests (and the processes

@@ -28,6 +28,7 @@ from typing import Any
 import httpx
 
 from tests.redis_server import free_port
+from workers.llm.proxy import VARIABLES as PROXY_VARIABLES
 
 ROOT = Path(__file__).resolve().parents[1]
 START_TIMEOUT = 60.0
@@ -37,8 +38,13 @@ WORKER_STARTED = re.compile(r"worker (\S+) started \(max \d+ jobs\)")
 
 
 def clean_environ() -> dict[str, str]:
-    """This process's environment without any `HR_…` setting (a developer's own must not leak)."""
-    env = {name: value for name, value in os.environ.items() if not name.startswith("HR_")}
+    """This process's environment without any `HR_…` setting or proxy (a developer's own must
+    not leak: every test endpoint is on loopback)."""
+    env = {
+        name: value
+        for name, value in os.environ.items()
+        if not name.startswith("HR_") and name.lower() not in PROXY_VARIABLES
+    }
     env["PYTHONUNBUFFERED"] = "1"
     return env
 

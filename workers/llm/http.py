@@ -4,8 +4,9 @@ The model call is the engine's floor: per call, httpx costs three to six times w
 (`bench/bench_http_client.py`). It does only what a chat-completions call needs: one request at a
 time per connection, a body sent whole, the response read as it arrives (chunked, by
 Content-Length, or to the close), idle connections kept per origin and reused, TLS verified
-against certifi's roots (or `SSL_CERT_FILE` / `SSL_CERT_DIR`, as httpx reads them). No proxies,
-redirects, compression or HTTP/2.
+against certifi's roots (or `SSL_CERT_FILE` / `SSL_CERT_DIR`, as httpx reads them), through
+the environment's forward proxy when there is one (`workers.llm.proxy`). No redirects,
+compression or HTTP/2.
 
 A transport failure raises `RetryableError`; `charged` says whether the server had answered
 (after that, it may have spent tokens). A connection goes back to the pool only once its
@@ -29,6 +30,7 @@ import certifi
 import httptools
 
 from workers.errors import RetryableError
+from workers.llm.proxy import Proxies, open_tunnel
 
 # Idle connections kept per origin; the limiter caps how many are ever in use.
 MAX_IDLE = 64
@@ -191,8 +193,10 @@ class Response:
 class HTTPClient:
     """Keep-alive connections per origin. Use as `async with`, or call `aclose()` when done."""
 
-    def __init__(self, ssl_context: ssl.SSLContext | None = None) -> None:
+    def __init__(self, ssl_context: ssl.SSLContext | None = None, proxies: Proxies | None = None) -> None:
         self._ssl = ssl_context
+        # Read from the environment once, when the client is built (a bad proxy URL fails here).
+        self._proxies = Proxies() if proxies is None else proxies
         self._idle: dict[tuple[str, str, int], list[_Connection]] = {}
 
     @asynccontextmanager
@@ -219,7 +223,14 @@ class HTTPClient:
         authority = host if port == _DEFAULT_PORTS[parts.scheme] else f"{host}:{port}"
         if ":" in host:
             authority = f"[{host}]" if port == _DEFAULT_PORTS[parts.scheme] else f"[{host}]:{port}"
-        lines = [f"{method} {target} HTTP/1.1", f"Host: {authority}", "Accept-Encoding: identity"]
+        proxy = self._proxies.for_origin(parts.scheme, host, port) if self._proxies else None
+        extra: list[str] = []
+        if proxy is not None and parts.scheme == "http":
+            # Sent to the proxy itself, which wants the whole URL (an https origin is tunnelled).
+            target = f"http://{authority}{target}"
+            if proxy.authorization is not None:
+                extra.append(f"Proxy-Authorization: {proxy.authorization}")
+        lines = [f"{method} {target} HTTP/1.1", f"Host: {authority}", "Accept-Encoding: identity", *extra]
         lines += [f"{name}: {value}" for name, value in (headers or {}).items()]
         if body or method in ("POST", "PUT", "PATCH"):
             lines.append(f"Content-Length: {len(body)}")
@@ -279,6 +290,26 @@ class HTTPClient:
         scheme, host, port = origin
         context = (self._ssl or default_ssl_context()) if scheme == "https" else None
         loop = asyncio.get_running_loop()
+        proxy = self._proxies.for_origin(scheme, host, port) if self._proxies else None
+        if proxy is not None and context is None:
+            host, port = proxy.host, proxy.port  # a plain request, sent to the proxy
+        elif proxy is not None and context is not None:
+            raw = await open_tunnel(proxy, host, port)
+            conn = _Connection()
+            try:
+                # TLS with the endpoint inside the tunnel: certificate checked against its name.
+                tls = await loop.start_tls(raw, conn, context, server_hostname=host)
+            except (OSError, ssl.SSLError) as exc:
+                raw.close()
+                raise RetryableError(f"ConnectError: {exc or type(exc).__name__}") from exc
+            except BaseException:
+                raw.close()
+                raise
+            if tls is None:  # the loop gave no TLS transport back: nothing to talk over
+                raw.close()
+                raise RetryableError("ConnectError: TLS through the proxy tunnel did not start")
+            conn.connection_made(tls)
+            return conn
         try:
             _, conn = await loop.create_connection(
                 _Connection, host, port, ssl=context, server_hostname=host if context else None
