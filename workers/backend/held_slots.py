@@ -189,7 +189,11 @@ class HeldSlots(ABC):
         try:
             while True:
                 asked = anyio.current_time()
-                ahead = await self._patiently(self._try_acquire, endpoint_key, token, max_concurrency)
+                try:
+                    ahead = await self._patiently(self._try_acquire, endpoint_key, token, max_concurrency)
+                except BaseException:
+                    queued = True  # the store may have queued it before the call failed
+                    raise
                 if ahead == ADMITTED:
                     if queued:  # admission took it out of the store's queue
                         queued = False
