@@ -20,12 +20,12 @@ or the process dies.
 
 Fairness: a caller the store refuses joins the endpoint's queue in the store, and a freed slot
 goes to the queue's head, not to whoever asks first (a caller asking again at once would
-otherwise win it over a waiter polling with backoff, every time). The head asks every
-`_HEAD_POLL` seconds, so a freed slot does not idle for a backed-off interval. A waiter that stops asking
-leaves the queue within `QUEUE_TTL`. While it holds slots, a process looks at its endpoints'
-queues every `linger` seconds: when a waiter it does not own is there, it stops reusing
-(released slots go back to the store at once, the idle ones with them) until the queue is
-empty, so a busy process cannot keep its slots from the others for ever.
+otherwise win it over a waiter polling with backoff, every time). The waiters near the head
+ask every `_HEAD_POLL` seconds, so a freed slot does not idle for a backed-off interval. A
+waiter that stops asking leaves the queue within `QUEUE_TTL`. While it holds slots, a process
+looks at its endpoints' queues every `linger` seconds: when a waiter it does not own is there,
+it stops reusing (released slots go back to the store at once, the idle ones with them) until
+the queue is empty, so a busy process cannot keep its slots from the others for ever.
 """
 
 from __future__ import annotations
@@ -65,9 +65,11 @@ _SWEEP_SLACK = 0.05
 # How long a waiter stays in an endpoint's queue after its last ask: well over the longest
 # poll interval, short enough that one that vanished (a killed process) holds nobody up long.
 QUEUE_TTL = 2.0
-# The waiter at the queue's head asks this often, so a freed slot is not left idle for a
-# backed-off poll interval; the others back off as before.
+# The waiters near the queue's head (the first `_HEAD_WAITERS`, and no more than the cap) ask
+# this often, so a freed slot is not left idle for a backed-off poll interval; the others back
+# off as before, which bounds the polling a long queue costs the store.
 _HEAD_POLL = 0.02
+_HEAD_WAITERS = 8
 ADMITTED = -1
 
 
@@ -206,7 +208,7 @@ class HeldSlots(ABC):
                 # Woken early when a call in this process parks its token, so local waiters take
                 # it before any store poll. Jittered, so many processes do not poll in lockstep.
                 parked = self._parked.setdefault(endpoint_key, anyio.Event())
-                pause = min(delay, _HEAD_POLL) if ahead == 0 else delay
+                pause = min(delay, _HEAD_POLL) if ahead < min(max_concurrency, _HEAD_WAITERS) else delay
                 with anyio.move_on_after(pause * random.uniform(0.5, 1.0)):
                     await parked.wait()
                 delay = min(delay * 2, _POLL_MAX)
