@@ -117,7 +117,9 @@ async def test_streaming_call_delivers_deltas_and_reads_reasoning_field(fake: Fa
         result = await model.chat("research", MESSAGES, temperature=0.85, max_tokens=256, on_delta=deltas)
 
     assert result.content == "The capital of France is Paris."
-    assert len(deltas.parts) > 1
+    # One delta per read of the stream: how many depends on how the chunks arrive (a busy
+    # machine reads them all at once), not on the client.
+    assert deltas.parts and all(deltas.parts)
     assert "".join(deltas.parts) == result.content
     assert result.reasoning == "Recall European capitals."
     assert (result.usage.prompt_tokens, result.usage.completion_tokens) == (30, 12)
