@@ -15,13 +15,20 @@ import pytest
 import trustme
 
 from tests.fake_openai import FakeOpenAI, Step
-from workers.errors import LLMConfigError
+from workers.errors import LLMConfigError, RetryableError
 from workers.llm import OpenAIChatModel
 from workers.llm.proxy import Proxies
 from workers.llm.types import ChatMessage
 from workers.settings import LLMSettings
 
 pytestmark = pytest.mark.anyio
+
+
+@pytest.fixture(params=[pytest.param({}, id="asyncio"), pytest.param({"use_uvloop": True}, id="uvloop")])
+def anyio_backend(request: pytest.FixtureRequest) -> tuple[str, dict[str, bool]]:
+    """Both event loops the service runs on: the tunnel's TLS upgrade (`start_tls`) differs."""
+    return ("asyncio", request.param)
+
 
 MESSAGES: list[ChatMessage] = [{"role": "user", "content": "Capital of France?"}]
 _PROXY_VARS = ("HTTPS_PROXY", "HTTP_PROXY", "ALL_PROXY", "NO_PROXY")
@@ -113,23 +120,33 @@ def settings(fake: FakeOpenAI, **values: Any) -> LLMSettings:
 EXPECTED_AUTH = "Proxy-Authorization: Basic " + base64.b64encode(b"agent:s:cret").decode()
 
 
+@asynccontextmanager
+async def https_behind_proxy(
+    ca: trustme.CA, env: pytest.MonkeyPatch, proxy: FakeProxy, *, certified_for: str = "127.0.0.1"
+) -> AsyncIterator[FakeOpenAI]:
+    """An https endpoint whose certificate (for `certified_for`) the client trusts, with
+    `proxy` running as the environment's HTTPS_PROXY."""
+    with (
+        ca.issue_cert(certified_for).private_key_and_cert_chain_pem.tempfile() as pem,
+        ca.cert_pem.tempfile() as roots,
+        FakeOpenAI(certfile=pem) as fake,
+    ):
+        env.setenv("SSL_CERT_FILE", roots)
+        async with proxy.running() as url:
+            env.setenv("HTTPS_PROXY", url)
+            yield fake
+
+
 async def test_an_https_endpoint_is_reached_through_a_connect_tunnel(
     ca: trustme.CA, no_proxy_env: pytest.MonkeyPatch
 ) -> None:
     proxy = FakeProxy()
-    with (
-        ca.issue_cert("127.0.0.1").private_key_and_cert_chain_pem.tempfile() as pem,
-        ca.cert_pem.tempfile() as roots,
-        FakeOpenAI(certfile=pem) as fake,
-    ):
-        no_proxy_env.setenv("SSL_CERT_FILE", roots)
+    async with https_behind_proxy(ca, no_proxy_env, proxy) as fake:
         fake.script("main", Step(content="Paris, tunnelled."), Step(content="Again."))
-        async with proxy.running() as url:
-            no_proxy_env.setenv("HTTPS_PROXY", url)
-            async with OpenAIChatModel.from_settings(settings(fake)) as model:
-                first = await model.chat("research", MESSAGES)
-                tunnels = len(proxy.heads)  # the call's, and the context-window lookup's
-                second = await model.chat("research", MESSAGES)
+        async with OpenAIChatModel.from_settings(settings(fake)) as model:
+            first = await model.chat("research", MESSAGES)
+            tunnels = len(proxy.heads)  # the call's, and the context-window lookup's
+            second = await model.chat("research", MESSAGES)
         endpoint = urlsplit(fake.base_url("main"))
     assert (first.content, second.content) == ("Paris, tunnelled.", "Again.")
     # The second call went through a kept-alive tunnel; the proxy saw only CONNECTs, never a request.
@@ -144,17 +161,10 @@ async def test_the_endpoints_certificate_is_checked_inside_the_tunnel(
     ca: trustme.CA, no_proxy_env: pytest.MonkeyPatch
 ) -> None:
     proxy = FakeProxy()
-    with (
-        ca.issue_cert("impostor.example").private_key_and_cert_chain_pem.tempfile() as pem,
-        ca.cert_pem.tempfile() as roots,
-        FakeOpenAI(certfile=pem) as fake,
-    ):
-        no_proxy_env.setenv("SSL_CERT_FILE", roots)
-        async with proxy.running() as url:
-            no_proxy_env.setenv("HTTPS_PROXY", url)
-            async with OpenAIChatModel.from_settings(settings(fake)) as model:
-                with pytest.raises(Exception, match=r"CERTIFICATE_VERIFY_FAILED|certificate verify failed"):
-                    await model.chat("research", MESSAGES)
+    async with https_behind_proxy(ca, no_proxy_env, proxy, certified_for="impostor.example") as fake:
+        async with OpenAIChatModel.from_settings(settings(fake)) as model:
+            with pytest.raises(RetryableError, match=r"CERTIFICATE_VERIFY_FAILED|certificate verify failed"):
+                await model.chat("research", MESSAGES)
         assert fake.count("main") == 0
     assert proxy.heads and all(head.startswith("CONNECT ") for head in proxy.heads)
 

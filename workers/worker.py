@@ -129,7 +129,7 @@ class Worker:
             self._running.pop(job_id, None)
             slots.release()
 
-    async def _settle(self, job_id: str, *, finished: bool, lost: bool, drained: bool = False) -> None:
+    async def _settle(self, job_id: str, *, finished: bool, lost: bool, drained: bool) -> None:
         """Ack a finished job, hand back an unfinished one; a lost job is another worker's now.
         A job stopped after its end but before its webhook call (a drain) counts as unfinished:
         the worker that claims it next makes the call. A `drained` run's attempt is given back

@@ -63,14 +63,18 @@ class Proxies:
             if found.get(scheme) or found.get("all")
         }
 
+        # Decided once per origin: every request asks, and NO_PROXY is parsed to answer.
+        self._decided: dict[tuple[str, str, int], Proxy | None] = {}
+
     def __bool__(self) -> bool:
         return bool(self._by_scheme)
 
     def for_origin(self, scheme: str, host: str, port: int) -> Proxy | None:
-        proxy = self._by_scheme.get(scheme)
-        if proxy is None or _bypassed(host, port, self._no_proxy):
-            return None
-        return proxy
+        origin = (scheme, host, port)
+        if origin not in self._decided:
+            proxy = self._by_scheme.get(scheme)
+            self._decided[origin] = None if proxy is None or _bypassed(host, port, self._no_proxy) else proxy
+        return self._decided[origin]
 
 
 def _bypassed(host: str, port: int, no_proxy: str) -> bool:
