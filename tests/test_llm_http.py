@@ -200,6 +200,42 @@ async def test_a_stalled_body_ends_at_the_read_timeout() -> None:
     assert caught.value.charged
 
 
+def trickle(pieces: int, gap: float, *, then_stall: bool) -> Reply:
+    """A chunked reply sent a piece every `gap` seconds; then its end, or silence."""
+
+    async def send(stream: anyio.abc.SocketStream) -> None:
+        await stream.send(chunked(end=False))
+        for i in range(pieces):
+            await anyio.sleep(gap)
+            piece = f"data: {i}\n\n".encode()
+            await stream.send(f"{len(piece):x}\r\n".encode() + piece + b"\r\n")
+        if then_stall:
+            await anyio.sleep_forever()
+        await stream.send(b"0\r\n\r\n")
+
+    return send
+
+
+@pytest.mark.anyio
+async def test_a_body_that_keeps_coming_outlasts_the_read_timeout() -> None:
+    # The timeout is on silence, not on the whole body: 8 pieces 0.1 s apart take twice the
+    # 0.4 s read timeout, and each wait is short.
+    async with serving(RawServer(trickle(8, 0.1, then_stall=False))) as url, HTTPClient() as http:
+        started = time.monotonic()
+        status, _, body = await post(http, url, read_timeout=0.4)
+    assert time.monotonic() - started >= 0.8
+    assert (status, body) == (200, b"".join(f"data: {i}\n\n".encode() for i in range(8)))
+
+
+@pytest.mark.anyio
+async def test_silence_after_some_pieces_ends_one_read_timeout_after_the_last() -> None:
+    async with serving(RawServer(trickle(5, 0.1, then_stall=True))) as url, HTTPClient() as http:
+        started = time.monotonic()
+        with pytest.raises(RetryableError, match=r"ReadTimeout: no data for 0\.4s"):
+            await post(http, url, read_timeout=0.4)
+    assert 0.5 + 0.4 <= time.monotonic() - started < 5
+
+
 @pytest.mark.anyio
 async def test_garbage_instead_of_http_is_retryable() -> None:
     async with serving(RawServer(b"SSH-2.0-OpenSSH\r\n\r\n")) as url, HTTPClient() as http:

@@ -34,6 +34,7 @@ from workers.llm.proxy import Proxies, open_tunnel
 
 # Idle connections kept per origin; the limiter caps how many are ever in use.
 MAX_IDLE = 64
+_TIMER_SLACK = 0.001  # seconds
 _DEFAULT_PORTS = {"http": 80, "https": 443}
 
 
@@ -44,10 +45,18 @@ class _Connection(asyncio.Protocol):
         self.transport: Any = None  # uvloop's transports are not asyncio.Transport subclasses
         self.lost = False
         self.failure: str | None = None
+        self._loop = asyncio.get_running_loop()
+        # One silence timer per response, not one per read (a streamed reply is read in many
+        # pieces, and a timer apiece was a tenth of a call's cost): it checks, when it fires,
+        # whether the wait then pending began `timeout` seconds ago, and re-arms if not.
+        self._timer: asyncio.TimerHandle | None = None
+        self._wait_began = 0.0
+        self._timeout = 0.0
         self.reset()
 
     def reset(self) -> None:
         """Ready for the next response on this connection."""
+        self.disarm()
         self.parser = httptools.HttpResponseParser(self)
         self.status = 0
         self.headers: dict[str, str] = {}
@@ -119,16 +128,37 @@ class _Connection(asyncio.Protocol):
             self.waiter.set_result(None)
 
     async def wait(self, timeout: float) -> None:
-        """Until something arrives or the connection ends; `RetryableError` after `timeout`
+        """Until something arrives or the connection ends; `TimeoutError` after `timeout`
         seconds of silence."""
-        loop = asyncio.get_running_loop()
-        self.waiter = waiter = loop.create_future()
-        timer = loop.call_later(timeout, _expire, waiter)
+        self.waiter = waiter = self._loop.create_future()
+        self._wait_began, self._timeout = self._loop.time(), timeout
+        if self._timer is None:
+            self._timer = self._loop.call_at(self._wait_began + timeout, self._on_timer)
         try:
             await waiter
         finally:
-            timer.cancel()
             self.waiter = None
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        waiter = self.waiter
+        if waiter is None or waiter.done():
+            return  # nothing is waiting: the next wait arms a new timer
+        deadline = self._wait_began + self._timeout
+        # A loop may run a timer up to its clock's resolution early (uvloop's is 1 ms).
+        if self._loop.time() >= deadline - _TIMER_SLACK:
+            waiter.set_exception(TimeoutError())
+        else:
+            self._timer = self._loop.call_at(deadline, self._on_timer)
+
+    def disarm(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+    def close(self) -> None:
+        self.disarm()
+        self.transport.close()
 
     def check(self) -> None:
         if self.failure is not None:
@@ -147,11 +177,6 @@ class _Connection(asyncio.Protocol):
             and not self.lost
             and self.failure is None
         )
-
-
-def _expire(waiter: asyncio.Future[None]) -> None:
-    if not waiter.done():
-        waiter.set_exception(TimeoutError())
 
 
 class Response:
@@ -244,7 +269,7 @@ class HTTPClient:
                 conn.reset()
                 idle.append(conn)
             else:
-                conn.transport.close()
+                conn.close()
 
     async def _send(self, origin: tuple[str, str, int], request: bytes, read_timeout: float) -> _Connection:
         """Write the request and wait for the response's headers. A kept-alive connection the
@@ -267,11 +292,11 @@ class HTTPClient:
                         ) from None
                 return conn
             except RetryableError:
-                conn.transport.close()
+                conn.close()
                 if not (reused and conn.lost and not conn.received):
                     raise
             except BaseException:
-                conn.transport.close()
+                conn.close()
                 raise
             conn, reused = None, False
 
@@ -283,7 +308,7 @@ class HTTPClient:
             # skip the ones it already did.
             if not conn.lost and not conn.received and not conn.transport.is_closing():
                 return conn
-            conn.transport.close()
+            conn.close()
         return None
 
     async def _connect(self, origin: tuple[str, str, int]) -> _Connection:
@@ -328,7 +353,7 @@ class HTTPClient:
         idle, self._idle = self._idle, {}
         for conns in idle.values():
             for conn in conns:
-                conn.transport.close()
+                conn.close()
 
 
 def default_ssl_context() -> ssl.SSLContext:
