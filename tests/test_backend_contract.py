@@ -310,6 +310,18 @@ async def test_cancel_flags(backend: Backend) -> None:
     assert await backend.is_cancelled("job_002") is False
 
 
+async def test_cancel_requests_of_many_jobs_in_one_call(backend: Backend) -> None:
+    ids = [f"job_{n:04d}" for n in range(1200)]  # more than one SQLite statement's parameters
+    for job_id in ids:
+        await backend.create_job(job(job_id))
+    assert await backend.cancel_requested(ids) == set()
+    assert await backend.cancel_requested([]) == set()
+    for job_id in (ids[0], ids[700], ids[-1]):
+        await backend.request_cancel(job_id)
+    assert await backend.cancel_requested(ids) == {ids[0], ids[700], ids[-1]}
+    assert await backend.cancel_requested([ids[1], ids[700], "job_unknown"]) == {ids[700]}
+
+
 # -- event log ---------------------------------------------------------------------------------------
 
 

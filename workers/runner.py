@@ -20,6 +20,7 @@ from workers.agent.prompts import PromptSet
 from workers.agent.tokens import EstimateCounter, TokenCounter
 from workers.backend.base import Backend
 from workers.budget import TokenBudget, budget_report, plan_time
+from workers.cancel_watch import CancelWatch
 from workers.errors import BackendUnavailable, JobFailed, LLMConfigError, SourceConflict
 from workers.events import EventType, NewEvent
 from workers.heavy import agent_specs, run_agents
@@ -87,6 +88,7 @@ def summarise(checkpoints: list[AgentCheckpoint]) -> list[AgentSummary]:
 class JobRunner:
     def __init__(self, parts: EngineParts) -> None:
         self.parts = parts
+        self.cancels = CancelWatch(parts.backend, CANCEL_POLL_SECONDS)
 
     async def run(self, job_id: str) -> Outcome:
         with (
@@ -187,8 +189,7 @@ class JobRunner:
 
             async def watch_cancel() -> None:
                 nonlocal cancelled
-                while not await backend.is_cancelled(job_id):  # noqa: ASYNC110 - the flag lives in the backend
-                    await anyio.sleep(CANCEL_POLL_SECONDS)
+                await self.cancels.until_cancelled(job_id)
                 cancelled = True
                 tg.cancel_scope.cancel()
 

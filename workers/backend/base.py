@@ -94,6 +94,10 @@ class Backend(Protocol):
 
     async def is_cancelled(self, job_id: str) -> bool: ...
 
+    async def cancel_requested(self, job_ids: Sequence[str]) -> set[str]:
+        """The jobs among `job_ids` whose cancel was requested, in one call however many: a
+        worker's running jobs share one poll (`workers.cancel_watch`)."""
+
     # -- event log ----------------------------------------------------------------------------
     async def append_event(self, job_id: str, event: NewEvent) -> Event | None:
         """Append with the next `seq`. Returns None when `event.key` was already appended.

@@ -170,6 +170,9 @@ class MemoryBackend:
     async def is_cancelled(self, job_id: str) -> bool:
         return job_id in self._cancelled
 
+    async def cancel_requested(self, job_ids: Sequence[str]) -> set[str]:
+        return self._cancelled.intersection(job_ids)
+
     # -- event log ----------------------------------------------------------------------------
     async def append_event(self, job_id: str, event: NewEvent) -> Event | None:
         appended = await self.commit_round(job_id, [event])

@@ -347,6 +347,12 @@ class RedisBackend:
         found: int = await self._call(self.client.exists, self.keys.cancel(job_id))
         return found > 0
 
+    async def cancel_requested(self, job_ids: Sequence[str]) -> set[str]:
+        if not job_ids:
+            return set()
+        flags = await self._call(self.client.mget, [self.keys.cancel(job_id) for job_id in job_ids])
+        return {job_id for job_id, flag in zip(job_ids, flags, strict=True) if flag is not None}
+
     # -- event log ------------------------------------------------------------------------------
     async def append_event(self, job_id: str, event: NewEvent) -> Event | None:
         appended = await self.commit_round(job_id, [event])

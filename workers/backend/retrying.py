@@ -95,6 +95,9 @@ class RetryingBackend:
     async def is_cancelled(self, job_id: str) -> bool:
         return await self._retry(self.inner.is_cancelled, job_id)
 
+    async def cancel_requested(self, job_ids: Sequence[str]) -> set[str]:
+        return await self._retry(self.inner.cancel_requested, job_ids)
+
     async def append_event(self, job_id: str, event: NewEvent) -> Event | None:
         return await self._retry(self.inner.append_event, job_id, event)
 

@@ -282,6 +282,18 @@ class SQLiteBackend:
 
         return await self._db.read(check)
 
+    async def cancel_requested(self, job_ids: Sequence[str]) -> set[str]:
+        def check(conn: sqlite3.Connection) -> set[str]:
+            found: set[str] = set()
+            # SQLite caps a statement's parameters (999 in older builds).
+            for start in range(0, len(job_ids), 500):
+                batch = job_ids[start : start + 500]
+                sql = f"SELECT job_id FROM cancels WHERE job_id IN ({','.join('?' * len(batch))})"
+                found.update(str(row[0]) for row in conn.execute(sql, batch))
+            return found
+
+        return await self._db.read(check) if job_ids else set()
+
     # -- event log ------------------------------------------------------------------------------
     async def append_event(self, job_id: str, event: NewEvent) -> Event | None:
         appended = await self.commit_round(job_id, [event])
