@@ -94,6 +94,28 @@ async def test_the_poll_passes_on_when_the_job_running_it_ends() -> None:
     assert cancelled == ["job_c", "job_b"]
 
 
+async def test_two_runs_of_one_job_in_a_process_both_see_its_cancel() -> None:
+    backend = CountingBackend()
+    watch = CancelWatch(backend, interval=0.02)
+    returned: list[str] = []
+
+    async def watch_one(job_id: str) -> None:
+        await watch.until_cancelled(job_id)
+        returned.append(job_id)
+
+    with anyio.fail_after(10):
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(watch_one, "job_a")
+            tg.start_soon(watch_one, "job_a")
+            tg.start_soon(watch_one, "job_b")
+            assert sorted(await backend.next_poll()) == ["job_a", "job_b"]  # each id asked once
+            await backend.request_cancel("job_a")
+            while len(returned) < 2:
+                await backend.next_poll()
+            await backend.request_cancel("job_b")
+    assert returned == ["job_a", "job_a", "job_b"]
+
+
 async def test_each_of_several_running_jobs_is_cancelled_on_request(mini_corpus: Path) -> None:
     with SimServer(SimConfig(min_rounds=1000, latency=0.05)) as sim:
         async with harness(mini_corpus, sim.base_url) as h:

@@ -18,7 +18,8 @@ from workers.backend.base import Backend
 
 
 class _Watcher:
-    def __init__(self) -> None:
+    def __init__(self, job_id: str) -> None:
+        self.job_id = job_id
         self.wake = anyio.Event()  # set when its cancel was seen, or the poll is handed to it
         self.cancelled = False
 
@@ -29,41 +30,46 @@ class CancelWatch:
     def __init__(self, backend: Backend, interval: float) -> None:
         self.backend = backend
         self.interval = interval
-        self._watchers: dict[str, _Watcher] = {}
-        self._poller: str | None = None  # the job whose task runs the poll
+        # Per call, not per job id: a job run twice in one process (a lease that lapsed and was
+        # claimed back) has two watchers, and each is told.
+        self._watchers: set[_Watcher] = set()
+        self._polling = False  # a watcher's task runs the poll
 
     async def until_cancelled(self, job_id: str) -> None:
         """Returns when a cancel for the job was seen; an error of the backend's from the poll
         is raised in whichever job's task ran it."""
-        watcher = self._watchers[job_id] = _Watcher()
+        watcher = _Watcher(job_id)
+        self._watchers.add(watcher)
         try:
             while not watcher.cancelled:
-                if self._poller is None:
-                    self._poller = job_id
+                if not self._polling:
+                    self._polling = True
                     try:
                         await self._poll(watcher)
                     finally:
-                        self._poller = None
+                        self._polling = False
                 else:
                     await watcher.wake.wait()
                     watcher.wake = anyio.Event()
         finally:
-            del self._watchers[job_id]
-            if self._poller is None:
+            self._watchers.discard(watcher)
+            if not self._polling:
                 self._hand_over()
 
     async def _poll(self, mine: _Watcher) -> None:
         while not mine.cancelled:
             await anyio.sleep(self.interval)
-            for job_id in await self.backend.cancel_requested(list(self._watchers)):
-                watcher = self._watchers.get(job_id)
-                if watcher is not None:
+            found = await self.backend.cancel_requested(list({w.job_id for w in self._watchers}))
+            if not found:
+                continue
+            for watcher in self._watchers:
+                if watcher.job_id in found:
                     watcher.cancelled = True
                     watcher.wake.set()
 
     def _hand_over(self) -> None:
-        # Woken, a watcher finds no poller and takes the poll; one that leaves first (its job
+        # Woken, a watcher finds no poll running and takes it; one that leaves first (its job
         # ended meanwhile) hands it on from its own `finally`.
-        for watcher in self._watchers.values():
-            watcher.wake.set()
-            return
+        heir = next(iter(self._watchers), None)
+        if heir is not None:
+            heir.wake.set()
